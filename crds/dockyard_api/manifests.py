@@ -1,0 +1,153 @@
+"""Read manifests (YAML or JSON) into API models, with errors that name the field path.
+
+This is the edge: every object that enters Dockyard from a file, the CLI or the API server
+passes through `parse`. YAML is read the way kubectl reads it: timestamps stay strings and a
+key written twice is an error, not a silent overwrite.
+
+Pure computation: the caller reads files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from dockyard_api.commit import Commit
+from dockyard_api.container import Container
+from dockyard_api.image import Image
+from dockyard_api.meta import API_VERSION, FieldError, Resource
+from dockyard_api.node import DockyardNode
+from dockyard_api.promotion import Promotion
+from dockyard_api.stage import Stage
+from dockyard_api.volume import Volume
+
+KINDS: tuple[type[Resource], ...] = (Container, Image, Volume, Commit, Stage, Promotion,
+                                     DockyardNode)
+"""Every kind of the dockyard.dev API, in the order documentation presents them."""
+BY_KIND: dict[str, type[Resource]] = {cls.kind_info.kind: cls for cls in KINDS}
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One thing wrong with a manifest: where (a field path) and what to do about it."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path or '<root>'}: {self.message}"
+
+
+class InvalidManifestError(ValueError):
+    """A manifest that Dockyard refuses, with every problem found."""
+
+    def __init__(self, problems: list[Problem], *, source: str = "") -> None:
+        self.problems = sorted(problems)
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(where + "; ".join(str(p) for p in self.problems))
+
+
+def format_path(loc: tuple[int | str, ...]) -> str:
+    """`("spec", "ports", 0, "hostPort")` -> `spec.ports[0].hostPort`."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part and not any(c in part for c in "[(,"):  # skip pydantic's type tags
+            out += f".{part}" if out else part
+    return out
+
+
+def _split_path(path: str) -> tuple[int | str, ...]:
+    """`ports[1].hostPort` -> `("ports", 1, "hostPort")`, the inverse of format_path."""
+    return tuple(int(part) if part.isdigit() else part
+                 for part in re.split(r"[.\[\]]+", path) if part)
+
+
+_FRIENDLY = {
+    "missing": "is required",
+    "extra_forbidden": "unknown field: check its spelling (fields are camelCase, like "
+                       "nodeName) or remove it",
+}
+
+
+def _problems(error: ValidationError) -> list[Problem]:
+    problems = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        cause = item.get("ctx", {}).get("error")
+        if isinstance(cause, FieldError) and cause.field:
+            loc = (*loc, *_split_path(cause.field))
+        message = _FRIENDLY.get(item["type"]) or item["msg"].removeprefix("Value error, ")
+        problems.append(Problem(format_path(loc), message))
+    return problems
+
+
+def parse(obj: object, *, source: str = "") -> Resource:
+    """Validate one decoded manifest and return its model; raise InvalidManifestError."""
+    if not isinstance(obj, Mapping):
+        raise InvalidManifestError(
+            [Problem("", f"a manifest is a mapping with apiVersion and kind, not "
+                         f"{type(obj).__name__}")], source=source)
+    api_version, kind = obj.get("apiVersion"), obj.get("kind")
+    if api_version != API_VERSION:
+        raise InvalidManifestError(
+            [Problem("apiVersion", f"expected {API_VERSION}, got {api_version!r}")],
+            source=source)
+    cls = BY_KIND.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise InvalidManifestError(
+            [Problem("kind", f"unknown kind {kind!r}: expected one of {', '.join(BY_KIND)}")],
+            source=source)
+    try:
+        text = json.dumps(obj)
+    except (TypeError, ValueError) as e:
+        raise InvalidManifestError([Problem("", f"not JSON-compatible data: {e}")],
+                              source=source) from e
+    try:
+        return cls.model_validate_json(text, by_alias=True, by_name=False)
+    except ValidationError as e:
+        raise InvalidManifestError(_problems(e), source=source) from e
+
+
+def dump(resource: Resource) -> dict[str, Any]:
+    """The manifest form of a model: camelCase, no empty optional fields."""
+    return resource.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class _KubectlLoader(yaml.SafeLoader):
+    """SafeLoader that keeps timestamps as strings and refuses duplicate keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_KubectlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def load_documents(text: str, *, source: str = "") -> Iterator[object]:
+    """The documents of a YAML (or JSON) stream, skipping empty ones; raise InvalidManifestError."""
+    try:
+        for document in yaml.load_all(text, Loader=_KubectlLoader):
+            if document is not None:
+                yield document
+    except yaml.YAMLError as e:
+        raise InvalidManifestError([Problem("", f"not valid YAML: {e}")], source=source) from e
