@@ -8,8 +8,7 @@ from typing import Any
 import click
 
 from dockyard_api import API_VERSION, BY_KIND
-from dockyard_api.crd import crd
-from dockyard_api.server_validation import schema_of
+from dockyard_api.crd import kind_schema
 
 
 def _type_name(schema: dict[str, Any]) -> str:
@@ -41,7 +40,7 @@ def explain(path: str) -> str:
     if kind is None:
         raise click.BadParameter(f"unknown kind {head!r}: use one of {', '.join(BY_KIND)}",
                                  param_hint="PATH")
-    schema = schema_of(crd(BY_KIND[kind]))
+    schema = kind_schema(kind)
     walked: list[str] = []
     for name in fields:
         while schema.get("type") == "array":

@@ -11,8 +11,8 @@ from typing import Any
 import click
 
 from dockyard_api import API_VERSION, BY_KIND, InvalidManifestError, Problem, load_documents, parse
-from dockyard_api.crd import crd
-from dockyard_api.server_validation import schema_of, validate
+from dockyard_api.crd import kind_schema
+from dockyard_api.server_validation import validate
 from dockyard_cli.summaries import summary
 
 _SUFFIXES = (".yaml", ".yml", ".json")
@@ -52,9 +52,8 @@ def check_document(document: object, source: str) -> Verdict | None:
         verdict.summary = summary(resource)
     except InvalidManifestError as e:
         verdict.problems += [Problem(p.path, f"{p.message} (model)") for p in e.problems]
-    cls = BY_KIND.get(verdict.kind)
-    if isinstance(document, dict) and cls is not None:
-        _, found = validate(document, schema_of(crd(cls)))
+    if isinstance(document, dict) and verdict.kind in BY_KIND:
+        _, found = validate(document, kind_schema(verdict.kind))
         verdict.problems += [Problem(p.path, f"{p.message} (CRD schema)") for p in found]
     return verdict
 

@@ -8,13 +8,14 @@ from a plain clone. `stale` tells when the files no longer match the models.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel
 
-from dockyard_api.manifests import KINDS
+from dockyard_api.manifests import BY_KIND, KINDS
 from dockyard_api.meta import GROUP, VERSION, Resource
 from dockyard_api.schema import Schema, openapi
 
@@ -125,22 +126,31 @@ def generated_files() -> list[GeneratedFile]:
 
 def stale(root: Path) -> list[str]:
     """The generated files under `root` that are missing or differ from the models."""
-    out = []
-    for file in generated_files():
-        path = root / file.path
-        if not path.is_file() or path.read_text(encoding="utf-8") != file.text:
-            out.append(file.path)
-    return out
+    return [file.path for file in generated_files() if not _current(root / file.path, file)]
 
 
 def write(root: Path) -> list[str]:
     """Write every generated file under `root` (atomically each); return those that changed."""
-    changed = stale(root)
+    changed = []
     for file in generated_files():
-        if file.path in changed:
-            path = root / file.path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(file.text, encoding="utf-8")
-            tmp.replace(path)
+        path = root / file.path
+        if _current(path, file):
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(file.text, encoding="utf-8")
+        tmp.replace(path)
+        changed.append(file.path)
     return changed
+
+
+def _current(path: Path, file: GeneratedFile) -> bool:
+    return path.is_file() and path.read_text(encoding="utf-8") == file.text
+
+
+@cache
+def kind_schema(kind: str) -> Schema:
+    """The openAPIV3Schema of one kind's CRD, computed once. Callers must not mutate it."""
+    document = crd(BY_KIND[kind])
+    schema: Schema = document["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema

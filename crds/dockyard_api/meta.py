@@ -124,13 +124,13 @@ def unique(items: list[Any], *keys: str, what: str) -> None:
         if value in seen:
             shown = ", ".join(f"{to_camel(k)}={v!s}" for k, v in zip(keys, value, strict=True))
             raise FieldError(
-                f"{to_camel_path(what)}[{index}]",
+                f"{_camel_path(what)}[{index}]",
                 f"duplicate {shown}: item {seen[value]} already uses it",
             )
         seen[value] = index
 
 
-def to_camel_path(name: str) -> str:
+def _camel_path(name: str) -> str:
     return ".".join(to_camel(part) for part in name.split("."))
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from dockyard_api import BY_KIND, InvalidManifestError, Problem, load_documents, parse
-from dockyard_api.crd import crd
-from dockyard_api.server_validation import schema_of, validate
+from dockyard_api.crd import kind_schema
+from dockyard_api.server_validation import validate
 
 CATALOGUE = Path(__file__).resolve().parent.parent / "catalogue" / "invalid"
 
@@ -73,7 +73,7 @@ def test_the_models_refuse_it_naming_the_field(case: Case) -> None:
 def test_the_crd_schema_refuses_it_naming_the_field(case: Case) -> None:
     manifest = case.manifest
     assert isinstance(manifest, dict)
-    _, problems = validate(manifest, schema_of(crd(BY_KIND[manifest["kind"]])))
+    _, problems = validate(manifest, kind_schema(manifest["kind"]))
     assert _names_field(problems, case.expect), [str(p) for p in problems]
 
 
@@ -84,6 +84,6 @@ def test_model_only_entries_are_really_beyond_the_schema(case: Case) -> None:
     manifest = case.manifest
     assert isinstance(manifest, dict)
     cls = BY_KIND.get(manifest["kind"], BY_KIND["Container"])
-    _, problems = validate(manifest, schema_of(crd(cls)))
+    _, problems = validate(manifest, kind_schema(cls.kind_info.kind))
     assert not _names_field(problems, case.expect), (
         f"the schema catches this too: drop the model-only header of {case.path.name}")

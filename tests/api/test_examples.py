@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from dockyard_api import BY_KIND, KINDS, dump, load_documents, parse
-from dockyard_api.crd import crd
-from dockyard_api.server_validation import schema_of, validate
+from dockyard_api.crd import kind_schema
+from dockyard_api.server_validation import validate
 
 EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples"
 
@@ -32,7 +32,7 @@ def test_the_example_is_valid_for_the_models(source: str, document: dict[str, ob
 
 @pytest.mark.parametrize(("source", "document"), DOCUMENTS, ids=[s for s, _ in DOCUMENTS])
 def test_the_example_is_valid_for_its_crd(source: str, document: dict[str, object]) -> None:
-    _, problems = validate(document, schema_of(crd(BY_KIND[str(document["kind"])])))
+    _, problems = validate(document, kind_schema(str(document["kind"])))
     assert problems == []
 
 
@@ -40,7 +40,7 @@ def test_the_example_is_valid_for_its_crd(source: str, document: dict[str, objec
 def test_what_the_models_write_back_the_api_server_accepts(
         source: str, document: dict[str, object]) -> None:
     written = dump(parse(document, source=source))
-    _, problems = validate(written, schema_of(crd(BY_KIND[str(document["kind"])])))
+    _, problems = validate(written, kind_schema(str(document["kind"])))
     assert problems == []
 
 
@@ -58,5 +58,5 @@ def test_schema_defaults_match_model_defaults() -> None:
     """What the API server fills in is what the models assume when a field is absent."""
     for _, document in DOCUMENTS:
         cls = BY_KIND[str(document["kind"])]
-        defaulted, _ = validate(document, schema_of(crd(cls)))
+        defaulted, _ = validate(document, kind_schema(cls.kind_info.kind))
         assert parse(defaulted) == parse(document)
