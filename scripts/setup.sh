@@ -5,8 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the project uses. Later issues add the runtime's (runc, skopeo, ...).
-APT_PACKAGES=(python3 python3-venv python3-dev git ca-certificates)
+# Debian packages the project uses: Python, the runtime's tools (runc as the reference
+# runtime in tests and benchmarks, busybox-static to build test images, skopeo and
+# docker-registry for images, iproute2 for network checks).
+APT_PACKAGES=(python3 python3-venv python3-dev git ca-certificates
+              runc busybox-static skopeo docker-registry iproute2)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -1,0 +1,65 @@
+"""Fixtures for node-shim tests: root gating and a leak check on the real kernel.
+
+Tests marked `root` need root and the real kernel (namespaces, mounts, cgroups). They are
+skipped, with the reason, only when the test process is not root; CI runs as root, so
+there they always run. Every root test is wrapped in a leak check: the mounts, cgroups and
+child processes after the test must be those before it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+IS_ROOT = os.geteuid() == 0
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("root") and not IS_ROOT:
+            item.add_marker(pytest.mark.skip(reason="needs root: run the suite as root"))
+
+
+def _mount_points() -> set[str]:
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        return {line.split()[4] for line in f}
+
+
+def _dockyard_cgroups() -> set[str]:
+    found = set()
+    for hierarchy in CGROUP_ROOT.iterdir() if CGROUP_ROOT.is_dir() else []:
+        for path in hierarchy.glob("**/dockyard*"):
+            if path.is_dir():
+                found.add(str(path))
+    return found
+
+
+def _children() -> set[int]:
+    me = str(os.getpid())
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[1].split()[1] == me:
+                found.add(int(entry.name))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a root test that leaves mounts, dockyard cgroups or child processes behind."""
+    if not (IS_ROOT and request.node.get_closest_marker("root")):
+        yield
+        return
+    mounts, cgroups, children = _mount_points(), _dockyard_cgroups(), _children()
+    yield
+    assert _mount_points() - mounts == set(), "the test leaked mounts"
+    assert _dockyard_cgroups() - cgroups == set(), "the test leaked cgroups"
+    assert _children() - children == set(), "the test leaked child processes"
