@@ -8,7 +8,8 @@ plans testable without root and printable when something fails.
 CVE-2021-30465 for runc's mount destinations): a path inside a container's root is
 resolved component by component, symlinks included, but never above the root.
 
-Pure computation on paths except for `resolve_in_root`, which reads links.
+`perform` is the one place mounts happen. Pure computation otherwise, except for
+`resolve_in_root`, which reads links.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dockyard_shim.errors import InvalidArgumentError
+from dockyard_shim.kernel import Kernel
+from dockyard_shim.kernel import consts as k
 
 
 @dataclass(frozen=True)
@@ -72,3 +75,62 @@ def resolve_in_root(root: Path, path: str) -> Path:
             resolved = []
         parts = [p for p in target.split("/") if p not in ("", ".")] + parts
     return root.joinpath(*resolved)
+
+
+# mount(8) option words that are flags; everything else is filesystem data.
+_FLAGS = {
+    "ro": k.MS_RDONLY, "rw": 0, "nosuid": k.MS_NOSUID, "nodev": k.MS_NODEV,
+    "noexec": k.MS_NOEXEC, "bind": k.MS_BIND, "rbind": k.MS_BIND | k.MS_REC,
+    "noatime": k.MS_NOATIME, "relatime": k.MS_RELATIME, "strictatime": k.MS_STRICTATIME,
+}
+_PROPAGATION = {
+    "private": k.MS_PRIVATE, "rprivate": k.MS_PRIVATE | k.MS_REC,
+    "slave": k.MS_SLAVE, "rslave": k.MS_SLAVE | k.MS_REC,
+    "shared": k.MS_SHARED, "rshared": k.MS_SHARED | k.MS_REC,
+    "unbindable": k.MS_UNBINDABLE, "runbindable": k.MS_UNBINDABLE | k.MS_REC,
+}
+_PAGE = 4096  # mount(2) copies at most one page of option data
+
+
+@dataclass(frozen=True)
+class MountCall:
+    """The mount(2) calls one `Mount` becomes: flags and data split, remounts included."""
+
+    flags: int
+    data: str
+    propagation: int
+    remount_flags: int | None  # a bind mount's ro/nosuid/… need a second, remount call
+
+
+def plan_call(mount: Mount) -> MountCall:
+    """Split a Mount's options into mount(2) flags, data and follow-up calls."""
+    flags, propagation, data = 0, 0, []
+    for option in mount.options:
+        if option in _FLAGS:
+            flags |= _FLAGS[option]
+        elif option in _PROPAGATION:
+            propagation |= _PROPAGATION[option]
+        else:
+            data.append(option)
+    text = ",".join(data)
+    if len(text) >= _PAGE:
+        raise InvalidArgumentError(
+            f"mount options for {mount.target or mount.source} are {len(text)} bytes; "
+            f"the kernel takes at most {_PAGE - 1}")
+    # The kernel ignores ro, nosuid, nodev and noexec on the first call of a bind mount;
+    # they take effect only on a remount of the bind (mount(8) does the same).
+    extra = flags & (k.MS_RDONLY | k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+    remount = flags & ~k.MS_REC | k.MS_REMOUNT if flags & k.MS_BIND and extra else None
+    return MountCall(flags, text, propagation, remount)
+
+
+def perform(kernel: Kernel, mount: Mount) -> None:
+    """Mount `mount` at its target. The target must exist and be safe (resolved in root)."""
+    if not mount.target:
+        raise InvalidArgumentError(f"mount of {mount.source} has no target")
+    call = plan_call(mount)
+    kernel.mount(mount.source, mount.target, mount.type, call.flags, call.data)
+    if call.remount_flags is not None:
+        kernel.mount("", mount.target, "", call.remount_flags, "")
+    if call.propagation:
+        kernel.mount("", mount.target, "", call.propagation, "")

@@ -1,0 +1,36 @@
+"""The `Kernel` interface: what the runtime asks of Linux beyond the `os` module."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Kernel(Protocol):
+    """Thin syscall wrappers. Each raises OSError(errno) when the kernel refuses."""
+
+    def unshare(self, flags: int) -> None:
+        """Move the caller into new namespaces (`CLONE_NEW*` flags)."""
+
+    def setns(self, fd: int, nstype: int) -> None:
+        """Join the namespace open at `fd`."""
+
+    def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
+        """mount(2)."""
+
+    def umount2(self, target: str, flags: int) -> None:
+        """umount2(2)."""
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        """pivot_root(2)."""
+
+    def sethostname(self, name: str) -> None:
+        """sethostname(2), in the caller's UTS namespace."""
+
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0) -> int:
+        """prctl(2) with integer arguments."""
+
+    def capset(self, effective: int, permitted: int, inheritable: int) -> None:
+        """Set the calling thread's capability sets (64-bit masks)."""
+
+    def capget(self) -> tuple[int, int, int]:
+        """The calling thread's (effective, permitted, inheritable) capability masks."""

@@ -1,0 +1,47 @@
+"""Linux constants for namespaces, mounts, prctl and capabilities (from the uapi headers)."""
+
+from __future__ import annotations
+
+# sched.h: namespace flags for unshare(2) and setns(2)
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# mount.h: mount(2) flags
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_BIND = 4096
+MS_REC = 16384
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MNT_DETACH = 2
+
+# prctl.h
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# capability.h
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+# Syscalls without a glibc wrapper, by machine.
+SYSCALLS = {
+    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "pidfd_open": 434},
+    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "pidfd_open": 434},
+}

@@ -1,0 +1,89 @@
+"""`Kernel` on real Linux, through libc and raw syscalls via ctypes."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+from dockyard_shim.errors import UnavailableError
+from dockyard_shim.kernel.consts import LINUX_CAPABILITY_VERSION_3, SYSCALLS
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def _check(result: int) -> int:
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result
+
+
+class LinuxKernel:
+    """Calls the real kernel. Needs root (CAP_SYS_ADMIN) for most operations."""
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        machine = platform.machine()
+        if machine not in SYSCALLS:
+            raise UnavailableError(f"unsupported machine {machine!r}: no syscall table")
+        self._nr = SYSCALLS[machine]
+        self._libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
+                                     ctypes.c_ulong, ctypes.c_char_p]
+        self._libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        self._libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+        self._libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong,
+                                     ctypes.c_ulong, ctypes.c_ulong]
+
+    def unshare(self, flags: int) -> None:
+        _check(self._libc.unshare(ctypes.c_int(flags)))
+
+    def setns(self, fd: int, nstype: int) -> None:
+        _check(self._libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)))
+
+    def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
+        _check(self._libc.mount(source.encode(), target.encode(),
+                                fstype.encode() if fstype else None, flags,
+                                data.encode() if data else None))
+
+    def umount2(self, target: str, flags: int) -> None:
+        _check(self._libc.umount2(target.encode(), flags))
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        _check(self._libc.syscall(ctypes.c_long(self._nr["pivot_root"]),
+                                  ctypes.c_char_p(new_root.encode()),
+                                  ctypes.c_char_p(put_old.encode())))
+
+    def sethostname(self, name: str) -> None:
+        raw = name.encode()
+        _check(self._libc.sethostname(raw, len(raw)))
+
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0) -> int:
+        return _check(self._libc.prctl(option, arg2, arg3, 0, 0))
+
+    def capset(self, effective: int, permitted: int, inheritable: int) -> None:
+        header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
+        data = (_CapData * 2)()
+        for index in (0, 1):  # version 3 splits each 64-bit set into two 32-bit words
+            shift = 32 * index
+            data[index].effective = (effective >> shift) & 0xFFFFFFFF
+            data[index].permitted = (permitted >> shift) & 0xFFFFFFFF
+            data[index].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+        _check(self._libc.syscall(ctypes.c_long(self._nr["capset"]), ctypes.byref(header),
+                                  ctypes.byref(data)))
+
+    def capget(self) -> tuple[int, int, int]:
+        header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
+        data = (_CapData * 2)()
+        _check(self._libc.syscall(ctypes.c_long(self._nr["capget"]), ctypes.byref(header),
+                                  ctypes.byref(data)))
+        return (data[0].effective | data[1].effective << 32,
+                data[0].permitted | data[1].permitted << 32,
+                data[0].inheritable | data[1].inheritable << 32)

@@ -1,0 +1,1 @@
+"""The container runtime: lifecycle, isolation and process supervision on one node."""

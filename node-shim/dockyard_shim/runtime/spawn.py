@@ -1,0 +1,377 @@
+"""Start a container process: namespaces, root filesystem, identity, capabilities, exec.
+
+Process tree, as seen from the host:
+
+    caller (daemon or CLI)
+      └─ monitor   own session; waits for the container's PID 1 and writes its exit
+         │         status to a file, so the status survives the caller (kill -9 of the
+         │         daemon loses nothing); exits right after
+         └─ init   PID 1 of a new pid namespace: joins its cgroups, enters new mount, uts,
+                   ipc, net (and cgroup) namespaces, builds the root filesystem, pivots
+                   into it, drops to Docker's capability set and execs the command
+
+Synchronisation with pipes: the monitor reports init's host pid; init reports "ready" once
+its namespaces exist, waits for "go" (the caller configures networking meanwhile), and
+reports a failure before exec on a close-on-exec pipe, so a successful exec is simply EOF.
+
+Code after fork() runs in a copy of a possibly multi-threaded process: it uses only
+syscalls and simple Python, and always ends in exec or os._exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import signal
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dockyard_shim.errors import ShimError, UnavailableError
+from dockyard_shim.kernel import Kernel
+from dockyard_shim.kernel import consts as k
+from dockyard_shim.mounts import Mount, perform, resolve_in_root
+from dockyard_shim.runtime import capabilities, rootfs
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """The process to exec: arguments, environment, working directory and identity."""
+
+    args: tuple[str, ...]
+    env: tuple[str, ...]
+    cwd: str = "/"
+    uid: int = 0
+    gid: int = 0
+    groups: tuple[int, ...] = ()
+    capabilities: frozenset[str] = capabilities.DOCKER_DEFAULT
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """Everything the spawner needs, already validated and resolved by the runtime."""
+
+    bundle: Path
+    """The container's directory: rootfs mount point, log, exit status."""
+    rootfs: tuple[Mount, ...]
+    """The snapshot's mounts (no target): mounted at `bundle/rootfs`."""
+    process: ProcessSpec
+    hostname: str
+    network: str = "none"
+    """`none` (own namespace, loopback up), `host`, or `bridge` (caller adds the veth)."""
+    volumes: tuple[Mount, ...] = ()
+    """Bind mounts; targets are container paths, resolved inside the rootfs."""
+    readonly_rootfs: bool = False
+    cgroup_procs: tuple[Path, ...] = ()
+    """`cgroup.procs` files init writes itself into before it unshares anything."""
+    cgroup_v2: bool = False
+
+    @property
+    def root(self) -> Path:
+        return self.bundle / "rootfs"
+
+    @property
+    def log_path(self) -> Path:
+        return self.bundle / "container.log"
+
+    @property
+    def exit_path(self) -> Path:
+        return self.bundle / "exit.json"
+
+
+@dataclass(frozen=True)
+class Spawned:
+    monitor_pid: int
+    pid: int
+
+
+class StartError(ShimError):
+    """The container could not be started; `exit_code` is what Docker would report."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+_SETUP_FAILED = 125  # Docker's code when the runtime, not the command, failed
+_NOT_FOUND = 127
+_NOT_EXECUTABLE = 126
+
+
+def spawn(kernel: Kernel, spec: SandboxSpec, *, timeout: float = 10.0) -> Spawned:
+    """Start the container and return once its command was exec'd (or raise StartError)."""
+    spec.root.mkdir(parents=True, exist_ok=True)
+    spec.exit_path.unlink(missing_ok=True)
+    status_r, status_w = os.pipe()          # monitor and init -> caller: "pid N", "ready"
+    go_r, go_w = os.pipe()                  # caller -> init: "go"
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)   # init -> caller: failure text; EOF on exec
+    monitor = os.fork()
+    if monitor == 0:  # ------------------------------------------------------ monitor
+        try:
+            _close(status_r, go_w, err_r)
+            _monitor_main(kernel, spec, status_w, go_r, err_w)
+        finally:
+            os._exit(_SETUP_FAILED)
+    _close(status_w, go_r, err_w)
+    try:
+        pid = _await_ready(status_r, timeout)
+        os.write(go_w, b"go")
+        os.close(go_w)
+        go_w = -1
+        failure = _read_all(err_r)
+    except BaseException:
+        if go_w != -1:
+            os.close(go_w)  # init sees EOF instead of "go" and exits
+        raise
+    finally:
+        _close(status_r, err_r)
+    if failure:
+        code_text, _, message = failure.partition(" ")
+        _reap_quietly(monitor)
+        raise StartError(message, int(code_text) if code_text.isdigit() else _SETUP_FAILED)
+    return Spawned(monitor, pid)
+
+
+def _await_ready(fd: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    pid, ready, buffer = 0, False, b""
+    while not (pid and ready):
+        if time.monotonic() > deadline:
+            raise UnavailableError("the container did not start within "
+                                   f"{timeout:g}s (namespace setup hung)")
+        chunk = os.read(fd, 256)
+        if not chunk:
+            break  # init failed before "ready": the error pipe says why
+        buffer += chunk
+        for line in buffer.decode().splitlines():
+            if line.startswith("pid "):
+                pid = int(line[4:])
+            ready = ready or line == "ready"
+    return pid
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def _reap_quietly(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------- monitor
+
+
+def _monitor_main(kernel: Kernel, spec: SandboxSpec, status_w: int, go_r: int,
+                  err_w: int) -> None:
+    os.setsid()  # a signal to the caller's process group must not reach the container
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    kernel.unshare(k.CLONE_NEWPID)  # our next child is PID 1 of a new pid namespace
+    init = os.fork()
+    if init == 0:  # --------------------------------------------------------- init
+        try:
+            _init_main(kernel, spec, status_w, go_r, err_w)
+        except BaseException as e:
+            _fail(err_w, _SETUP_FAILED, f"container setup failed: {e}")
+        os._exit(_SETUP_FAILED)
+    os.write(status_w, f"pid {init}\n".encode())
+    _close(status_w, go_r, err_w)
+    _redirect_stdio(os.devnull)
+    os.closerange(3, _max_fd())
+    while True:
+        try:
+            _, status = os.waitpid(init, 0)
+            break
+        except InterruptedError:
+            continue
+    _write_exit(spec.exit_path, status)
+
+
+def _write_exit(path: Path, status: int) -> None:
+    signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    record = {"exitCode": 128 + signum if signum else os.WEXITSTATUS(status),
+              "signal": signum, "finishedAt": time.time()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(path)  # atomic: readers see the whole record or none
+
+
+# -------------------------------------------------------------------------------- init
+
+
+def _init_main(kernel: Kernel, spec: SandboxSpec, status_w: int, go_r: int,
+               err_w: int) -> None:
+    # Read before pivot_root: afterwards the host's files (and Python's own modules, which
+    # it may import lazily, codecs included) are out of reach.
+    last_cap = capabilities.last_cap()
+    kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)  # the monitor died: nobody waits
+    # Opened now: the log lives in the bundle, which pivot_root hides from the container.
+    log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                     0o640)
+    for procs in spec.cgroup_procs:
+        procs.write_text("0")  # "0" moves the writer itself
+    flags = k.CLONE_NEWNS | k.CLONE_NEWUTS | k.CLONE_NEWIPC
+    if spec.network != "host":
+        flags |= k.CLONE_NEWNET
+    if spec.cgroup_v2:
+        flags |= k.CLONE_NEWCGROUP  # after joining: our cgroup becomes the namespace root
+    kernel.unshare(flags)
+    os.write(status_w, b"ready\n")
+    os.close(status_w)
+    if os.read(go_r, 2) != b"go":
+        os._exit(_SETUP_FAILED)  # the caller gave up
+    os.close(go_r)
+    if spec.network != "host":
+        _loopback_up()
+    kernel.sethostname(spec.hostname)
+    _setup_filesystem(kernel, spec)
+    _setup_stdio(log_fd)
+    _drop_privileges(kernel, spec.process, last_cap)
+    _exec(spec.process, err_w)
+
+
+def _setup_filesystem(kernel: Kernel, spec: SandboxSpec) -> None:
+    root = str(spec.root)
+    # Nothing we mount may propagate back to the host; host mounts still reach us.
+    kernel.mount("", "/", "", k.MS_REC | k.MS_SLAVE, "")
+    for mount in spec.rootfs:
+        perform(kernel, mount.at(root))
+    # Keep the rootfs a mount point of its own even when the snapshot is a plain directory,
+    # so that pivot_root accepts it.
+    kernel.mount(root, root, "", k.MS_BIND | k.MS_REC, "")
+    for volume in spec.volumes:
+        target = _ensure(spec.root, volume.target, directory=Path(volume.source).is_dir())
+        perform(kernel, volume.at(str(target)))
+    plan = rootfs.plan(new_netns=spec.network != "host", cgroup_v2=spec.cgroup_v2)
+    for mount in plan.mounts:
+        target = _ensure(spec.root, mount.target, directory=True)
+        perform(kernel, mount.at(str(target)))
+    for device in plan.devices:
+        path = resolve_in_root(spec.root, device.path)
+        os.mknod(path, 0o020000 | device.mode, os.makedev(device.major, device.minor))
+        os.chmod(path, device.mode)  # mknod's mode is filtered by the umask
+    for source, link in plan.symlinks:
+        os.symlink(source, resolve_in_root(spec.root, link))
+    for name in ("hostname", "hosts", "resolv.conf"):
+        host_file = spec.bundle / name
+        if host_file.exists():
+            target = _ensure(spec.root, f"/etc/{name}", directory=False)
+            perform(kernel, Mount("bind", str(host_file), str(target), ("bind",)))
+    if spec.readonly_rootfs:
+        kernel.mount("", root, "", k.MS_REMOUNT | k.MS_BIND | k.MS_RDONLY, "")
+    _mask_and_protect(kernel, spec.root, plan)
+    os.chdir(root)
+    kernel.pivot_root(".", ".")  # stack the old root under the new one, then detach it
+    kernel.umount2(".", k.MNT_DETACH)
+    os.chdir("/")
+
+
+def _ensure(root: Path, path: str, *, directory: bool) -> Path:
+    """The host path of container path `path`, created (as dir or empty file) if missing."""
+    target = resolve_in_root(root, path)
+    if directory:
+        target.mkdir(parents=True, exist_ok=True)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            target.touch()
+    return target
+
+
+def _mask_and_protect(kernel: Kernel, root: Path, plan: rootfs.Plan) -> None:
+    for path in plan.masked:
+        target = resolve_in_root(root, path)
+        if target.is_dir():
+            kernel.mount("tmpfs", str(target), "tmpfs", k.MS_RDONLY, "size=0")
+        elif target.exists():
+            kernel.mount("/dev/null", str(target), "", k.MS_BIND, "")
+    for path in plan.readonly:
+        target = resolve_in_root(root, path)
+        if target.exists():
+            kernel.mount(str(target), str(target), "", k.MS_BIND | k.MS_REC, "")
+            kernel.mount("", str(target), "",
+                         k.MS_REMOUNT | k.MS_BIND | k.MS_RDONLY | k.MS_REC, "")
+
+
+def _loopback_up() -> None:
+    """Bring `lo` up in our new network namespace (SIOCGIFFLAGS, then SIOCSIFFLAGS)."""
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, siocgifflags, request))[1]
+        fcntl.ioctl(sock, siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
+
+
+def _setup_stdio(log_fd: int) -> None:
+    """stdin from /dev/null; stdout and stderr appended to the container's log."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+
+
+def _drop_privileges(kernel: Kernel, process: ProcessSpec, last_cap: int) -> None:
+    keep = capabilities.mask(process.capabilities)
+    for number in range(last_cap + 1):
+        if not keep & (1 << number):
+            kernel.prctl(k.PR_CAPBSET_DROP, number)
+    kernel.prctl(k.PR_CAP_AMBIENT, k.PR_CAP_AMBIENT_CLEAR_ALL)
+    os.setgroups(list(process.groups))
+    os.setgid(process.gid)
+    os.setuid(process.uid)  # a non-root uid loses permitted and effective sets here
+    if process.uid == 0:
+        kernel.capset(keep, keep, 0)
+    else:
+        kernel.capset(0, 0, 0)
+
+
+def _exec(process: ProcessSpec, err_w: int) -> None:
+    env = dict(item.split("=", 1) for item in process.env)
+    try:
+        os.chdir(process.cwd)
+    except OSError as e:
+        _fail(err_w, _SETUP_FAILED, f"working directory {process.cwd}: {e.strerror}")
+    os.closerange(3, err_w)
+    os.closerange(err_w + 1, _max_fd())
+    try:
+        os.execvpe(process.args[0], list(process.args), env)  # noqa: S606 -- the command
+    except OSError as e:
+        name = process.args[0]
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            _fail(err_w, _NOT_FOUND,
+                  f'exec: "{name}": executable file not found in $PATH')
+        _fail(err_w, _NOT_EXECUTABLE, f'exec: "{name}": {e.strerror}')
+
+
+def _fail(err_w: int, code: int, message: str) -> None:
+    try:
+        os.write(err_w, f"{code} {message}".encode())
+    finally:
+        os._exit(code)
+
+
+def _redirect_stdio(path: str) -> None:
+    fd = os.open(path, os.O_RDWR)
+    for target in (0, 1, 2):
+        os.dup2(fd, target)
+    os.close(fd)
+
+
+def _max_fd() -> int:
+    return os.sysconf("SC_OPEN_MAX")

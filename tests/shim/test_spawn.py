@@ -1,0 +1,180 @@
+"""The spawner isolates a process the way Docker does, on the real kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from dockyard_shim.kernel import LinuxKernel, RecordingKernel
+from dockyard_shim.mounts import Mount
+from dockyard_shim.runtime import capabilities
+from dockyard_shim.runtime.spawn import ProcessSpec, SandboxSpec, StartError, spawn
+from tests.shim.rootfs_dir import busybox_rootfs
+
+DOCKER_DEFAULT_CAPS = 0xA80425FB  # CapEff of `docker run busybox` with default settings
+
+Run = Callable[..., tuple[int, str]]
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Run:
+    root = busybox_rootfs(tmp_path / "image")
+
+    def run(script: str, **options: object) -> tuple[int, str]:
+        process = options.pop("process", None) or ProcessSpec(
+            args=("sh", "-c", script), env=("PATH=/bin",))
+        spec = SandboxSpec(bundle=tmp_path / "bundle",
+                           rootfs=(Mount("bind", str(root), "", ("rbind",)),),
+                           process=process, hostname="c0ffee123456", **options)  # type: ignore[arg-type]
+        spawned = spawn(LinuxKernel(), spec)
+        os.waitpid(spawned.monitor_pid, 0)
+        exit_record = json.loads(spec.exit_path.read_text())
+        log = spec.log_path.read_text()
+        spec.log_path.unlink()
+        return exit_record["exitCode"], log
+
+    return run
+
+
+pytestmark = pytest.mark.root
+
+
+def test_the_command_is_pid_1_with_the_containers_hostname(run: Run) -> None:
+    code, out = run("echo $$; hostname")
+    assert (code, out.split()) == (0, ["1", "c0ffee123456"])
+
+
+def test_the_exit_code_of_the_command_is_reported(run: Run) -> None:
+    assert run("exit 42")[0] == 42
+
+
+def test_pid_1_ignores_sigkill_from_inside_its_own_namespace(run: Run) -> None:
+    assert run("kill -9 $$; exit 7")[0] == 7
+
+
+def test_a_signal_death_from_outside_is_reported_as_128_plus_the_signal(
+        tmp_path: Path) -> None:
+    root = busybox_rootfs(tmp_path / "image")
+    spec = SandboxSpec(bundle=tmp_path / "bundle",
+                       rootfs=(Mount("bind", str(root), "", ("rbind",)),),
+                       process=ProcessSpec(args=("sleep", "60"), env=("PATH=/bin",)),
+                       hostname="c0ffee123456")
+    spawned = spawn(LinuxKernel(), spec)
+    os.kill(spawned.pid, 9)
+    os.waitpid(spawned.monitor_pid, 0)
+    assert json.loads(spec.exit_path.read_text())["exitCode"] == 137
+
+
+def test_capabilities_are_dockers_default_set(run: Run) -> None:
+    _, out = run("grep ^Cap /proc/self/status")
+    caps = dict(line.split(":\t") for line in out.splitlines())
+    for name in ("CapPrm", "CapEff", "CapBnd"):
+        assert int(caps[name], 16) == DOCKER_DEFAULT_CAPS, name
+    assert int(caps["CapInh"], 16) == 0
+    assert int(caps["CapAmb"], 16) == 0
+
+
+def test_a_non_root_user_has_no_effective_capabilities(run: Run) -> None:
+    process = ProcessSpec(args=("sh", "-c", "id -u; grep ^CapEff /proc/self/status"),
+                          env=("PATH=/bin",), uid=1000, gid=1000)
+    _, out = run("", process=process)
+    assert out.split() == ["1000", "CapEff:", "0000000000000000"]
+
+
+def test_added_and_dropped_capabilities_are_honoured(run: Run) -> None:
+    caps = capabilities.resolve(add=["NET_ADMIN"], drop=["NET_RAW", "MKNOD"])
+    process = ProcessSpec(args=("sh", "-c", "grep ^CapBnd /proc/self/status"),
+                          env=("PATH=/bin",), capabilities=caps)
+    _, out = run("", process=process)
+    assert int(out.split()[1], 16) == capabilities.mask(caps)
+
+
+def test_the_device_set_is_minimal(run: Run) -> None:
+    _, out = run("ls /dev")
+    assert set(out.split()) == {"core", "fd", "full", "mqueue", "null", "ptmx", "pts",
+                                "random", "shm", "stderr", "stdin", "stdout", "tty",
+                                "urandom", "zero"}
+
+
+def test_masked_paths_read_empty_and_readonly_paths_refuse_writes(run: Run) -> None:
+    masked_file = next(p for p in ("/proc/keys", "/proc/timer_list", "/proc/interrupts")
+                       if Path(p).exists() and Path(p).read_bytes())
+    _, out = run(f"cat {masked_file} | wc -c; ls /sys/firmware | wc -l; "
+                 "echo x > /proc/sys/kernel/domainname && echo wrote")
+    assert out.split()[:2] == ["0", "0"]
+    assert "wrote" not in out
+    assert "Read-only file system" in out
+
+
+def test_sys_is_read_only(run: Run) -> None:
+    _, out = run("touch /sys/kernel/x 2>&1; grep ' /sys ' /proc/self/mountinfo")
+    assert "Read-only file system" in out
+    assert " ro," in out
+
+
+def test_the_network_namespace_has_only_loopback_and_it_is_up(run: Run) -> None:
+    _, out = run("ls /sys/class/net; cat /sys/class/net/lo/operstate")
+    assert out.split()[0] == "lo"
+    assert len(out.split()) == 2
+    assert out.split()[1] in ("unknown", "up")
+
+
+def test_no_host_file_descriptor_reaches_the_container(run: Run) -> None:
+    leak = os.open("/dev/null", os.O_RDONLY)  # inheritable on purpose
+    os.set_inheritable(leak, True)
+    try:
+        _, out = run("ls /proc/self/fd")
+    finally:
+        os.close(leak)
+    assert sorted(out.split()) == ["0", "1", "2", "3"]  # 3 is ls's own directory fd
+
+
+def test_a_missing_command_fails_like_docker_with_127(run: Run) -> None:
+    process = ProcessSpec(args=("no-such-command",), env=("PATH=/bin",))
+    with pytest.raises(StartError) as caught:
+        run("", process=process)
+    assert caught.value.exit_code == 127
+    assert str(caught.value) == 'exec: "no-such-command": executable file not found in $PATH'
+
+
+def test_a_missing_working_directory_fails_with_125(run: Run) -> None:
+    process = ProcessSpec(args=("true",), env=("PATH=/bin",), cwd="/nowhere")
+    with pytest.raises(StartError) as caught:
+        run("", process=process)
+    assert caught.value.exit_code == 125
+    assert "/nowhere" in str(caught.value)
+
+
+def test_a_read_only_rootfs_refuses_writes_but_tmpfs_mounts_work(run: Run) -> None:
+    _, out = run("touch /x 2>&1; touch /dev/shm/ok && echo shm-ok", readonly_rootfs=True)
+    assert "Read-only file system" in out
+    assert "shm-ok" in out
+
+
+def test_bind_volumes_appear_at_their_container_path(run: Run, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "hello").write_text("from the host\n")
+    volume = Mount("bind", str(data), "/srv/data", ("rbind", "ro"))
+    _, out = run("cat /srv/data/hello; touch /srv/data/new 2>&1", volumes=(volume,))
+    assert "from the host" in out
+    assert "Read-only file system" in out
+    assert not (data / "new").exists()
+
+
+def test_the_host_mount_table_is_untouched(run: Run) -> None:
+    before = Path("/proc/self/mountinfo").read_text().count("\n")
+    run("mount -t tmpfs none /tmp")
+    assert Path("/proc/self/mountinfo").read_text().count("\n") == before
+
+
+def test_the_plan_is_data_performed_through_the_kernel_seam() -> None:
+    """Without root: a failing mount is reported, not hidden (recorded kernel)."""
+    kernel = RecordingKernel(fail={"unshare": 1})
+    with pytest.raises(OSError, match="unshare failed"):
+        kernel.unshare(0)
+    assert kernel.names() == ["unshare"]
