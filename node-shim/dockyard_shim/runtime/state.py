@@ -1,0 +1,176 @@
+"""The container lifecycle as an explicit state machine, persisted in SQLite.
+
+    created ──start──► running ──pause──► paused
+       ▲                 │  ▲               │
+       │                 │  └───unpause─────┘
+       │               exit / kill
+       │                 ▼
+       └────(restart)── stopped ──delete──► (gone)
+
+Guards (`can_*`) say which verbs a status allows, as youki does; the runtime refuses the
+rest with FailedPreconditionError. Stored state is never trusted blindly: the runtime
+re-derives it from /proc and the monitor's exit file (`observe`) before it acts.
+
+The store is one SQLite database per node (WAL, one writer at a time), safe to open from
+the daemon and a CLI at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from dockyard_shim.errors import AlreadyExistsError, FailedPreconditionError, NotFoundError
+
+
+class Status(StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+def can_start(status: Status) -> bool:
+    return status in (Status.CREATED, Status.STOPPED)
+
+
+def can_kill(status: Status) -> bool:
+    return status in (Status.RUNNING, Status.PAUSED)
+
+
+def can_pause(status: Status) -> bool:
+    return status is Status.RUNNING
+
+
+def can_unpause(status: Status) -> bool:
+    return status is Status.PAUSED
+
+
+def can_delete(status: Status) -> bool:
+    # runc and Docker allow removing a container that was created but never started.
+    return status in (Status.CREATED, Status.STOPPED)
+
+
+def require(allowed: bool, verb: str, record: ContainerRecord, hint: str = "") -> None:
+    """Refuse `verb` on `record` unless its status allows it."""
+    if not allowed:
+        raise FailedPreconditionError(
+            f"cannot {verb} container {record.name}: it is {record.status}"
+            + (f"; {hint}" if hint else ""))
+
+
+@dataclass(frozen=True)
+class ContainerRecord:
+    """What the node remembers about one container."""
+
+    id: str
+    name: str
+    image: str
+    status: Status
+    bundle: str
+    config: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    pid: int = 0
+    pid_start: int = 0
+    """The kernel's start time of `pid` (/proc/PID/stat field 22): tells a live container
+    from an unrelated process that reused its pid."""
+    monitor_pid: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    oom_killed: bool = False
+    restart_count: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def with_(self, **changes: Any) -> ContainerRecord:
+        return replace(self, **changes)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS containers (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL
+);
+"""
+
+
+class StateStore:
+    """Container records by id and by name, in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def add(self, record: ContainerRecord) -> None:
+        """Store a new record; AlreadyExistsError when the name or id is taken."""
+        try:
+            with self._write() as db:
+                db.execute("INSERT INTO containers (id, name, body) VALUES (?, ?, ?)",
+                           (record.id, record.name, _encode(record)))
+        except sqlite3.IntegrityError as e:
+            raise AlreadyExistsError(
+                f"the container name {record.name!r} is already in use: remove that "
+                "container or choose another name") from e
+
+    def put(self, record: ContainerRecord) -> None:
+        """Replace an existing record."""
+        with self._write() as db:
+            cursor = db.execute("UPDATE containers SET body = ? WHERE id = ?",
+                                (_encode(record), record.id))
+            if cursor.rowcount == 0:
+                raise NotFoundError(f"no such container: {record.name}")
+
+    def delete(self, container_id: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM containers WHERE id = ?", (container_id,))
+
+    def get(self, ref: str) -> ContainerRecord:
+        """A record by name, full id or unique id prefix (as Docker resolves them)."""
+        row = self._db.execute("SELECT body FROM containers WHERE name = ? OR id = ?",
+                               (ref, ref)).fetchone()
+        if row is None and len(ref) >= 3:
+            rows = self._db.execute("SELECT body FROM containers WHERE id LIKE ?",
+                                    (ref.replace("%", "") + "%",)).fetchall()
+            if len(rows) > 1:
+                raise NotFoundError(f"container id prefix {ref!r} is ambiguous")
+            row = rows[0] if rows else None
+        if row is None:
+            raise NotFoundError(f"no such container: {ref}")
+        return _decode(row[0])
+
+    def all(self) -> list[ContainerRecord]:
+        rows = self._db.execute("SELECT body FROM containers ORDER BY rowid").fetchall()
+        return [_decode(body) for (body,) in rows]
+
+
+def _encode(record: ContainerRecord) -> str:
+    return json.dumps(asdict(record))
+
+
+def _decode(body: str) -> ContainerRecord:
+    data = json.loads(body)
+    data["status"] = Status(data["status"])
+    return ContainerRecord(**data)
