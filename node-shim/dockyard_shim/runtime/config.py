@@ -1,0 +1,169 @@
+"""What a container is asked to be: the runtime's input, validated at the edge.
+
+The CLI builds a `ContainerConfig` from `docker run`-style flags, the daemon from JSON, and
+`dockyard up` from a `Container` manifest; all three go through `validate`, so a bad
+request fails the same way whichever door it came in by, before anything is created.
+
+Pure data: no I/O except the existence check of bind sources.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dockyard_shim.errors import InvalidArgumentError
+from dockyard_shim.runtime import capabilities
+
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")  # Docker's container name rule
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_HOSTNAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+NETWORK_MODES = ("none", "host", "bridge")
+RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
+MIN_MEMORY = 6 * 1024 * 1024  # Docker refuses less: the runtime itself needs headroom
+
+
+@dataclass(frozen=True)
+class Bind:
+    """A host directory or file bind-mounted into the container (`-v SRC:DST[:ro]`)."""
+
+    source: str
+    target: str
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """`-p [IP:]HOST:CONTAINER[/PROTO]`: a host port forwarded to a container port."""
+
+    container_port: int
+    host_port: int = 0  # 0: the node picks a free port
+    host_ip: str = "0.0.0.0"  # noqa: S104 -- Docker's default: every address of the node
+    protocol: str = "tcp"
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    """Everything `docker run` can say that Dockyard supports."""
+
+    image: str
+    name: str = ""
+    command: tuple[str, ...] = ()
+    """Replaces the image's CMD (the arguments after IMAGE on the command line)."""
+    entrypoint: tuple[str, ...] | None = None
+    """Replaces the image's ENTRYPOINT when set (an empty tuple clears it)."""
+    env: tuple[str, ...] = ()
+    working_dir: str = ""
+    user: str = ""
+    hostname: str = ""
+    memory_bytes: int | None = None
+    cpu_millis: int | None = None
+    pids_limit: int | None = None
+    binds: tuple[Bind, ...] = ()
+    network: str = "bridge"
+    ports: tuple[PortMapping, ...] = ()
+    read_only: bool = False
+    restart: str = "no"
+    restart_max_retries: int = 0
+    auto_remove: bool = False
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ContainerConfig:
+        """Rebuild (and validate) a config from its JSON form, as the daemon receives it."""
+        try:
+            values = dict(data)
+            for key in ("command", "env", "cap_add", "cap_drop"):
+                values[key] = tuple(values.get(key, ()))
+            if values.get("entrypoint") is not None:
+                values["entrypoint"] = tuple(values["entrypoint"])
+            values["binds"] = tuple(Bind(**b) for b in values.get("binds", ()))
+            values["ports"] = tuple(PortMapping(**p) for p in values.get("ports", ()))
+            config = cls(**values)
+        except TypeError as e:
+            raise InvalidArgumentError(f"malformed container config: {e}") from e
+        return validate(config)
+
+
+def _container_path(flag: str, path: str) -> None:
+    parts = path.split("/")
+    if not path.startswith("/") or ".." in parts or "\0" in path:
+        raise InvalidArgumentError(
+            f"{flag}: {path!r} must be an absolute path inside the container without '..' "
+            "(for example /data)")
+
+
+def validate(config: ContainerConfig) -> ContainerConfig:
+    """Return `config` if every field is acceptable; else InvalidArgumentError naming it."""
+    for check in (_check_identity, _check_limits, _check_binds, _check_network, _check_policy):
+        check(config)
+    return config
+
+
+def _check_identity(config: ContainerConfig) -> None:
+    if not config.image:
+        raise InvalidArgumentError("an image is required: dockyard run IMAGE [COMMAND...]")
+    if config.name and not _NAME.fullmatch(config.name):
+        raise InvalidArgumentError(
+            f"--name: invalid container name {config.name!r}: use letters, digits, '_', "
+            "'.' and '-', starting with a letter or digit")
+    for item in config.env:
+        name = item.split("=", 1)[0]
+        if "=" not in item or not _ENV_NAME.fullmatch(name):
+            raise InvalidArgumentError(f"-e: {item!r} is not NAME=VALUE with a valid name")
+    if config.working_dir:
+        _container_path("-w", config.working_dir)
+    if config.hostname and (len(config.hostname) > 63
+                            or not _HOSTNAME.fullmatch(config.hostname)):
+        raise InvalidArgumentError(f"--hostname: {config.hostname!r} is not a valid hostname")
+    capabilities.resolve(config.cap_add, config.cap_drop)  # raises on unknown names
+
+
+def _check_limits(config: ContainerConfig) -> None:
+    if config.memory_bytes is not None and config.memory_bytes < MIN_MEMORY:
+        raise InvalidArgumentError(
+            f"-m: minimum memory limit allowed is 6MB, got {config.memory_bytes} bytes")
+    if config.cpu_millis is not None and config.cpu_millis < 1:
+        raise InvalidArgumentError("--cpus: must be at least 0.001")
+    if config.pids_limit is not None and config.pids_limit < 1:
+        raise InvalidArgumentError("--pids-limit: must be at least 1")
+
+
+def _check_binds(config: ContainerConfig) -> None:
+    for bind in config.binds:
+        if not bind.source.startswith("/") or ".." in bind.source.split("/"):
+            raise InvalidArgumentError(
+                f"-v: bind source {bind.source!r} must be an absolute host path without '..'")
+        if not Path(bind.source).exists():
+            raise InvalidArgumentError(f"-v: bind source path does not exist: {bind.source}")
+        _container_path("-v", bind.target)
+        if bind.target == "/":
+            raise InvalidArgumentError("-v: cannot mount a volume over the container's /")
+
+
+def _check_network(config: ContainerConfig) -> None:
+    if config.network not in NETWORK_MODES:
+        raise InvalidArgumentError(f"--network: {config.network!r} is not one of "
+                                   f"{', '.join(NETWORK_MODES)}")
+    if config.ports and config.network != "bridge":
+        raise InvalidArgumentError("-p: ports can be published only with --network bridge")
+    for port in config.ports:
+        if not 1 <= port.container_port <= 65535 or not 0 <= port.host_port <= 65535:
+            raise InvalidArgumentError(f"-p: port out of range 1-65535: {port}")
+        if port.protocol not in ("tcp", "udp"):
+            raise InvalidArgumentError(f"-p: protocol must be tcp or udp, not {port.protocol}")
+
+
+def _check_policy(config: ContainerConfig) -> None:
+    if config.restart not in RESTART_POLICIES:
+        raise InvalidArgumentError(f"--restart: {config.restart!r} is not one of "
+                                   f"{', '.join(RESTART_POLICIES)}")
+    if config.auto_remove and config.restart != "no":
+        raise InvalidArgumentError("--rm and --restart are mutually exclusive")
