@@ -178,3 +178,35 @@ def test_the_plan_is_data_performed_through_the_kernel_seam() -> None:
     with pytest.raises(OSError, match="unshare failed"):
         kernel.unshare(0)
     assert kernel.names() == ["unshare"]
+
+
+def _spec(tmp_path: Path, *args: str) -> SandboxSpec:
+    root = busybox_rootfs(tmp_path / "image")
+    return SandboxSpec(bundle=tmp_path / "bundle",
+                       rootfs=(Mount("bind", str(root), "", ("rbind",)),),
+                       process=ProcessSpec(args=args, env=("PATH=/bin",)), hostname="h")
+
+
+def test_place_runs_before_and_connect_after_the_namespaces_exist(tmp_path: Path) -> None:
+    seen: dict[str, str] = {}
+
+    def place(pid: int) -> None:
+        seen["place"] = os.readlink(f"/proc/{pid}/ns/net")
+
+    def connect(pid: int) -> None:
+        seen["connect"] = os.readlink(f"/proc/{pid}/ns/net")
+
+    spawned = spawn(LinuxKernel(), _spec(tmp_path, "true"), place=place, connect=connect)
+    os.waitpid(spawned.monitor_pid, 0)
+    ours = os.readlink("/proc/self/ns/net")
+    assert seen["place"] == ours  # not yet in its own network namespace
+    assert seen["connect"] != ours
+
+
+def test_a_failing_hook_aborts_the_start_and_leaves_no_process(tmp_path: Path) -> None:
+    def place(pid: int) -> None:
+        raise RuntimeError("no cgroup for you")
+
+    with pytest.raises(RuntimeError, match="no cgroup for you"):
+        spawn(LinuxKernel(), _spec(tmp_path, "true"), place=place)
+    # the autouse leak check asserts that no child process is left behind

@@ -10,9 +10,12 @@ Process tree, as seen from the host:
                    ipc, net (and cgroup) namespaces, builds the root filesystem, pivots
                    into it, drops to Docker's capability set and execs the command
 
-Synchronisation with pipes: the monitor reports init's host pid; init reports "ready" once
-its namespaces exist, waits for "go" (the caller configures networking meanwhile), and
-reports a failure before exec on a close-on-exec pipe, so a successful exec is simply EOF.
+Synchronisation with pipes, in two steps so the caller can act at the right moments:
+the monitor reports init's host pid and the caller `place`s it (into its cgroups, before
+any namespace exists, so the new cgroup namespace is rooted at the container's cgroup);
+init then creates its namespaces, reports "ready", and the caller `connect`s it (network
+into the new network namespace). A failure before exec comes back on a close-on-exec pipe,
+so a successful exec is simply EOF.
 
 Code after fork() runs in a copy of a possibly multi-threaded process: it uses only
 syscalls and simple Python, and always ends in exec or os._exit.
@@ -29,6 +32,7 @@ import signal
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +71,6 @@ class SandboxSpec:
     volumes: tuple[Mount, ...] = ()
     """Bind mounts; targets are container paths, resolved inside the rootfs."""
     readonly_rootfs: bool = False
-    cgroup_procs: tuple[Path, ...] = ()
-    """`cgroup.procs` files init writes itself into before it unshares anything."""
     cgroup_v2: bool = False
 
     @property
@@ -103,8 +105,16 @@ _NOT_FOUND = 127
 _NOT_EXECUTABLE = 126
 
 
-def spawn(kernel: Kernel, spec: SandboxSpec, *, timeout: float = 10.0) -> Spawned:
-    """Start the container and return once its command was exec'd (or raise StartError)."""
+Hook = Callable[[int], None]
+
+
+def spawn(kernel: Kernel, spec: SandboxSpec, *, place: Hook | None = None,
+          connect: Hook | None = None, timeout: float = 10.0) -> Spawned:
+    """Start the container and return once its command was exec'd (or raise StartError).
+
+    `place(pid)` runs before init creates its namespaces, `connect(pid)` after; an
+    exception from either aborts the start (init exits) and propagates.
+    """
     spec.root.mkdir(parents=True, exist_ok=True)
     spec.exit_path.unlink(missing_ok=True)
     status_r, status_w = os.pipe()          # monitor and init -> caller: "pid N", "ready"
@@ -119,40 +129,58 @@ def spawn(kernel: Kernel, spec: SandboxSpec, *, timeout: float = 10.0) -> Spawne
             os._exit(_SETUP_FAILED)
     _close(status_w, go_r, err_w)
     try:
-        pid = _await_ready(status_r, timeout)
-        os.write(go_w, b"go")
+        pid = _await_line(status_r, "pid", timeout)
+        if pid is not None:  # None: init died early, and the error pipe says why
+            if place is not None:
+                place(pid)
+            _signal(go_w)
+            if _await_line(status_r, "ready", timeout) is not None:
+                if connect is not None:
+                    connect(pid)
+                _signal(go_w)
         os.close(go_w)
         go_w = -1
         failure = _read_all(err_r)
     except BaseException:
         if go_w != -1:
             os.close(go_w)  # init sees EOF instead of "go" and exits
+        _reap_quietly(monitor)
         raise
     finally:
         _close(status_r, err_r)
-    if failure:
+    if failure or pid is None:
         code_text, _, message = failure.partition(" ")
         _reap_quietly(monitor)
-        raise StartError(message, int(code_text) if code_text.isdigit() else _SETUP_FAILED)
+        raise StartError(message or "the container exited during setup",
+                         int(code_text) if code_text.isdigit() else _SETUP_FAILED)
     return Spawned(monitor, pid)
 
 
-def _await_ready(fd: int, timeout: float) -> int:
+def _signal(go_w: int) -> None:
+    with contextlib.suppress(BrokenPipeError):  # init died: the error pipe says why
+        os.write(go_w, b"g")
+
+
+def _await_line(fd: int, word: str, timeout: float) -> int | None:
+    """Wait for the line `word [N]` on the status pipe; N (0 when absent), None on EOF.
+
+    Reads one byte at a time so that no later line is consumed early; the lines are short.
+    """
     deadline = time.monotonic() + timeout
-    pid, ready, buffer = 0, False, b""
-    while not (pid and ready):
+    line = b""
+    while True:
         if time.monotonic() > deadline:
-            raise UnavailableError("the container did not start within "
-                                   f"{timeout:g}s (namespace setup hung)")
-        chunk = os.read(fd, 256)
-        if not chunk:
-            break  # init failed before "ready": the error pipe says why
-        buffer += chunk
-        for line in buffer.decode().splitlines():
-            if line.startswith("pid "):
-                pid = int(line[4:])
-            ready = ready or line == "ready"
-    return pid
+            raise UnavailableError(f"the container did not start within {timeout:g}s")
+        byte = os.read(fd, 1)
+        if not byte:
+            return None
+        if byte != b"\n":
+            line += byte
+            continue
+        name, _, value = line.decode().partition(" ")
+        if name == word:
+            return int(value) if value else 0
+        line = b""
 
 
 def _read_all(fd: int) -> str:
@@ -219,20 +247,20 @@ def _init_main(kernel: Kernel, spec: SandboxSpec, status_w: int, go_r: int,
     # it may import lazily, codecs included) are out of reach.
     last_cap = capabilities.last_cap()
     kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)  # the monitor died: nobody waits
+    if os.read(go_r, 1) != b"g":
+        os._exit(_SETUP_FAILED)  # the caller gave up before placing us
     # Opened now: the log lives in the bundle, which pivot_root hides from the container.
     log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                      0o640)
-    for procs in spec.cgroup_procs:
-        procs.write_text("0")  # "0" moves the writer itself
     flags = k.CLONE_NEWNS | k.CLONE_NEWUTS | k.CLONE_NEWIPC
     if spec.network != "host":
         flags |= k.CLONE_NEWNET
     if spec.cgroup_v2:
-        flags |= k.CLONE_NEWCGROUP  # after joining: our cgroup becomes the namespace root
+        flags |= k.CLONE_NEWCGROUP  # placed already: our cgroup becomes the namespace root
     kernel.unshare(flags)
     os.write(status_w, b"ready\n")
     os.close(status_w)
-    if os.read(go_r, 2) != b"go":
+    if os.read(go_r, 1) != b"g":
         os._exit(_SETUP_FAILED)  # the caller gave up
     os.close(go_r)
     if spec.network != "host":
