@@ -80,7 +80,7 @@ def test_capabilities_are_dockers_default_set(run: Run) -> None:
 
 def test_a_non_root_user_has_no_effective_capabilities(run: Run) -> None:
     process = ProcessSpec(args=("sh", "-c", "id -u; grep ^CapEff /proc/self/status"),
-                          env=("PATH=/bin",), uid=1000, gid=1000)
+                          env=("PATH=/bin",), user="1000:1000")
     _, out = run("", process=process)
     assert out.split() == ["1000", "CapEff:", "0000000000000000"]
 
@@ -210,3 +210,14 @@ def test_a_failing_hook_aborts_the_start_and_leaves_no_process(tmp_path: Path) -
     with pytest.raises(RuntimeError, match="no cgroup for you"):
         spawn(LinuxKernel(), _spec(tmp_path, "true"), place=place)
     # the autouse leak check asserts that no child process is left behind
+
+
+def test_a_user_name_is_resolved_in_the_images_own_passwd(run: Run) -> None:
+    process = ProcessSpec(args=("id",), env=("PATH=/bin",), user="app")
+    assert run("", process=process)[1].startswith("uid=1000(app) gid=1000(app)")
+
+
+def test_an_unknown_user_fails_the_start_clearly(run: Run) -> None:
+    process = ProcessSpec(args=("id",), env=("PATH=/bin",), user="ghost")
+    with pytest.raises(StartError, match="unable to find user ghost"):
+        run("", process=process)

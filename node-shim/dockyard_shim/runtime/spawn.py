@@ -41,6 +41,7 @@ from dockyard_shim.kernel import Kernel
 from dockyard_shim.kernel import consts as k
 from dockyard_shim.mounts import Mount, perform, resolve_in_root
 from dockyard_shim.runtime import capabilities, rootfs
+from dockyard_shim.runtime.users import resolve_user
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,8 @@ class ProcessSpec:
     args: tuple[str, ...]
     env: tuple[str, ...]
     cwd: str = "/"
-    uid: int = 0
-    gid: int = 0
-    groups: tuple[int, ...] = ()
+    user: str = ""
+    """`UID[:GID]` or `NAME[:GROUP]`, resolved inside the container's own /etc files."""
     capabilities: frozenset[str] = capabilities.DOCKER_DEFAULT
 
 
@@ -355,15 +355,17 @@ def _setup_stdio(log_fd: int) -> None:
 
 
 def _drop_privileges(kernel: Kernel, process: ProcessSpec, last_cap: int) -> None:
+    # After pivot_root "/" is the container's root: its passwd and group files decide.
+    identity = resolve_user(Path("/"), process.user)
     keep = capabilities.mask(process.capabilities)
     for number in range(last_cap + 1):
         if not keep & (1 << number):
             kernel.prctl(k.PR_CAPBSET_DROP, number)
     kernel.prctl(k.PR_CAP_AMBIENT, k.PR_CAP_AMBIENT_CLEAR_ALL)
-    os.setgroups(list(process.groups))
-    os.setgid(process.gid)
-    os.setuid(process.uid)  # a non-root uid loses permitted and effective sets here
-    if process.uid == 0:
+    os.setgroups(list(identity.groups))
+    os.setgid(identity.gid)
+    os.setuid(identity.uid)  # a non-root uid loses permitted and effective sets here
+    if identity.uid == 0:
         kernel.capset(keep, keep, 0)
     else:
         kernel.capset(0, 0, 0)
