@@ -1,0 +1,166 @@
+"""The daemon's HTTP API, shaped after Docker's Engine API where Dockyard has the verb.
+
+Routes translate HTTP to `Runtime` calls and back; the runtime's blocking work (fork,
+mounts, waits) runs in worker threads so one slow container never stalls the others.
+Errors map by category: NotFound 404, AlreadyExists 409, FailedPrecondition 412,
+InvalidArgument 400, Unavailable 503, and the body is `{"message": "..."}` as in Docker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from dockyard_shim.errors import InvalidArgumentError, ShimError
+from dockyard_shim.runtime.config import ContainerConfig
+from dockyard_shim.runtime.runtime import Runtime
+from dockyard_shim.runtime.spawn import StartError
+from dockyard_shim.runtime.state import ContainerRecord
+
+RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def record_json(record: ContainerRecord) -> dict[str, Any]:
+    body = asdict(record)
+    body["status"] = str(record.status)
+    return body
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn the runtime's error categories into HTTP statuses with a message."""
+    try:
+        return await handler(request)
+    except StartError as e:
+        return web.json_response({"message": str(e), "exitCode": e.exit_code}, status=400)
+    except ShimError as e:
+        return web.json_response({"message": str(e)}, status=e.http_status)
+
+
+async def _call(request: web.Request, fn: Callable[..., Any], *args: Any,
+                **kwargs: Any) -> Any:
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+async def ping(_: web.Request) -> web.Response:
+    return web.Response(text="OK")
+
+
+async def create(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except json.JSONDecodeError as e:
+        raise InvalidArgumentError(f"the request body is not JSON: {e}") from e
+    config = ContainerConfig.from_json(body)
+    record = await _call(request, request.app[RUNTIME].create, config)
+    return web.json_response({"Id": record.id, "Name": record.name}, status=201)
+
+
+async def start(request: web.Request) -> web.Response:
+    record = await _call(request, request.app[RUNTIME].start, request.match_info["ref"])
+    return web.json_response(record_json(record))
+
+
+async def stop(request: web.Request) -> web.Response:
+    timeout = float(request.query.get("t", "10"))
+    record = await _call(request, request.app[RUNTIME].stop, request.match_info["ref"],
+                         timeout)
+    return web.json_response(record_json(record))
+
+
+async def kill(request: web.Request) -> web.Response:
+    name = request.query.get("signal", "KILL").upper().removeprefix("SIG")
+    try:
+        signum = int(name) if name.isdigit() else int(signal.Signals[f"SIG{name}"])
+    except KeyError:
+        raise InvalidArgumentError(f"invalid signal: {name}") from None
+    record = await _call(request, request.app[RUNTIME].kill, request.match_info["ref"],
+                         signum)
+    return web.json_response(record_json(record))
+
+
+async def pause(request: web.Request) -> web.Response:
+    record = await _call(request, request.app[RUNTIME].pause, request.match_info["ref"])
+    return web.json_response(record_json(record))
+
+
+async def unpause(request: web.Request) -> web.Response:
+    record = await _call(request, request.app[RUNTIME].unpause, request.match_info["ref"])
+    return web.json_response(record_json(record))
+
+
+async def wait(request: web.Request) -> web.Response:
+    record = await _call(request, request.app[RUNTIME].wait, request.match_info["ref"])
+    return web.json_response({"StatusCode": record.exit_code, "OOMKilled": record.oom_killed})
+
+
+async def remove(request: web.Request) -> web.Response:
+    force = request.query.get("force", "") in ("1", "true")
+    await _call(request, request.app[RUNTIME].delete, request.match_info["ref"], force=force)
+    return web.Response(status=204)
+
+
+async def inspect(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    record = await _call(request, lambda: runtime.observe(
+        runtime.store.get(request.match_info["ref"])))
+    return web.json_response(record_json(record))
+
+
+async def listing(request: web.Request) -> web.Response:
+    all_ = request.query.get("all", "") in ("1", "true")
+    records = await _call(request, request.app[RUNTIME].list, all_=all_)
+    return web.json_response([record_json(r) for r in records])
+
+
+async def logs(request: web.Request) -> web.StreamResponse:
+    """The container's output; with follow=1 it streams until the container stops."""
+    runtime = request.app[RUNTIME]
+    ref = request.match_info["ref"]
+    path: Path = await _call(request, runtime.log_path, ref)
+    follow = request.query.get("follow", "") in ("1", "true")
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    await response.prepare(request)
+    with path.open("rb") as log:
+        while True:
+            chunk = log.read(65536)
+            if chunk:
+                await response.write(chunk)
+                continue
+            if not follow:
+                break
+            record = await _call(request, lambda: runtime.observe(runtime.store.get(ref)))
+            if record.status.value not in ("running", "paused"):
+                rest = log.read()  # whatever it wrote just before it exited
+                if rest:
+                    await response.write(rest)
+                break
+            await asyncio.sleep(0.05)
+    await response.write_eof()
+    return response
+
+
+def make_app(runtime: Runtime) -> web.Application:
+    app = web.Application(middlewares=[errors])
+    app[RUNTIME] = runtime
+    app.router.add_get("/_ping", ping)
+    app.router.add_post("/containers/create", create)
+    app.router.add_get("/containers/json", listing)
+    app.router.add_get("/containers/{ref}/json", inspect)
+    app.router.add_post("/containers/{ref}/start", start)
+    app.router.add_post("/containers/{ref}/stop", stop)
+    app.router.add_post("/containers/{ref}/kill", kill)
+    app.router.add_post("/containers/{ref}/pause", pause)
+    app.router.add_post("/containers/{ref}/unpause", unpause)
+    app.router.add_post("/containers/{ref}/wait", wait)
+    app.router.add_get("/containers/{ref}/logs", logs)
+    app.router.add_delete("/containers/{ref}", remove)
+    return app

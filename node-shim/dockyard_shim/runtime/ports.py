@@ -1,0 +1,46 @@
+"""What the runtime needs from the layers beside it, as small protocols.
+
+The runtime asks two things of the storage layers: the image store resolves a name to a
+runnable image, and the snapshotter gives each container a copy-on-write root. Depending
+on these narrow protocols (not on the concrete classes) keeps the runtime testable and
+lets either side change. (cgroups are used through their own interface, `CgroupDriver`.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from dockyard_shim.mounts import Mount
+
+
+@dataclass(frozen=True)
+class RunnableImage:
+    """An image as the runtime needs it."""
+
+    id: str
+    name: str
+    top_layer: str
+    """The committed snapshot (chain id) a container's root is prepared on."""
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    working_dir: str = ""
+    user: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class Images(Protocol):
+    def runnable(self, name: str) -> RunnableImage:
+        """The image called `name`; NotFoundError when there is none."""
+
+
+class Snapshots(Protocol):
+    def prepare(self, key: str, parent: str | None = None) -> list[Mount]:
+        """A writable snapshot on top of `parent`."""
+
+    def mounts(self, key: str) -> list[Mount]:
+        """The mounts of an existing snapshot."""
+
+    def remove(self, key: str) -> None:
+        """Remove a snapshot."""

@@ -1,0 +1,350 @@
+"""The container lifecycle on one node: create, start, stop, kill, pause, wait, delete.
+
+`Runtime` ties the layers together: the image store gives the image, the snapshotter the
+container's copy-on-write root, the cgroup driver its limits, the spawner its isolated
+process, and `StateStore` remembers it all. Every verb first re-derives the container's
+real state from the kernel (`observe`) and checks the state machine's guard, so a stale
+record never leads to acting on the wrong process.
+
+Failure leaves nothing behind: create undoes the record, bundle and snapshot it made;
+start undoes the cgroup; delete removes disk state first and the record last, so an
+interrupted delete can simply be repeated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import select
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dockyard_shim.cgroups import Cgroup, CgroupDriver, Limits, Stats
+from dockyard_shim.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
+from dockyard_shim.kernel import Kernel
+from dockyard_shim.runtime import capabilities, procfs
+from dockyard_shim.runtime.config import ContainerConfig, validate
+from dockyard_shim.runtime.names import random_name
+from dockyard_shim.runtime.ports import Images, RunnableImage, Snapshots
+from dockyard_shim.runtime.spawn import ProcessSpec, SandboxSpec, Spawned, StartError, spawn
+from dockyard_shim.runtime.state import (
+    ContainerRecord,
+    StateStore,
+    Status,
+    can_delete,
+    can_kill,
+    can_pause,
+    can_start,
+    can_unpause,
+    require,
+)
+
+_UNKNOWN_EXIT = 255  # the monitor died too: the exit status is lost (Docker reports 255)
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class Exit:
+    code: int
+    oom_killed: bool
+
+
+class Runtime:
+    """Containers on this node. One per process; safe to open from several processes."""
+
+    def __init__(self, root: Path, *, kernel: Kernel, images: Images, snapshots: Snapshots,
+                 cgroups: CgroupDriver) -> None:
+        self.root = root
+        self._kernel = kernel
+        self._images = images
+        self._snapshots = snapshots
+        self._cgroups = cgroups
+        self.store = StateStore(root / "containers.db")
+
+    # ------------------------------------------------------------------ create / start
+
+    def create(self, config: ContainerConfig) -> ContainerRecord:
+        """Make a container from `config` without starting it (docker create)."""
+        validate(config)
+        image = self._images.runnable(config.image)
+        container_id = secrets.token_hex(32)
+        name = config.name or self._free_name()
+        bundle = self.root / "containers" / container_id
+        record = ContainerRecord(
+            id=container_id, name=name, image=image.name, status=Status.CREATED,
+            bundle=str(bundle), config=config.to_json(), created_at=time.time(),
+            labels=dict(config.labels))
+        self.store.add(record)  # the name is claimed before any disk state exists
+        try:
+            bundle.mkdir(parents=True)
+            self._write_etc(bundle, config.hostname or container_id[:12])
+            (bundle / "image.json").write_text(json.dumps(image.__dict__))
+            self._snapshots.prepare(container_id, image.top_layer)
+        except BaseException:
+            shutil.rmtree(bundle, ignore_errors=True)
+            self.store.delete(container_id)
+            raise
+        return record
+
+    def start(self, ref: str) -> ContainerRecord:
+        """Start a created or stopped container; return once its command runs."""
+        record = self.observe(self.store.get(ref))
+        require(can_start(record.status), "start", record)
+        config = ContainerConfig.from_json(record.config)
+        image = RunnableImage(**json.loads((Path(record.bundle) / "image.json").read_text()))
+        leftover = self._cgroup(record)
+        if leftover is not None:
+            leftover.delete()  # from a previous run of this container
+        cgroup = self._cgroups.create(record.id)
+        try:
+            cgroup.set_limits(Limits(memory_bytes=config.memory_bytes,
+                                     cpu_millis=config.cpu_millis,
+                                     pids_max=config.pids_limit))
+        except BaseException:
+            cgroup.delete()
+            raise
+        spec = SandboxSpec(
+            bundle=Path(record.bundle),
+            rootfs=tuple(self._snapshots.mounts(record.id)),
+            process=process_spec(config, image),
+            hostname=config.hostname or record.id[:12],
+            network="host" if config.network == "host" else "none",
+            readonly_rootfs=config.read_only,
+            cgroup_v2=self._cgroups.version == 2)
+        (Path(record.bundle) / "container.log").touch()
+        try:
+            spawned = spawn(self._kernel, spec, place=cgroup.add_process)
+        except StartError as e:
+            cgroup.delete()
+            self.store.put(record.with_(status=Status.STOPPED, exit_code=e.exit_code,
+                                        finished_at=time.time()))
+            raise
+        except BaseException:
+            cgroup.delete()
+            raise
+        return self._running(record, spawned)
+
+    def _running(self, record: ContainerRecord, spawned: Spawned) -> ContainerRecord:
+        started = procfs.start_time(spawned.pid) or 0
+        record = record.with_(status=Status.RUNNING, pid=spawned.pid, pid_start=started,
+                              monitor_pid=spawned.monitor_pid, started_at=time.time(),
+                              finished_at=None, exit_code=None, oom_killed=False)
+        self.store.put(record)
+        return record
+
+    def run(self, config: ContainerConfig) -> ContainerRecord:
+        """create, then start (docker run -d)."""
+        record = self.create(config)
+        return self.start(record.id)
+
+    # ------------------------------------------------------------------- observe / wait
+
+    def observe(self, record: ContainerRecord) -> ContainerRecord:
+        """The record as the kernel sees it now, persisted if it changed."""
+        if record.status not in (Status.RUNNING, Status.PAUSED):
+            return record
+        if procfs.alive(record.pid, record.pid_start):
+            cgroup = self._cgroup(record)
+            frozen = cgroup is not None and cgroup.is_frozen()
+            status = Status.PAUSED if frozen else Status.RUNNING
+            if status is not record.status:
+                record = record.with_(status=status)
+                self.store.put(record)
+            return record
+        if procfs.alive(record.monitor_pid, procfs.start_time(record.monitor_pid) or -1):
+            self._await_monitor(record.monitor_pid, 5.0)  # it is writing the exit record
+        outcome = self._collect(record)
+        record = record.with_(status=Status.STOPPED, exit_code=outcome.code,
+                              oom_killed=outcome.oom_killed,
+                              finished_at=self._finished_at(record), pid=0, monitor_pid=0)
+        self.store.put(record)
+        return record
+
+    def _collect(self, record: ContainerRecord) -> Exit:
+        exit_file = Path(record.bundle) / "exit.json"
+        try:
+            code = int(json.loads(exit_file.read_text())["exitCode"])
+        except (OSError, ValueError, KeyError):
+            code = _UNKNOWN_EXIT
+        cgroup = self._cgroup(record)
+        oom = False
+        if cgroup is not None:
+            oom = (cgroup.oom_kills() or 0) > 0
+            cgroup.kill_all()  # stragglers of a pid namespace are gone already; be sure
+            cgroup.delete()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(record.monitor_pid, os.WNOHANG)  # reap it if it is our child
+        return Exit(code, oom)
+
+    @staticmethod
+    def _finished_at(record: ContainerRecord) -> float:
+        try:
+            return float(json.loads((Path(record.bundle) / "exit.json").read_text())
+                         ["finishedAt"])
+        except (OSError, ValueError, KeyError):
+            return time.time()
+
+    def wait(self, ref: str, timeout: float | None = None) -> ContainerRecord:
+        """Block until the container stops; return its final record (docker wait)."""
+        record = self.observe(self.store.get(ref))
+        if record.status in (Status.RUNNING, Status.PAUSED):
+            if not self._await_monitor(record.monitor_pid, timeout):
+                raise UnavailableError(f"container {record.name} still runs after "
+                                       f"{timeout:g}s")
+            record = self.observe(self.store.get(record.id))
+        return record
+
+    @staticmethod
+    def _await_monitor(pid: int, timeout: float | None) -> bool:
+        """Wait for the monitor to exit (it writes the exit record first)."""
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return True
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            done = bool(poller.poll(None if timeout is None else int(timeout * 1000)))
+        finally:
+            os.close(fd)
+        if done:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        return done
+
+    # --------------------------------------------------------------- signals and pause
+
+    def kill(self, ref: str, signum: int = signal.SIGKILL) -> ContainerRecord:
+        """Send `signum` to the container's first process (docker kill)."""
+        record = self.observe(self.store.get(ref))
+        require(can_kill(record.status), "kill", record, "it is not running")
+        os.kill(record.pid, signum)
+        if record.status is Status.PAUSED:
+            self._thaw(record)  # a frozen process acts on its signal only once thawed
+        return record
+
+    def stop(self, ref: str, timeout: float = 10.0) -> ContainerRecord:
+        """SIGTERM, then SIGKILL after `timeout` seconds (docker stop -t)."""
+        record = self.observe(self.store.get(ref))
+        if record.status not in (Status.RUNNING, Status.PAUSED):
+            return record  # stopping a stopped container is not an error, as in Docker
+        self.kill(record.id, signal.SIGTERM)
+        if not self._await_monitor(record.monitor_pid, timeout):
+            self.kill(record.id, signal.SIGKILL)
+            self._await_monitor(record.monitor_pid, None)
+        return self.observe(self.store.get(record.id))
+
+    def pause(self, ref: str) -> ContainerRecord:
+        record = self.observe(self.store.get(ref))
+        require(can_pause(record.status), "pause", record)
+        cgroup = self._cgroup(record)
+        if cgroup is None:
+            raise NotFoundError(f"container {record.name} has no cgroup to freeze")
+        cgroup.freeze()
+        record = record.with_(status=Status.PAUSED)
+        self.store.put(record)
+        return record
+
+    def unpause(self, ref: str) -> ContainerRecord:
+        record = self.observe(self.store.get(ref))
+        require(can_unpause(record.status), "unpause", record)
+        self._thaw(record)
+        record = record.with_(status=Status.RUNNING)
+        self.store.put(record)
+        return record
+
+    def _cgroup(self, record: ContainerRecord) -> Cgroup | None:
+        """The container's cgroup, if it has one now."""
+        if not self._cgroups.exists(record.id):
+            return None
+        return self._cgroups.load(record.id)
+
+    def _thaw(self, record: ContainerRecord) -> None:
+        cgroup = self._cgroup(record)
+        if cgroup is not None:
+            cgroup.thaw()
+
+    # --------------------------------------------------------------------- delete / list
+
+    def delete(self, ref: str, *, force: bool = False) -> None:
+        """Remove a container and everything it owns (docker rm [-f])."""
+        record = self.observe(self.store.get(ref))
+        if force and record.status in (Status.RUNNING, Status.PAUSED):
+            self.kill(record.id, signal.SIGKILL)
+            self._await_monitor(record.monitor_pid, 10.0)
+            record = self.observe(self.store.get(record.id))
+        require(can_delete(record.status), "remove", record,
+                "stop it first or force the removal (rm -f)")
+        cgroup = self._cgroup(record)
+        if cgroup is not None:
+            cgroup.delete()
+        with contextlib.suppress(NotFoundError):
+            self._snapshots.remove(record.id)
+        shutil.rmtree(record.bundle, ignore_errors=True)
+        self.store.delete(record.id)
+
+    def list(self, *, all_: bool = False) -> list[ContainerRecord]:
+        """Containers, observed now; only running and paused ones unless `all_`."""
+        records = [self.observe(r) for r in self.store.all()]
+        if all_:
+            return records
+        return [r for r in records if r.status in (Status.RUNNING, Status.PAUSED)]
+
+    def stats(self, ref: str) -> Stats:
+        """Memory, cpu and pids of a running container (docker stats)."""
+        record = self.observe(self.store.get(ref))
+        cgroup = self._cgroup(record) if can_kill(record.status) else None
+        if cgroup is None:
+            raise FailedPreconditionError(
+                f"cannot read stats of container {record.name}: it is {record.status}")
+        return cgroup.stats()
+
+    def log_path(self, ref: str) -> Path:
+        return Path(self.store.get(ref).bundle) / "container.log"
+
+    def _free_name(self) -> str:
+        taken = {r.name for r in self.store.all()}
+        for _ in range(100):
+            name = random_name()
+            if name not in taken:
+                return name
+        return f"dockyard_{secrets.token_hex(4)}"
+
+    @staticmethod
+    def _write_etc(bundle: Path, hostname: str) -> None:
+        (bundle / "hostname").write_text(hostname + "\n")
+        (bundle / "hosts").write_text(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"127.0.1.1\t{hostname}\n")
+        resolv = Path("/etc/resolv.conf")
+        text = resolv.read_text() if resolv.is_file() else ""
+        # A container with its own network cannot reach the host's 127.0.0.x resolver.
+        lines = [ln for ln in text.splitlines() if not ln.strip().startswith("nameserver 127.")]
+        (bundle / "resolv.conf").write_text("\n".join(lines) + "\n")
+
+
+def process_spec(config: ContainerConfig, image: RunnableImage) -> ProcessSpec:
+    """Docker's rules for what runs: ENTRYPOINT + CMD, each overridable; env merged."""
+    entrypoint = image.entrypoint if config.entrypoint is None else config.entrypoint
+    cmd = config.command or (image.cmd if config.entrypoint is None else ())
+    args = (*entrypoint, *cmd)
+    if not args:
+        raise InvalidArgumentError(f"no command specified: the image {image.name} has no "
+                                   "CMD or ENTRYPOINT; give one after the image name")
+    env = dict(item.split("=", 1) for item in (DEFAULT_PATH, *image.env, *config.env))
+    return ProcessSpec(
+        args=args, env=tuple(f"{k}={v}" for k, v in env.items()),
+        cwd=config.working_dir or image.working_dir or "/",
+        user=config.user or image.user,
+        capabilities=capabilities.resolve(config.cap_add, config.cap_drop,
+                                          capabilities.last_cap()))

@@ -1,0 +1,201 @@
+"""The runtime's verbs on real parts: overlay snapshots, cgroups and namespaces.
+
+Images come from a busybox layer committed straight into the snapshotter, so these tests
+exercise the runtime without depending on the image store (which has its own tests).
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dockyard_shim.cgroups import detect
+from dockyard_shim.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from dockyard_shim.kernel import LinuxKernel
+from dockyard_shim.runtime.config import ContainerConfig
+from dockyard_shim.runtime.ports import RunnableImage
+from dockyard_shim.runtime.runtime import Runtime
+from dockyard_shim.runtime.spawn import StartError
+from dockyard_shim.runtime.state import Status
+from dockyard_shim.snapshots import OverlaySnapshotter
+from tests.shim.rootfs_dir import busybox_rootfs
+
+pytestmark = pytest.mark.root
+
+
+class LayerImages:
+    """The one image these tests need: busybox, committed as a single layer."""
+
+    def __init__(self, snapshots: OverlaySnapshotter, scratch: Path) -> None:
+        snapshots.prepare("extract-busybox")
+        upper = snapshots.upper_dir("extract-busybox")
+        shutil.copytree(busybox_rootfs(scratch / "busybox"), upper, symlinks=True,
+                        dirs_exist_ok=True)
+        snapshots.commit("sha256:busybox-layer", "extract-busybox")
+
+    def runnable(self, name: str) -> RunnableImage:
+        if name != "busybox":
+            raise NotFoundError(f"no such image: {name}")
+        return RunnableImage(id="sha256:busybox", name="busybox",
+                             top_layer="sha256:busybox-layer", cmd=("sh",),
+                             env=("HOME=/root",))
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[Runtime]:
+    snapshots = OverlaySnapshotter(tmp_path / "snapshots")
+    cgroups = detect(parent=f"dockyard-test-{secrets.token_hex(4)}")
+    runtime = Runtime(tmp_path, kernel=LinuxKernel(), images=LayerImages(snapshots, tmp_path),
+                      snapshots=snapshots, cgroups=cgroups)
+    yield runtime
+    for record in runtime.store.all():
+        runtime.delete(record.id, force=True)
+    cgroups.delete_parent()
+
+
+def _config(*command: str, **options: object) -> ContainerConfig:
+    return ContainerConfig(image="busybox", command=command, network="none",
+                           **options)  # type: ignore[arg-type]
+
+
+def test_run_wait_and_read_the_log(runtime: Runtime) -> None:
+    record = runtime.run(_config("sh", "-c", "echo hello; exit 3", name="greeter"))
+    final = runtime.wait(record.id, timeout=10)
+    assert (final.status, final.exit_code) == (Status.STOPPED, 3)
+    assert runtime.log_path("greeter").read_text() == "hello\n"
+
+
+def test_writes_go_to_the_containers_own_layer_only(runtime: Runtime) -> None:
+    one = runtime.run(_config("sh", "-c", "echo mine > /bin/marker"))
+    runtime.wait(one.id, timeout=10)
+    two = runtime.run(_config("sh", "-c", "cat /bin/marker 2>&1 || true"))
+    runtime.wait(two.id, timeout=10)
+    assert "No such file" in runtime.log_path(two.id).read_text()
+
+
+def test_a_name_in_use_is_refused_and_nothing_is_left(runtime: Runtime) -> None:
+    runtime.create(_config("true", name="twin"))
+    before = sorted(p.name for p in (runtime.root / "containers").iterdir())
+    with pytest.raises(AlreadyExistsError, match="already in use"):
+        runtime.create(_config("true", name="twin"))
+    assert sorted(p.name for p in (runtime.root / "containers").iterdir()) == before
+
+
+def test_an_unknown_image_is_refused_before_anything_is_made(runtime: Runtime) -> None:
+    with pytest.raises(NotFoundError, match="no such image: nginx"):
+        runtime.create(ContainerConfig(image="nginx"))
+    assert runtime.store.all() == []
+
+
+def test_a_missing_command_exits_127_and_the_container_is_stopped(runtime: Runtime) -> None:
+    record = runtime.create(_config("no-such-command"))
+    with pytest.raises(StartError, match="executable file not found"):
+        runtime.start(record.id)
+    final = runtime.store.get(record.id)
+    assert (final.status, final.exit_code) == (Status.STOPPED, 127)
+
+
+def test_stop_sends_term_then_kill_after_the_timeout(runtime: Runtime) -> None:
+    record = runtime.run(_config("sh", "-c", "trap '' TERM; sleep 60"))
+    time.sleep(0.2)
+    started = time.monotonic()
+    final = runtime.stop(record.id, timeout=0.5)
+    assert final.status is Status.STOPPED
+    assert final.exit_code == 137
+    assert time.monotonic() - started < 5
+
+
+def test_a_term_handler_gets_to_exit_cleanly(runtime: Runtime) -> None:
+    record = runtime.run(_config("sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"))
+    time.sleep(0.3)
+    assert runtime.stop(record.id, timeout=5).exit_code == 0
+
+
+def test_kill_sends_the_chosen_signal(runtime: Runtime) -> None:
+    record = runtime.run(_config("sh", "-c", "trap 'exit 5' USR1; while true; do sleep 0.05; done"))
+    time.sleep(0.3)
+    runtime.kill(record.id, signal.SIGUSR1)
+    assert runtime.wait(record.id, timeout=5).exit_code == 5
+
+
+def test_pid_1_without_a_handler_ignores_term_as_under_docker(runtime: Runtime) -> None:
+    record = runtime.run(_config("sleep", "60"))
+    runtime.kill(record.id, signal.SIGTERM)
+    time.sleep(0.3)
+    assert runtime.observe(runtime.store.get(record.id)).status is Status.RUNNING
+
+
+def test_pause_freezes_and_unpause_resumes(runtime: Runtime) -> None:
+    record = runtime.run(_config("sh", "-c", "while true; do echo t; sleep 0.05; done"))
+    time.sleep(0.3)
+    assert runtime.pause(record.id).status is Status.PAUSED
+    frozen_size = runtime.log_path(record.id).stat().st_size
+    time.sleep(0.4)
+    assert runtime.log_path(record.id).stat().st_size == frozen_size
+    assert runtime.list()[0].status is Status.PAUSED
+    assert runtime.unpause(record.id).status is Status.RUNNING
+    time.sleep(0.4)
+    assert runtime.log_path(record.id).stat().st_size > frozen_size
+
+
+def test_removing_a_running_container_needs_force(runtime: Runtime) -> None:
+    record = runtime.run(_config("sleep", "60"))
+    with pytest.raises(FailedPreconditionError, match="stop it first or force"):
+        runtime.delete(record.id)
+    runtime.delete(record.id, force=True)
+    assert runtime.store.all() == []
+    assert not Path(record.bundle).exists()
+
+
+def test_an_allocation_beyond_the_memory_limit_is_oom_killed_and_reported(
+        runtime: Runtime) -> None:
+    # busybox has no allocator tool: build a 64 MiB string in the shell's memory.
+    script = "x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo survived"
+    record = runtime.run(_config("sh", "-c", script, memory_bytes=16 << 20))
+    final = runtime.wait(record.id, timeout=30)
+    assert final.oom_killed is True
+    assert final.exit_code == 137
+
+
+def test_a_fork_bomb_is_stopped_by_the_pids_limit(runtime: Runtime) -> None:
+    script = "(for i in $(seq 1 40); do sleep 30 & done); sleep 30"
+    record = runtime.run(_config("sh", "-c", script, pids_limit=10))
+    time.sleep(1.0)
+    assert 8 <= (runtime.stats(record.id).pids_current or 0) <= 10  # saturated, never above
+    assert "can't fork" in runtime.log_path(record.id).read_text()
+    runtime.delete(record.id, force=True)
+
+
+def test_stats_report_memory_cpu_and_pids(runtime: Runtime) -> None:
+    record = runtime.run(_config("sleep", "60", memory_bytes=64 << 20))
+    stats = runtime.stats(record.id)
+    assert stats.pids_current == 1
+    assert stats.memory_limit_bytes == 64 << 20
+    assert stats.memory_bytes is not None
+    assert stats.memory_bytes > 0
+
+
+def test_the_list_shows_running_containers_and_all_shows_stopped_ones(
+        runtime: Runtime) -> None:
+    running = runtime.run(_config("sleep", "60", name="sleeper"))
+    done = runtime.run(_config("true", name="quick"))
+    runtime.wait(done.id, timeout=5)
+    assert [r.name for r in runtime.list()] == ["sleeper"]
+    assert {r.name for r in runtime.list(all_=True)} == {"sleeper", "quick"}
+    runtime.delete(running.id, force=True)
+
+
+def test_a_config_the_image_cannot_run_is_refused(runtime: Runtime) -> None:
+    with pytest.raises(InvalidArgumentError, match="-w"):
+        runtime.create(_config("true", working_dir="relative"))
