@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -21,20 +20,13 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
+from dockyard_shim.daemon.paths import state_root
 from dockyard_shim.errors import ShimError
 from dockyard_shim.images import ImageRecord, ImageStore, parse_reference
 from dockyard_shim.snapshots import OverlaySnapshotter
 
-DEFAULT_ROOT = Path("/var/lib/dockyard")
-ROOT_ENV = "DOCKYARD_ROOT"
-
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def state_root() -> Path:
-    """Where Dockyard keeps its state: $DOCKYARD_ROOT or /var/lib/dockyard."""
-    return Path(os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
 
 
 @contextmanager
@@ -62,7 +54,7 @@ def _reported(command: Callable[P, R]) -> Callable[P, R]:
         except ShimError as e:
             _fail(str(e))
         except PermissionError as e:
-            _fail(f"{e.strerror}: {e.filename} (run as root, or set {ROOT_ENV} to a directory "
+            _fail(f"{e.strerror}: {e.filename} (run as root, or set DOCKYARD_ROOT to a directory "
                   "you own)")
 
     return run

@@ -8,7 +8,7 @@ import platform
 import click
 
 from dockyard_api import API_VERSION
-from dockyard_common import __version__
+from dockyard_common import version
 
 
 @click.command("version")
@@ -16,7 +16,7 @@ from dockyard_common import __version__
               show_default=True, help="Output format.")
 def command(fmt: str) -> None:
     """Print the Dockyard version and the API version it serves."""
-    info = {"version": __version__, "apiVersion": API_VERSION,
+    info = {"version": version(), "apiVersion": API_VERSION,
             "python": platform.python_version()}
     if fmt == "json":
         click.echo(json.dumps(info))

@@ -1,10 +1,11 @@
 """Shared foundations for every Dockyard component: version and logging.
 
-Bottom layer: imports nothing else from Dockyard. Keep it tiny; anything with domain
-meaning belongs in `dockyard_api` (the API models) or in a component.
+Bottom layer: imports nothing else from Dockyard. Keep it tiny (and cheap to import: the
+CLI imports it on every start); anything with domain meaning belongs in `dockyard_api`
+or in a component.
 """
 
 from dockyard_common.logs import configure_logging, get_logger
-from dockyard_common.version import __version__
+from dockyard_common.version import version
 
-__all__ = ["__version__", "configure_logging", "get_logger"]
+__all__ = ["configure_logging", "get_logger", "version"]

@@ -4,16 +4,20 @@ JSON lines when output is not a terminal (clusters, CI, log shippers); coloured,
 key=value lines on a terminal. Standard-library logging (kopf, kubernetes client) is routed
 through the same renderer so that a process never mixes two formats.
 
-This module configures logging; it never logs on import and holds no other state.
+This module configures logging; it never logs on import. The only state it holds is a
+configuration deferred with `lazy=True`: structlog (and rich behind it) take 150 ms to
+import, which a CLI command that never logs should not pay.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal, TextIO
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, TextIO
 
-import structlog
+if TYPE_CHECKING:
+    import structlog
 
 Format = Literal["auto", "json", "console"]
 
@@ -21,16 +25,39 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
            "error": logging.ERROR}
 
 
+@dataclass(frozen=True)
+class _Settings:
+    level: str
+    fmt: Format
+    stream: TextIO | None
+
+
+_pending: list[_Settings] = []
+
+
 def configure_logging(
-    *, level: str = "info", fmt: Format = "auto", stream: TextIO | None = None
+    *, level: str = "info", fmt: Format = "auto", stream: TextIO | None = None,
+    lazy: bool = False,
 ) -> None:
     """Configure structlog and stdlib logging for this process.
 
     `fmt="auto"` picks JSON unless `stream` (default stderr) is a terminal. Safe to call more
     than once: the last call wins, which lets the CLI apply `--log-format` after start-up.
+    With `lazy`, the configuration is applied by the first `get_logger` call instead.
     """
     if level not in _LEVELS:
         raise ValueError(f"log level must be one of {', '.join(_LEVELS)}, not {level!r}")
+    settings = _Settings(level, fmt, stream)
+    _pending[:] = [settings]
+    if not lazy or "structlog" in sys.modules:
+        _apply()
+
+
+def _apply() -> None:
+    import structlog  # noqa: PLC0415 -- deferred on purpose, see the module docstring
+
+    settings = _pending.pop()
+    level, fmt, stream = settings.level, settings.fmt, settings.stream
     out = stream if stream is not None else sys.stderr
     as_json = fmt == "json" or (fmt == "auto" and not out.isatty())
 
@@ -68,5 +95,9 @@ def configure_logging(
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     """A named structured logger; configure_logging decides how it renders."""
+    import structlog  # noqa: PLC0415 -- deferred on purpose, see the module docstring
+
+    if _pending:
+        _apply()
     logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
     return logger

@@ -64,3 +64,10 @@ def test_levels_below_the_threshold_are_dropped() -> None:
 def test_an_unknown_level_is_refused() -> None:
     with pytest.raises(ValueError, match="log level must be one of"):
         configure_logging(level="loud")
+
+
+def test_a_lazy_configuration_applies_at_the_first_logger() -> None:
+    out = io.StringIO()
+    configure_logging(stream=out, fmt="json", lazy=True, level="warning")
+    get_logger("dockyard.test").warning("late but configured")
+    assert json.loads(out.getvalue())["event"] == "late but configured"

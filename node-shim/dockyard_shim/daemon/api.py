@@ -115,6 +115,11 @@ async def inspect(request: web.Request) -> web.Response:
     return web.json_response(record_json(record))
 
 
+async def stats(request: web.Request) -> web.Response:
+    result = await _call(request, request.app[RUNTIME].stats, request.match_info["ref"])
+    return web.json_response(asdict(result))
+
+
 async def listing(request: web.Request) -> web.Response:
     all_ = request.query.get("all", "") in ("1", "true")
     records = await _call(request, request.app[RUNTIME].list, all_=all_)
@@ -162,5 +167,6 @@ def make_app(runtime: Runtime) -> web.Application:
     app.router.add_post("/containers/{ref}/unpause", unpause)
     app.router.add_post("/containers/{ref}/wait", wait)
     app.router.add_get("/containers/{ref}/logs", logs)
+    app.router.add_get("/containers/{ref}/stats", stats)
     app.router.add_delete("/containers/{ref}", remove)
     return app

@@ -1,0 +1,27 @@
+"""`dockyard shim`: run the node daemon in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from dockyard_shim.daemon.node import open_node
+from dockyard_shim.daemon.paths import socket_path, state_root
+from dockyard_shim.daemon.server import serve
+
+
+@click.command("shim")
+def command() -> None:
+    """Run the node daemon: the container runtime behind a local API.
+
+    It listens on $DOCKYARD_HOST (default /run/dockyard/dockyard.sock) and keeps its state
+    in $DOCKYARD_ROOT (default /var/lib/dockyard). Other commands start it on demand, so
+    you rarely run it yourself. Containers keep running when it stops; a restarted daemon
+    finds them again.
+    """
+    node = open_node(state_root())
+    try:
+        asyncio.run(serve(node, socket_path()))
+    finally:
+        node.close()

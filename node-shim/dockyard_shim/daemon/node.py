@@ -1,0 +1,69 @@
+"""Assemble one node's runtime from its parts, all rooted at the state directory.
+
+    DOCKYARD_ROOT/            (default /var/lib/dockyard)
+      overlay/                overlay snapshotter (a short path: lowerdir fits one page)
+      images/                 content store (blobs) and images.db
+      containers.db           container records
+      containers/<id>/        bundles: rootfs mount point, log, exit record, /etc files
+
+Both the daemon and tools that work without it (tests, `dockyard images`) open the node
+here, so there is one definition of where things live.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dockyard_shim.cgroups import CgroupDriver, detect
+from dockyard_shim.daemon.paths import state_root
+from dockyard_shim.images import ImageStore, parse_reference
+from dockyard_shim.kernel import LinuxKernel
+from dockyard_shim.runtime.ports import RunnableImage
+from dockyard_shim.runtime.runtime import Runtime
+from dockyard_shim.snapshots import OverlaySnapshotter
+
+
+class StoreImages:
+    """The runtime's view of the image store: unpack on first use, then run."""
+
+    def __init__(self, store: ImageStore) -> None:
+        self._store = store
+
+    def runnable(self, name: str) -> RunnableImage:
+        record = self._store.get(name)
+        chain_id = self._store.unpack(record.id)
+        config = self._store.config(record.id)
+        return RunnableImage(
+            id=str(config.id),
+            name=parse_reference(record.names[0]).familiar() if record.names else record.id,
+            top_layer=str(chain_id or ""), entrypoint=config.entrypoint, cmd=config.cmd,
+            env=config.env, working_dir=config.working_dir, user=config.user,
+            labels=dict(config.labels))
+
+
+@dataclass
+class Node:
+    """Everything one node runs containers with."""
+
+    root: Path
+    snapshots: OverlaySnapshotter
+    images: ImageStore
+    cgroups: CgroupDriver
+    runtime: Runtime
+
+    def close(self) -> None:
+        self.runtime.store.close()
+        self.images.close()
+        self.snapshots.close()
+
+
+def open_node(root: Path | None = None, *, cgroup_parent: str = "dockyard") -> Node:
+    """Open (creating if needed) the node state under `root`."""
+    root = root or state_root()
+    snapshots = OverlaySnapshotter(root / "overlay")
+    images = ImageStore(root / "images", snapshots)
+    cgroups = detect(parent=cgroup_parent)
+    runtime = Runtime(root, kernel=LinuxKernel(), images=StoreImages(images),
+                      snapshots=snapshots, cgroups=cgroups)
+    return Node(root, snapshots, images, cgroups, runtime)

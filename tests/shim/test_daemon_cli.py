@@ -1,0 +1,166 @@
+"""The `dockyard` CLI against a real node daemon: Docker's verbs end to end.
+
+Each test gets its own state root, socket and daemon, and removes every container it
+made. The daemon is started by the test (not by the CLI's autostart) so the test can end
+it by pid; one test checks the autostart message separately.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.shim.rootfs_dir import busybox_rootfs
+
+pytestmark = [pytest.mark.root, pytest.mark.e2e]
+
+
+@dataclass
+class Node:
+    env: dict[str, str]
+    root: Path
+    daemon: subprocess.Popen[bytes] | None = None
+
+    def dockyard(self, *args: str, check: bool = False,
+                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "dockyard_cli", *args], env=self.env,
+                                capture_output=True, text=True, timeout=timeout, check=False)
+        if check:
+            assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def start_daemon(self) -> None:
+        with (self.root / "daemon.log").open("ab") as log:
+            self.daemon = subprocess.Popen([sys.executable, "-m", "dockyard_cli", "shim"],
+                                           env=self.env, stdout=log, stderr=log)
+        socket = Path(self.env["DOCKYARD_HOST"])
+        deadline = time.monotonic() + 15
+        while not socket.exists():
+            assert time.monotonic() < deadline, (self.root / "daemon.log").read_text()
+            time.sleep(0.05)
+
+    def stop_daemon(self, signum: int = signal.SIGTERM) -> None:
+        assert self.daemon is not None
+        self.daemon.send_signal(signum)
+        self.daemon.wait(timeout=15)
+        self.daemon = None
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    env = {**os.environ, "DOCKYARD_ROOT": str(tmp_path / "root"),
+           "DOCKYARD_HOST": str(tmp_path / "dockyard.sock")}
+    node = Node(env, tmp_path)
+    rootfs = busybox_rootfs(tmp_path / "rootfs")
+    with tarfile.open(tmp_path / "busybox.tar", "w") as tar:
+        tar.add(rootfs, arcname=".")
+    node.dockyard("import", str(tmp_path / "busybox.tar"), "busybox:latest", check=True)
+    node.start_daemon()
+    yield node
+    if node.daemon is None:
+        node.start_daemon()
+    ids = node.dockyard("ps", "-a", "-q").stdout.split()
+    if ids:
+        node.dockyard("rm", "-f", *ids)
+    node.stop_daemon()
+
+
+def test_run_streams_output_and_exits_with_the_containers_code(node: Node) -> None:
+    result = node.dockyard("run", "--rm", "busybox", "sh", "-c", "echo hello; exit 7")
+    assert (result.stdout, result.returncode) == ("hello\n", 7)
+    assert node.dockyard("ps", "-a", "-q").stdout == ""  # --rm removed it
+
+
+def test_a_missing_command_exits_127_with_dockers_message(node: Node) -> None:
+    result = node.dockyard("run", "--rm", "busybox", "no-such-command")
+    assert result.returncode == 127
+    assert 'exec: "no-such-command": executable file not found in $PATH' in result.stderr
+
+
+def test_an_unknown_image_is_a_clear_error_and_leaves_nothing(node: Node) -> None:
+    result = node.dockyard("run", "nginx")
+    assert result.returncode == 1
+    assert "nginx" in result.stderr
+    assert node.dockyard("ps", "-a", "-q").stdout == ""
+
+
+def test_malformed_limits_are_refused_before_anything_is_made(node: Node) -> None:
+    result = node.dockyard("run", "-m", "lots", "busybox", "true")
+    assert result.returncode == 2
+    assert "Invalid value for '-m'" in result.stderr
+    result = node.dockyard("run", "-v", "/no/such/dir:/data", "busybox", "true")
+    assert result.returncode == 1
+    assert "bind source path does not exist" in result.stderr
+    result = node.dockyard("run", "-v", "/tmp:data", "busybox", "true")
+    assert "must be an absolute path" in result.stderr
+    assert node.dockyard("ps", "-a", "-q").stdout == ""
+
+
+def test_detach_ps_stop_and_rm(node: Node) -> None:
+    cid = node.dockyard("run", "-d", "--name", "sleeper", "busybox", "sleep", "60",
+                        check=True).stdout.strip()
+    assert len(cid) == 64
+    assert "sleeper" in node.dockyard("ps").stdout
+    refused = node.dockyard("rm", "sleeper")
+    assert refused.returncode == 1
+    assert "stop it first or force the removal" in refused.stderr
+    node.dockyard("stop", "-t", "1", "sleeper", check=True)
+    assert "Exited (137)" in node.dockyard("ps", "-a").stdout
+    node.dockyard("rm", "sleeper", check=True)
+    assert node.dockyard("ps", "-a", "-q").stdout == ""
+
+
+def test_a_name_in_use_is_refused(node: Node) -> None:
+    node.dockyard("create", "--name", "twin", "busybox", "true", check=True)
+    result = node.dockyard("create", "--name", "twin", "busybox", "true")
+    assert result.returncode == 1
+    assert "already in use" in result.stderr
+
+
+def test_logs_wait_inspect_and_limits(node: Node) -> None:
+    node.dockyard("run", "-d", "--name", "job", "-m", "32m", "--pids-limit", "20",
+                  "busybox", "sh", "-c", "echo working; sleep 0.3; echo done; exit 3",
+                  check=True)
+    assert node.dockyard("wait", "job", check=True).stdout.strip() == "3"
+    assert node.dockyard("logs", "job", check=True).stdout == "working\ndone\n"
+    (record,) = json.loads(node.dockyard("inspect", "job", check=True).stdout)
+    assert (record["status"], record["exit_code"]) == ("stopped", 3)
+    assert record["config"]["memory_bytes"] == 32 << 20
+
+
+def test_the_cli_starts_a_daemon_when_none_listens_and_says_so(node: Node) -> None:
+    node.stop_daemon()
+    result = node.dockyard("ps")
+    assert result.returncode == 0
+    assert "no daemon was listening" in result.stderr
+    pid = int(result.stderr.split("(pid ")[1].split(",")[0])
+    os.kill(pid, signal.SIGTERM)  # the daemon the CLI started for this test
+    deadline = time.monotonic() + 10
+    while Path(node.env["DOCKYARD_HOST"]).exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_killing_the_daemon_loses_no_container_and_no_exit_code(node: Node) -> None:
+    for index in range(50):
+        node.dockyard("run", "-d", "--name", f"c{index}", "busybox", "sleep", "300",
+                      check=True)
+    node.dockyard("run", "-d", "--name", "quick", "busybox", "sh", "-c",
+                  "sleep 1; exit 42", check=True)
+    node.stop_daemon(signal.SIGKILL)
+    time.sleep(1.5)  # `quick` exits while no daemon is watching
+    node.start_daemon()
+    table = node.dockyard("ps", "-a", check=True).stdout
+    assert sum("Up " in line for line in table.splitlines()) == 50
+    assert "Exited (42)" in table
+    assert node.dockyard("wait", "quick", check=True).stdout.strip() == "42"
