@@ -7,6 +7,7 @@ exit code 1 (or the container's own code where Docker would use it, such as 127)
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -40,8 +41,12 @@ class _UnixConnection(http.client.HTTPConnection):
 
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(str(self._path))
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(str(self._path))
+        except OSError:
+            sock.close()
+            raise
         self.sock = sock
 
 
@@ -51,41 +56,53 @@ class Client:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def _send(self, method: str, url: str, body: Any, timeout: float | None
-              ) -> http.client.HTTPResponse:
+    def _open(self, method: str, url: str, body: Any, timeout: float | None
+              ) -> tuple[_UnixConnection, http.client.HTTPResponse]:
         conn = _UnixConnection(self.path, timeout)
         payload = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if payload is not None else {}
-        conn.request(method, url, body=payload, headers=headers)
-        return conn.getresponse()
+        try:
+            conn.request(method, url, body=payload, headers=headers)
+            return conn, conn.getresponse()
+        except BaseException:
+            conn.close()
+            raise
 
     def call(self, method: str, url: str, body: Any = None,
              timeout: float | None = 120.0) -> Any:
         """Send a request; the decoded JSON answer, or DaemonError."""
-        response = self._send(method, url, body, timeout)
-        data = response.read()
+        conn, response = self._open(method, url, body, timeout)
+        with contextlib.closing(conn):
+            data = response.read()
         if response.status >= 400:
-            try:
-                detail = json.loads(data)
-            except json.JSONDecodeError:
-                detail = {"message": data.decode(errors="replace")}
-            raise DaemonError(detail.get("message", "unknown error"),
-                              int(detail.get("exitCode", 1)))
+            raise _error(data)
         return json.loads(data) if data else None
 
     def stream(self, url: str) -> Iterator[bytes]:
         """The raw body of a streaming response, chunk by chunk."""
-        response = self._send("GET", url, None, None)
-        if response.status >= 400:
-            raise DaemonError(json.loads(response.read()).get("message", "unknown error"))
-        while chunk := response.read1(65536):
-            yield chunk
+        conn, response = self._open("GET", url, None, None)
+        with contextlib.closing(conn):
+            if response.status >= 400:
+                raise _error(response.read())
+            while chunk := response.read1(65536):
+                yield chunk
 
     def ping(self) -> bool:
         try:
-            return self._send("GET", "/_ping", None, 2.0).status == 200
+            conn, response = self._open("GET", "/_ping", None, 2.0)
         except OSError:
             return False
+        with contextlib.closing(conn):
+            response.read()
+        return response.status == 200
+
+
+def _error(data: bytes) -> DaemonError:
+    try:
+        detail = json.loads(data)
+    except json.JSONDecodeError:
+        detail = {"message": data.decode(errors="replace")}
+    return DaemonError(detail.get("message", "unknown error"), int(detail.get("exitCode", 1)))
 
 
 def connect(*, autostart: bool = True) -> Client:

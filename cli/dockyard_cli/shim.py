@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import click
 
 from dockyard_shim.daemon.node import open_node
 from dockyard_shim.daemon.paths import socket_path, state_root
-from dockyard_shim.daemon.server import serve
+from dockyard_shim.daemon.server import lock_root, serve
+from dockyard_shim.errors import ShimError
 
 
 @click.command("shim")
@@ -20,8 +22,14 @@ def command() -> None:
     you rarely run it yourself. Containers keep running when it stops; a restarted daemon
     finds them again.
     """
-    node = open_node(state_root())
+    root = state_root()
+    try:
+        lock = lock_root(root)
+    except ShimError as e:
+        raise click.ClickException(str(e)) from e
+    node = open_node(root)
     try:
         asyncio.run(serve(node, socket_path()))
     finally:
         node.close()
+        os.close(lock)

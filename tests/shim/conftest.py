@@ -2,8 +2,8 @@
 
 Tests marked `root` need root and the real kernel (namespaces, mounts, cgroups). They are
 skipped, with the reason, only when the test process is not root; CI runs as root, so
-there they always run. Every root test is wrapped in a leak check: the mounts, cgroups and
-child processes after the test must be those before it.
+there they always run. Every root test is wrapped in a leak check: the mounts, cgroups,
+child processes and dockyard daemons after the test must be those before it.
 """
 
 from __future__ import annotations
@@ -52,6 +52,20 @@ def _children() -> set[int]:
     return found
 
 
+def _daemons() -> set[int]:
+    """Dockyard daemons on the machine: an autostarted one is no child of ours."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"dockyard_cli\0shim" in cmdline:
+                found.add(int(entry.name))
+    return found
+
+
 @pytest.fixture(autouse=True)
 def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail a root test that leaves mounts, dockyard cgroups or child processes behind."""
@@ -59,7 +73,9 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     mounts, cgroups, children = _mount_points(), _dockyard_cgroups(), _children()
+    daemons = _daemons()
     yield
     assert _mount_points() - mounts == set(), "the test leaked mounts"
     assert _dockyard_cgroups() - cgroups == set(), "the test leaked cgroups"
     assert _children() - children == set(), "the test leaked child processes"
+    assert _daemons() - daemons == set(), "the test left a dockyard daemon running"

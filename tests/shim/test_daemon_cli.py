@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_cli.client import Client
 from tests.shim.rootfs_dir import busybox_rootfs
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
@@ -43,9 +44,10 @@ class Node:
         with (self.root / "daemon.log").open("ab") as log:
             self.daemon = subprocess.Popen([sys.executable, "-m", "dockyard_cli", "shim"],
                                            env=self.env, stdout=log, stderr=log)
-        socket = Path(self.env["DOCKYARD_HOST"])
+        client = Client(Path(self.env["DOCKYARD_HOST"]))
         deadline = time.monotonic() + 15
-        while not socket.exists():
+        while not client.ping():  # a killed daemon's socket file may still be there
+            assert self.daemon.poll() is None, (self.root / "daemon.log").read_text()
             assert time.monotonic() < deadline, (self.root / "daemon.log").read_text()
             time.sleep(0.05)
 
@@ -149,6 +151,13 @@ def test_the_cli_starts_a_daemon_when_none_listens_and_says_so(node: Node) -> No
     while Path(node.env["DOCKYARD_HOST"]).exists():
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_a_second_daemon_on_the_same_root_is_refused(node: Node) -> None:
+    result = node.dockyard("shim", timeout=15)
+    assert result.returncode == 1
+    assert "another dockyard daemon" in result.stderr
+    assert node.dockyard("ps").returncode == 0  # the first one still serves
 
 
 def test_killing_the_daemon_loses_no_container_and_no_exit_code(node: Node) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 from pathlib import Path
@@ -19,6 +20,7 @@ from aiohttp import web
 from dockyard_common import get_logger
 from dockyard_shim.daemon.api import Handler, make_app
 from dockyard_shim.daemon.node import Node
+from dockyard_shim.errors import UnavailableError
 from dockyard_shim.runtime.state import Status
 
 log = get_logger(__name__)
@@ -61,6 +63,26 @@ class ExitWatcher:
             self._loop.remove_reader(fd)
             os.close(fd)
         self._watched.clear()
+
+
+def lock_root(root: Path) -> int:
+    """Hold the node's daemon lock for the life of this process; refuse a second daemon.
+
+    Two daemons on one state root would both reap and restart the same containers. The
+    lock is an flock, so the kernel releases it when a daemon dies, even by SIGKILL.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / "daemon.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise UnavailableError(
+            f"another dockyard daemon (pid {holder}) already serves {root}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 async def serve(node: Node, socket: Path, *, ready: asyncio.Event | None = None) -> None:
