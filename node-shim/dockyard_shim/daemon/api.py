@@ -9,6 +9,7 @@ InvalidArgument 400, Unavailable 503, and the body is `{"message": "..."}` as in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 from collections.abc import Awaitable, Callable
@@ -134,7 +135,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
     follow = request.query.get("follow", "") in ("1", "true")
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     await response.prepare(request)
-    with path.open("rb") as log:
+    # From here on the status line is sent: an error can only end the stream early.
+    with contextlib.suppress(ShimError, OSError), path.open("rb") as log:
         while True:
             chunk = log.read(65536)
             if chunk:

@@ -12,13 +12,15 @@ rest with FailedPreconditionError. Stored state is never trusted blindly: the ru
 re-derives it from /proc and the monitor's exit file (`observe`) before it acts.
 
 The store is one SQLite database per node (WAL, one writer at a time), safe to open from
-the daemon and a CLI at once.
+the daemon and a CLI at once, and to use from several threads: one connection, guarded
+by a lock (sqlite3 connections must not run two statements or transactions at once).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -108,21 +110,28 @@ class StateStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None,
                                    check_same_thread=False)
+        self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple[str, ...] = ()) -> list[tuple[str]]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
 
     def add(self, record: ContainerRecord) -> None:
         """Store a new record; AlreadyExistsError when the name or id is taken."""
@@ -149,11 +158,11 @@ class StateStore:
 
     def get(self, ref: str) -> ContainerRecord:
         """A record by name, full id or unique id prefix (as Docker resolves them)."""
-        row = self._db.execute("SELECT body FROM containers WHERE name = ? OR id = ?",
-                               (ref, ref)).fetchone()
+        rows = self._query("SELECT body FROM containers WHERE name = ? OR id = ?", (ref, ref))
+        row = rows[0] if rows else None
         if row is None and len(ref) >= 3:
-            rows = self._db.execute("SELECT body FROM containers WHERE id LIKE ?",
-                                    (ref.replace("%", "") + "%",)).fetchall()
+            rows = self._query("SELECT body FROM containers WHERE id LIKE ?",
+                               (ref.replace("%", "") + "%",))
             if len(rows) > 1:
                 raise NotFoundError(f"container id prefix {ref!r} is ambiguous")
             row = rows[0] if rows else None
@@ -162,7 +171,7 @@ class StateStore:
         return _decode(row[0])
 
     def all(self) -> list[ContainerRecord]:
-        rows = self._db.execute("SELECT body FROM containers ORDER BY rowid").fetchall()
+        rows = self._query("SELECT body FROM containers ORDER BY rowid")
         return [_decode(body) for (body,) in rows]
 
 
