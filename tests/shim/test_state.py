@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -77,4 +78,23 @@ def test_deleted_records_are_gone(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "state.db")
     store.add(_record())
     store.delete(_record().id)
+    assert store.all() == []
+
+
+def test_the_store_is_safe_to_use_from_many_threads_at_once(tmp_path: Path) -> None:
+    """The daemon runs verbs in worker threads that share one store (a --rm run once broke)."""
+    store = StateStore(tmp_path / "state.db")
+
+    def churn(worker: int) -> None:
+        for step in range(40):
+            record = _record(f"w{worker}-{step}", f"{worker:02d}{step:04d}" + "0" * 58)
+            store.add(record)
+            store.put(store.get(record.id).with_(status=Status.STOPPED, exit_code=step))
+            assert store.get(record.name).exit_code == step
+            store.all()
+            store.delete(record.id)
+
+    with ThreadPoolExecutor(8) as pool:
+        for future in [pool.submit(churn, worker) for worker in range(8)]:
+            future.result()
     assert store.all() == []
