@@ -1,15 +1,14 @@
-"""`dockyard shim`: run the node daemon in the foreground."""
+"""`dockyard shim`: run the node daemon (the keeper and its server) in the foreground."""
 
 from __future__ import annotations
 
 import asyncio
-import os
+import sys
 
 import click
 
-from dockyard_shim.daemon.node import open_node
+from dockyard_shim.daemon.keeper import Keeper, lock_root
 from dockyard_shim.daemon.paths import socket_path, state_root
-from dockyard_shim.daemon.server import lock_root, serve
 from dockyard_shim.errors import ShimError
 
 
@@ -19,17 +18,25 @@ def command() -> None:
 
     It listens on $DOCKYARD_HOST (default /run/dockyard/dockyard.sock) and keeps its state
     in $DOCKYARD_ROOT (default /var/lib/dockyard). Other commands start it on demand, so
-    you rarely run it yourself. Containers keep running when it stops; a restarted daemon
-    finds them again.
+    you rarely run it yourself. Containers keep running when it stops, and even when it
+    is killed their exit codes are kept; a restarted daemon finds them all again.
     """
     root = state_root()
     try:
-        lock = lock_root(root)
+        lock_root(root)  # held for the life of this process and inherited by the server
     except ShimError as e:
         raise click.ClickException(str(e)) from e
-    node = open_node(root)
+    sys.exit(Keeper(root, _serve).run())
+
+
+def _serve() -> int:
+    """The server process: open the node and serve until SIGTERM."""
+    from dockyard_shim.daemon.node import open_node  # noqa: PLC0415 -- in the child only
+    from dockyard_shim.daemon.server import serve  # noqa: PLC0415
+
+    node = open_node(state_root())
     try:
         asyncio.run(serve(node, socket_path()))
     finally:
         node.close()
-        os.close(lock)
+    return 0

@@ -7,6 +7,7 @@ it by pid; one test checks the autostart message separately.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -147,6 +148,8 @@ def test_the_cli_starts_a_daemon_when_none_listens_and_says_so(node: Node) -> No
     assert "no daemon was listening" in result.stderr
     pid = int(result.stderr.split("(pid ")[1].split(",")[0])
     os.kill(pid, signal.SIGTERM)  # the daemon the CLI started for this test
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)  # reparented to us (a subreaper) when the CLI exited
     deadline = time.monotonic() + 10
     while Path(node.env["DOCKYARD_HOST"]).exists():
         assert time.monotonic() < deadline
@@ -160,16 +163,55 @@ def test_a_second_daemon_on_the_same_root_is_refused(node: Node) -> None:
     assert node.dockyard("ps").returncode == 0  # the first one still serves
 
 
-def test_killing_the_daemon_loses_no_container_and_no_exit_code(node: Node) -> None:
+def _server_pid(node: Node) -> int:
+    """The keeper's child: the process that serves the API and parents the containers."""
+    assert node.daemon is not None
+    children = Path(f"/proc/{node.daemon.pid}/task/{node.daemon.pid}/children").read_text()
+    (server,) = [int(pid) for pid in children.split()
+                 if b"shim" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    return server
+
+
+def _await_api(node: Node) -> None:
+    client = Client(Path(node.env["DOCKYARD_HOST"]))
+    deadline = time.monotonic() + 15
+    while not client.ping():
+        assert time.monotonic() < deadline, "the API did not come back"
+        time.sleep(0.05)
+
+
+def test_killing_the_server_loses_no_container_and_no_exit_code(node: Node) -> None:
     for index in range(50):
         node.dockyard("run", "-d", "--name", f"c{index}", "busybox", "sleep", "300",
                       check=True)
     node.dockyard("run", "-d", "--name", "quick", "busybox", "sh", "-c",
                   "sleep 1; exit 42", check=True)
-    node.stop_daemon(signal.SIGKILL)
-    time.sleep(1.5)  # `quick` exits while no daemon is watching
-    node.start_daemon()
+    server = _server_pid(node)
+    os.kill(server, signal.SIGKILL)
+    time.sleep(1.5)  # `quick` exits while no server runs: the keeper records it
+    _await_api(node)
+    assert _server_pid(node) != server  # the keeper started a new one
     table = node.dockyard("ps", "-a", check=True).stdout
     assert sum("Up " in line for line in table.splitlines()) == 50
     assert "Exited (42)" in table
     assert node.dockyard("wait", "quick", check=True).stdout.strip() == "42"
+
+
+def test_killing_the_keeper_leaves_the_server_serving(node: Node) -> None:
+    node.dockyard("run", "-d", "--name", "survivor", "busybox", "sleep", "300", check=True)
+    server = _server_pid(node)
+    assert node.daemon is not None
+    node.daemon.kill()
+    node.daemon.wait()
+    node.daemon = None
+    result = node.dockyard("run", "--rm", "busybox", "echo", "still here")
+    assert (result.returncode, result.stdout) == (0, "still here\n")
+    assert "survivor" in node.dockyard("ps", check=True).stdout
+    node.dockyard("rm", "-f", "survivor", check=True)
+    os.kill(server, signal.SIGTERM)  # orphaned now: end it ourselves
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(server, 0)  # ours only if this process is a subreaper
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{server}").exists():
+        assert time.monotonic() < deadline, "the orphaned server did not stop"
+        time.sleep(0.05)

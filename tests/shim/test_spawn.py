@@ -12,12 +12,30 @@ import pytest
 from dockyard_shim.kernel import LinuxKernel, RecordingKernel
 from dockyard_shim.mounts import Mount
 from dockyard_shim.runtime import capabilities
-from dockyard_shim.runtime.spawn import ProcessSpec, SandboxSpec, StartError, spawn
+from dockyard_shim.runtime.spawn import (
+    ProcessSpec,
+    SandboxSpec,
+    StartError,
+    become_subreaper,
+    record_exit,
+    spawn,
+)
 from tests.shim.rootfs_dir import busybox_rootfs
 
 DOCKER_DEFAULT_CAPS = 0xA80425FB  # CapEff of `docker run busybox` with default settings
 
 Run = Callable[..., tuple[int, str]]
+
+
+@pytest.fixture(autouse=True)
+def _subreaper() -> None:
+    """The container's PID 1 is reparented to us, as it is to the daemon."""
+    become_subreaper(LinuxKernel())
+
+
+def _reap(pid: int, spec: SandboxSpec) -> None:
+    _, status = os.waitpid(pid, 0)
+    record_exit(spec.bundle, status)
 
 
 @pytest.fixture
@@ -31,10 +49,11 @@ def run(tmp_path: Path) -> Run:
                            rootfs=(Mount("bind", str(root), "", ("rbind",)),),
                            process=process, hostname="c0ffee123456", **options)  # type: ignore[arg-type]
         spawned = spawn(LinuxKernel(), spec)
-        os.waitpid(spawned.monitor_pid, 0)
+        _reap(spawned.pid, spec)
         exit_record = json.loads(spec.exit_path.read_text())
         log = spec.log_path.read_text()
         spec.log_path.unlink()
+        spec.exit_path.unlink()
         return exit_record["exitCode"], log
 
     return run
@@ -65,7 +84,7 @@ def test_a_signal_death_from_outside_is_reported_as_128_plus_the_signal(
                        hostname="c0ffee123456")
     spawned = spawn(LinuxKernel(), spec)
     os.kill(spawned.pid, 9)
-    os.waitpid(spawned.monitor_pid, 0)
+    _reap(spawned.pid, spec)
     assert json.loads(spec.exit_path.read_text())["exitCode"] == 137
 
 
@@ -196,8 +215,9 @@ def test_place_runs_before_and_connect_after_the_namespaces_exist(tmp_path: Path
     def connect(pid: int) -> None:
         seen["connect"] = os.readlink(f"/proc/{pid}/ns/net")
 
-    spawned = spawn(LinuxKernel(), _spec(tmp_path, "true"), place=place, connect=connect)
-    os.waitpid(spawned.monitor_pid, 0)
+    spec = _spec(tmp_path, "true")
+    spawned = spawn(LinuxKernel(), spec, place=place, connect=connect)
+    _reap(spawned.pid, spec)
     ours = os.readlink("/proc/self/ns/net")
     assert seen["place"] == ours  # not yet in its own network namespace
     assert seen["connect"] != ours

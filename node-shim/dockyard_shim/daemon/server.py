@@ -1,16 +1,15 @@
-"""`dockyard shim`: serve the node's API on a unix socket until told to stop.
+"""The node daemon's server: the API on a unix socket, until told to stop.
 
-Containers outlive the daemon: each has its own monitor process, so stopping or killing
-the daemon stops no container, and a restarted daemon finds them all again from the
-state store and /proc. The daemon watches every running container's monitor through a
-pidfd (which works for processes it did not start, too) and records exits as they happen.
+Containers outlive the server: stopping or killing it stops no container (the keeper
+adopts them meanwhile), and a restarted server finds them all again from the state store
+and /proc. It watches every running container through a pidfd (which works for processes
+it did not start, too) and records exits as they happen.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import signal
 from pathlib import Path
@@ -20,40 +19,41 @@ from aiohttp import web
 from dockyard_common import get_logger
 from dockyard_shim.daemon.api import Handler, make_app
 from dockyard_shim.daemon.node import Node
-from dockyard_shim.errors import UnavailableError
+from dockyard_shim.errors import ShimError
 from dockyard_shim.runtime.state import Status
 
 log = get_logger(__name__)
 
 
 class ExitWatcher:
-    """Records a container's exit as soon as its monitor ends."""
+    """Records a container's exit as soon as its first process ends."""
 
     def __init__(self, node: Node, loop: asyncio.AbstractEventLoop) -> None:
         self._node = node
         self._loop = loop
-        self._watched: dict[int, int] = {}  # monitor pid -> pidfd
+        self._watched: dict[int, int] = {}  # container pid -> pidfd
 
     def sync(self) -> None:
-        """Watch every running container's monitor not watched yet."""
+        """Watch every running container not watched yet."""
         for record in self._node.runtime.store.all():
-            if record.status in (Status.RUNNING, Status.PAUSED) and record.monitor_pid \
-                    and record.monitor_pid not in self._watched:
+            if record.status in (Status.RUNNING, Status.PAUSED) and record.pid \
+                    and record.pid not in self._watched:
                 try:
-                    fd = os.pidfd_open(record.monitor_pid)
+                    fd = os.pidfd_open(record.pid)
                 except ProcessLookupError:
                     self._node.runtime.observe(record)  # exited while nobody watched
                     continue
-                self._watched[record.monitor_pid] = fd
-                self._loop.add_reader(fd, self._exited, record.monitor_pid, record.id)
+                self._watched[record.pid] = fd
+                self._loop.add_reader(fd, self._exited, record.pid, record.id)
 
-    def _exited(self, monitor_pid: int, container_id: str) -> None:
-        fd = self._watched.pop(monitor_pid)
+    def _exited(self, pid: int, container_id: str) -> None:
+        fd = self._watched.pop(pid)
         self._loop.remove_reader(fd)
         os.close(fd)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(monitor_pid, os.WNOHANG)  # reap it when we are its parent
-        with contextlib.suppress(Exception):
+        self._loop.run_in_executor(None, self._record, container_id)
+
+    def _record(self, container_id: str) -> None:
+        with contextlib.suppress(ShimError):  # removed meanwhile: nothing to record
             record = self._node.runtime.observe(self._node.runtime.store.get(container_id))
             log.info("container exited", container=record.name, exit_code=record.exit_code,
                      oom_killed=record.oom_killed)
@@ -63,26 +63,6 @@ class ExitWatcher:
             self._loop.remove_reader(fd)
             os.close(fd)
         self._watched.clear()
-
-
-def lock_root(root: Path) -> int:
-    """Hold the node's daemon lock for the life of this process; refuse a second daemon.
-
-    Two daemons on one state root would both reap and restart the same containers. The
-    lock is an flock, so the kernel releases it when a daemon dies, even by SIGKILL.
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / "daemon.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise UnavailableError(
-            f"another dockyard daemon (pid {holder}) already serves {root}") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
 
 
 async def serve(node: Node, socket: Path, *, ready: asyncio.Event | None = None) -> None:

@@ -5,20 +5,34 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (clock ticks since boot), None when the pid is gone.
-
-    Together with the pid it identifies one process for its whole life: a recycled pid
-    has a different start time.
-    """
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time) from /proc/PID/stat, None when the pid is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
     fields = stat.rsplit(")", 1)[1].split()  # the command name may contain spaces
-    if fields[0] in ("Z", "X"):  # a zombie has exited; only its status remains
-        return None
-    return int(fields[19])
+    return fields[0], int(fields[19])
+
+
+def start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (clock ticks since boot) of a live process, else None.
+
+    Together with the pid it identifies one process for its whole life: a recycled pid
+    has a different start time. A zombie has exited and counts as gone.
+    """
+    stat = _stat(pid)
+    return None if stat is None or stat[0] in ("Z", "X") else stat[1]
+
+
+def is_zombie_of(pid: int, started: int) -> bool:
+    """True when `pid` is the process that started at `started`, exited, and awaits reaping.
+
+    Checked before reaping a pid, so that a recycled pid's status is never taken for the
+    container's.
+    """
+    stat = _stat(pid)
+    return stat is not None and stat[0] == "Z" and stat[1] == started
 
 
 def alive(pid: int, started: int) -> bool:

@@ -9,6 +9,12 @@ record never leads to acting on the wrong process.
 Failure leaves nothing behind: create undoes the record, bundle and snapshot it made;
 start undoes the cgroup; delete removes disk state first and the record last, so an
 interrupted delete can simply be repeated.
+
+The process that opens a `Runtime` becomes a child subreaper: containers' first processes
+are its children, it reaps them and records their exits. It also keeps `pids/<pid>` (the
+bundle of each running container), so that its own subreaper ancestor (the daemon's
+keeper) can record the exits of containers that end while this process is gone.
+Transitions of state are serialised by one lock; waiting happens outside it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import secrets
 import select
 import shutil
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +43,15 @@ from dockyard_shim.runtime import capabilities, procfs
 from dockyard_shim.runtime.config import ContainerConfig, validate
 from dockyard_shim.runtime.names import random_name
 from dockyard_shim.runtime.ports import Images, RunnableImage, Snapshots
-from dockyard_shim.runtime.spawn import ProcessSpec, SandboxSpec, Spawned, StartError, spawn
+from dockyard_shim.runtime.spawn import (
+    ProcessSpec,
+    SandboxSpec,
+    Spawned,
+    StartError,
+    become_subreaper,
+    record_exit,
+    spawn,
+)
 from dockyard_shim.runtime.state import (
     ContainerRecord,
     StateStore,
@@ -49,7 +64,8 @@ from dockyard_shim.runtime.state import (
     require,
 )
 
-_UNKNOWN_EXIT = 255  # the monitor died too: the exit status is lost (Docker reports 255)
+_UNKNOWN_EXIT = 255  # nobody could reap it: the exit status is lost (Docker reports 255)
+_EXIT_RECORD_GRACE = 1.0  # how long to wait for another reaper's exit record
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -70,6 +86,10 @@ class Runtime:
         self._snapshots = snapshots
         self._cgroups = cgroups
         self.store = StateStore(root / "containers.db")
+        self._pids = root / "pids"
+        self._pids.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        become_subreaper(kernel)
 
     # ------------------------------------------------------------------ create / start
 
@@ -98,7 +118,10 @@ class Runtime:
 
     def start(self, ref: str) -> ContainerRecord:
         """Start a created or stopped container; return once its command runs."""
-        record = self.observe(self.store.get(ref))
+        with self._lock:
+            return self._start(self.observe(self.store.get(ref)))
+
+    def _start(self, record: ContainerRecord) -> ContainerRecord:
         require(can_start(record.status), "start", record)
         config = ContainerConfig.from_json(record.config)
         image = RunnableImage(**json.loads((Path(record.bundle) / "image.json").read_text()))
@@ -122,8 +145,15 @@ class Runtime:
             readonly_rootfs=config.read_only,
             cgroup_v2=self._cgroups.version == 2)
         (Path(record.bundle) / "container.log").touch()
+        (Path(record.bundle) / "exit.json").unlink(missing_ok=True)
+
+        def place(pid: int) -> None:
+            # Indexed before the container can run: whoever reaps it can record its exit.
+            (self._pids / str(pid)).write_text(record.bundle)
+            cgroup.add_process(pid)
+
         try:
-            spawned = spawn(self._kernel, spec, place=cgroup.add_process)
+            spawned = spawn(self._kernel, spec, place=place)
         except StartError as e:
             cgroup.delete()
             self.store.put(record.with_(status=Status.STOPPED, exit_code=e.exit_code,
@@ -137,8 +167,8 @@ class Runtime:
     def _running(self, record: ContainerRecord, spawned: Spawned) -> ContainerRecord:
         started = procfs.start_time(spawned.pid) or 0
         record = record.with_(status=Status.RUNNING, pid=spawned.pid, pid_start=started,
-                              monitor_pid=spawned.monitor_pid, started_at=time.time(),
-                              finished_at=None, exit_code=None, oom_killed=False)
+                              started_at=time.time(), finished_at=None, exit_code=None,
+                              oom_killed=False)
         self.store.put(record)
         return record
 
@@ -153,37 +183,52 @@ class Runtime:
         """The record as the kernel sees it now, persisted if it changed."""
         if record.status not in (Status.RUNNING, Status.PAUSED):
             return record
-        if procfs.alive(record.pid, record.pid_start):
-            cgroup = self._cgroup(record)
-            frozen = cgroup is not None and cgroup.is_frozen()
-            status = Status.PAUSED if frozen else Status.RUNNING
-            if status is not record.status:
-                record = record.with_(status=status)
-                self.store.put(record)
+        with self._lock:
+            record = self.store.get(record.id)  # fresh, under the lock
+            if record.status not in (Status.RUNNING, Status.PAUSED):
+                return record
+            if procfs.alive(record.pid, record.pid_start):
+                cgroup = self._cgroup(record)
+                frozen = cgroup is not None and cgroup.is_frozen()
+                status = Status.PAUSED if frozen else Status.RUNNING
+                if status is not record.status:
+                    record = record.with_(status=status)
+                    self.store.put(record)
+                return record
+            self._reap(record)
+            outcome = self._collect(record)
+            record = record.with_(status=Status.STOPPED, exit_code=outcome.code,
+                                  oom_killed=outcome.oom_killed,
+                                  finished_at=self._finished_at(record), pid=0)
+            self.store.put(record)
             return record
-        if procfs.alive(record.monitor_pid, procfs.start_time(record.monitor_pid) or -1):
-            self._await_monitor(record.monitor_pid, 5.0)  # it is writing the exit record
-        outcome = self._collect(record)
-        record = record.with_(status=Status.STOPPED, exit_code=outcome.code,
-                              oom_killed=outcome.oom_killed,
-                              finished_at=self._finished_at(record), pid=0, monitor_pid=0)
-        self.store.put(record)
-        return record
+
+    def _reap(self, record: ContainerRecord) -> None:
+        """Collect the exit status of the container's first process if we are its parent."""
+        if not procfs.is_zombie_of(record.pid, record.pid_start):
+            return  # reaped already: by us, or by the keeper while we were gone
+        try:
+            _, status = os.waitpid(record.pid, 0)
+        except ChildProcessError:
+            return  # someone else's child: its reaper records the exit
+        record_exit(Path(record.bundle), status)
 
     def _collect(self, record: ContainerRecord) -> Exit:
         exit_file = Path(record.bundle) / "exit.json"
+        deadline = time.monotonic() + _EXIT_RECORD_GRACE
+        while not exit_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)  # another reaper (the keeper) is writing it
         try:
             code = int(json.loads(exit_file.read_text())["exitCode"])
         except (OSError, ValueError, KeyError):
             code = _UNKNOWN_EXIT
+        (self._pids / str(record.pid)).unlink(missing_ok=True)
         cgroup = self._cgroup(record)
         oom = False
         if cgroup is not None:
             oom = (cgroup.oom_kills() or 0) > 0
             cgroup.kill_all()  # stragglers of a pid namespace are gone already; be sure
             cgroup.delete()
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(record.monitor_pid, os.WNOHANG)  # reap it if it is our child
         return Exit(code, oom)
 
     @staticmethod
@@ -198,40 +243,41 @@ class Runtime:
         """Block until the container stops; return its final record (docker wait)."""
         record = self.observe(self.store.get(ref))
         if record.status in (Status.RUNNING, Status.PAUSED):
-            if not self._await_monitor(record.monitor_pid, timeout):
+            if not self._await_exit(record, timeout):
                 raise UnavailableError(f"container {record.name} still runs after "
                                        f"{timeout:g}s")
             record = self.observe(self.store.get(record.id))
         return record
 
     @staticmethod
-    def _await_monitor(pid: int, timeout: float | None) -> bool:
-        """Wait for the monitor to exit (it writes the exit record first)."""
+    def _await_exit(record: ContainerRecord, timeout: float | None) -> bool:
+        """Wait until the container's first process has exited (pidfd: no polling)."""
+        if not procfs.alive(record.pid, record.pid_start):
+            return True
         try:
-            fd = os.pidfd_open(pid)
+            fd = os.pidfd_open(record.pid)
         except ProcessLookupError:
             return True
         try:
+            if not procfs.alive(record.pid, record.pid_start):
+                return True  # the pid was recycled between the check and the open
             poller = select.poll()
             poller.register(fd, select.POLLIN)
-            done = bool(poller.poll(None if timeout is None else int(timeout * 1000)))
+            return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
         finally:
             os.close(fd)
-        if done:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-        return done
 
     # --------------------------------------------------------------- signals and pause
 
     def kill(self, ref: str, signum: int = signal.SIGKILL) -> ContainerRecord:
         """Send `signum` to the container's first process (docker kill)."""
-        record = self.observe(self.store.get(ref))
-        require(can_kill(record.status), "kill", record, "it is not running")
-        os.kill(record.pid, signum)
-        if record.status is Status.PAUSED:
-            self._thaw(record)  # a frozen process acts on its signal only once thawed
-        return record
+        with self._lock:
+            record = self.observe(self.store.get(ref))
+            require(can_kill(record.status), "kill", record, "it is not running")
+            os.kill(record.pid, signum)  # alive and ours: observe just checked, under lock
+            if record.status is Status.PAUSED:
+                self._thaw(record)  # a frozen process acts on its signal only once thawed
+            return record
 
     def stop(self, ref: str, timeout: float = 10.0) -> ContainerRecord:
         """SIGTERM, then SIGKILL after `timeout` seconds (docker stop -t)."""
@@ -239,13 +285,16 @@ class Runtime:
         if record.status not in (Status.RUNNING, Status.PAUSED):
             return record  # stopping a stopped container is not an error, as in Docker
         self.kill(record.id, signal.SIGTERM)
-        if not self._await_monitor(record.monitor_pid, timeout):
+        if not self._await_exit(record, timeout):
             self.kill(record.id, signal.SIGKILL)
-            self._await_monitor(record.monitor_pid, None)
+            self._await_exit(record, None)
         return self.observe(self.store.get(record.id))
 
     def pause(self, ref: str) -> ContainerRecord:
-        record = self.observe(self.store.get(ref))
+        with self._lock:
+            return self._pause(self.observe(self.store.get(ref)))
+
+    def _pause(self, record: ContainerRecord) -> ContainerRecord:
         require(can_pause(record.status), "pause", record)
         cgroup = self._cgroup(record)
         if cgroup is None:
@@ -256,12 +305,13 @@ class Runtime:
         return record
 
     def unpause(self, ref: str) -> ContainerRecord:
-        record = self.observe(self.store.get(ref))
-        require(can_unpause(record.status), "unpause", record)
-        self._thaw(record)
-        record = record.with_(status=Status.RUNNING)
-        self.store.put(record)
-        return record
+        with self._lock:
+            record = self.observe(self.store.get(ref))
+            require(can_unpause(record.status), "unpause", record)
+            self._thaw(record)
+            record = record.with_(status=Status.RUNNING)
+            self.store.put(record)
+            return record
 
     def _cgroup(self, record: ContainerRecord) -> Cgroup | None:
         """The container's cgroup, if it has one now."""
@@ -280,9 +330,13 @@ class Runtime:
         """Remove a container and everything it owns (docker rm [-f])."""
         record = self.observe(self.store.get(ref))
         if force and record.status in (Status.RUNNING, Status.PAUSED):
-            self.kill(record.id, signal.SIGKILL)
-            self._await_monitor(record.monitor_pid, 10.0)
-            record = self.observe(self.store.get(record.id))
+            with contextlib.suppress(FailedPreconditionError):  # it may exit meanwhile
+                self.kill(record.id, signal.SIGKILL)
+            self._await_exit(record, 10.0)
+        with self._lock:
+            self._delete(self.observe(self.store.get(record.id)))
+
+    def _delete(self, record: ContainerRecord) -> None:
         require(can_delete(record.status), "remove", record,
                 "stop it first or force the removal (rm -f)")
         cgroup = self._cgroup(record)

@@ -2,20 +2,24 @@
 
 Process tree, as seen from the host:
 
-    caller (daemon or CLI)
-      └─ monitor   own session; waits for the container's PID 1 and writes its exit
-         │         status to a file, so the status survives the caller (kill -9 of the
-         │         daemon loses nothing); exits right after
-         └─ init   PID 1 of a new pid namespace: joins its cgroups, enters new mount, uts,
-                   ipc, net (and cgroup) namespaces, builds the root filesystem, pivots
-                   into it, drops to Docker's capability set and execs the command
+    caller (daemon, or any process using the runtime) -- a child subreaper
+      └─ init   PID 1 of a new pid namespace: joins its cgroups, enters new mount, uts,
+                ipc, net (and cgroup) namespaces, builds the root filesystem, pivots
+                into it, drops to Docker's capability set and execs the command
+
+init is created through a short-lived middle process that enters the new pid namespace
+(unshare affects only its future children), forks init and exits at once, as
+containerd-shim and conmon double-fork. init is then reparented to the nearest child
+subreaper: the caller, which reaps it and records its exit status (`record_exit`). No
+process per container stays behind, and when the caller dies its own subreaper ancestor
+(the daemon's keeper) adopts the containers and records their exits instead.
 
 Synchronisation with pipes, in two steps so the caller can act at the right moments:
-the monitor reports init's host pid and the caller `place`s it (into its cgroups, before
-any namespace exists, so the new cgroup namespace is rooted at the container's cgroup);
-init then creates its namespaces, reports "ready", and the caller `connect`s it (network
-into the new network namespace). A failure before exec comes back on a close-on-exec pipe,
-so a successful exec is simply EOF.
+the middle process reports init's host pid and the caller `place`s it (into its cgroups,
+before any namespace exists, so the new cgroup namespace is rooted at the container's
+cgroup); init then creates its namespaces, reports "ready", and the caller `connect`s it
+(network into the new network namespace). A failure before exec comes back on a
+close-on-exec pipe, so a successful exec is simply EOF.
 
 Code after fork() runs in a copy of a possibly multi-threaded process: it uses only
 syscalls and simple Python, and always ends in exec or os._exit.
@@ -28,7 +32,6 @@ import errno
 import fcntl
 import json
 import os
-import signal
 import socket
 import struct
 import time
@@ -88,8 +91,8 @@ class SandboxSpec:
 
 @dataclass(frozen=True)
 class Spawned:
-    monitor_pid: int
     pid: int
+    """init's host pid; the caller (a child subreaper) is its parent and must reap it."""
 
 
 class StartError(ShimError):
@@ -112,25 +115,29 @@ def spawn(kernel: Kernel, spec: SandboxSpec, *, place: Hook | None = None,
           connect: Hook | None = None, timeout: float = 10.0) -> Spawned:
     """Start the container and return once its command was exec'd (or raise StartError).
 
-    `place(pid)` runs before init creates its namespaces, `connect(pid)` after; an
-    exception from either aborts the start (init exits) and propagates.
+    The caller must be a child subreaper (`become_subreaper`), or init would be adopted by
+    the host's PID 1 and its exit status lost. `place(pid)` runs before init creates its
+    namespaces, `connect(pid)` after; an exception from either aborts the start (init
+    exits, and is reaped here) and propagates.
     """
     spec.root.mkdir(parents=True, exist_ok=True)
     spec.exit_path.unlink(missing_ok=True)
-    status_r, status_w = os.pipe()          # monitor and init -> caller: "pid N", "ready"
+    status_r, status_w = os.pipe()          # middle and init -> caller: "pid N", "ready"
     go_r, go_w = os.pipe()                  # caller -> init: "go"
     err_r, err_w = os.pipe2(os.O_CLOEXEC)   # init -> caller: failure text; EOF on exec
-    monitor = os.fork()
-    if monitor == 0:  # ------------------------------------------------------ monitor
+    middle = os.fork()
+    if middle == 0:  # ------------------------------------------------------- middle
         try:
             _close(status_r, go_w, err_r)
-            _monitor_main(kernel, spec, status_w, go_r, err_w)
+            _middle_main(kernel, spec, status_w, go_r, err_w)
         finally:
             os._exit(_SETUP_FAILED)
     _close(status_w, go_r, err_w)
+    pid = None
     try:
         pid = _await_line(status_r, "pid", timeout)
-        if pid is not None:  # None: init died early, and the error pipe says why
+        _reap_quietly(middle)  # it exits right after reporting: init is ours now
+        if pid is not None:  # None: setup failed early, and the error pipe says why
             if place is not None:
                 place(pid)
             _signal(go_w)
@@ -144,16 +151,24 @@ def spawn(kernel: Kernel, spec: SandboxSpec, *, place: Hook | None = None,
     except BaseException:
         if go_w != -1:
             os.close(go_w)  # init sees EOF instead of "go" and exits
-        _reap_quietly(monitor)
+        _reap_quietly(middle)
+        if pid is not None:
+            _reap_quietly(pid)
         raise
     finally:
         _close(status_r, err_r)
     if failure or pid is None:
         code_text, _, message = failure.partition(" ")
-        _reap_quietly(monitor)
+        if pid is not None:
+            _reap_quietly(pid)
         raise StartError(message or "the container exited during setup",
                          int(code_text) if code_text.isdigit() else _SETUP_FAILED)
-    return Spawned(monitor, pid)
+    return Spawned(pid)
+
+
+def become_subreaper(kernel: Kernel) -> None:
+    """Adopt orphaned descendants (containers whose middle process exited) of this process."""
+    kernel.prctl(k.PR_SET_CHILD_SUBREAPER, 1)
 
 
 def _signal(go_w: int) -> None:
@@ -200,42 +215,39 @@ def _close(*fds: int) -> None:
         os.close(fd)
 
 
-# ----------------------------------------------------------------------------- monitor
+# ------------------------------------------------------------------------------ middle
 
 
-def _monitor_main(kernel: Kernel, spec: SandboxSpec, status_w: int, go_r: int,
-                  err_w: int) -> None:
+def _middle_main(kernel: Kernel, spec: SandboxSpec, status_w: int, go_r: int,
+                 err_w: int) -> None:
     os.setsid()  # a signal to the caller's process group must not reach the container
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     kernel.unshare(k.CLONE_NEWPID)  # our next child is PID 1 of a new pid namespace
     init = os.fork()
     if init == 0:  # --------------------------------------------------------- init
         try:
             _init_main(kernel, spec, status_w, go_r, err_w)
-        except BaseException as e:
+        except BaseException as e:  # report anything, then exit
             _fail(err_w, _SETUP_FAILED, f"container setup failed: {e}")
         os._exit(_SETUP_FAILED)
     os.write(status_w, f"pid {init}\n".encode())
-    _close(status_w, go_r, err_w)
-    _redirect_stdio(os.devnull)
-    os.closerange(3, _max_fd())
-    while True:
-        try:
-            _, status = os.waitpid(init, 0)
-            break
-        except InterruptedError:
-            continue
-    _write_exit(spec.exit_path, status)
+    os._exit(0)  # init is reparented to the caller, the nearest child subreaper
 
 
-def _write_exit(path: Path, status: int) -> None:
+def record_exit(bundle: Path, status: int) -> None:
+    """Write the container's exit record from a wait status (whoever reaped it calls this).
+
+    Atomic (temp then rename): readers see the whole record or none. The first record
+    wins: a second reaper report of the same exit never overwrites it.
+    """
+    path = bundle / "exit.json"
+    if path.exists():
+        return
     signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     record = {"exitCode": 128 + signum if signum else os.WEXITSTATUS(status),
               "signal": signum, "finishedAt": time.time()}
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record))
-    tmp.replace(path)  # atomic: readers see the whole record or none
+    tmp.replace(path)
 
 
 # -------------------------------------------------------------------------------- init
@@ -246,7 +258,6 @@ def _init_main(kernel: Kernel, spec: SandboxSpec, status_w: int, go_r: int,
     # Read before pivot_root: afterwards the host's files (and Python's own modules, which
     # it may import lazily, codecs included) are out of reach.
     last_cap = capabilities.last_cap()
-    kernel.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)  # the monitor died: nobody waits
     if os.read(go_r, 1) != b"g":
         os._exit(_SETUP_FAILED)  # the caller gave up before placing us
     # Opened now: the log lives in the bundle, which pivot_root hides from the container.
@@ -394,13 +405,6 @@ def _fail(err_w: int, code: int, message: str) -> None:
         os.write(err_w, f"{code} {message}".encode())
     finally:
         os._exit(code)
-
-
-def _redirect_stdio(path: str) -> None:
-    fd = os.open(path, os.O_RDWR)
-    for target in (0, 1, 2):
-        os.dup2(fd, target)
-    os.close(fd)
 
 
 def _max_fd() -> int:

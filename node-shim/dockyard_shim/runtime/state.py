@@ -82,7 +82,6 @@ class ContainerRecord:
     pid_start: int = 0
     """The kernel's start time of `pid` (/proc/PID/stat field 22): tells a live container
     from an unrelated process that reused its pid."""
-    monitor_pid: int = 0
     started_at: float | None = None
     finished_at: float | None = None
     exit_code: int | None = None
