@@ -1,0 +1,317 @@
+"""Dockyard's benchmarks for the runtime, side by side with its peers, as ratios.
+
+    .venv/bin/python bench/run.py [--samples 30] [--containers 500] [--cycles 1000]
+                                  [--only start,snapshot,memory,leaks]
+
+Measures, in one run on this machine (absolute times are noise here; ratios are not):
+- start: /bin/true in a busybox image, create -> start -> exit -> delete, through the
+  daemon's API, through `dockyard run --rm`, and with `runc run` on the same root
+  filesystem (and `docker run --rm` when a Docker engine answers);
+- snapshot: preparing a container's snapshot on a 1 GiB image vs a 2 MiB image;
+- memory: runtime-side memory (keeper + server PSS) with N sleeping containers;
+- leaks: mounts, cgroups, namespaces, directories and processes after N create/delete
+  cycles.
+It runs its own daemon on a private state root, and removes everything it made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+import busybox_image  # noqa: E402 -- a script module, found through the path above
+
+DOCKYARD = [sys.executable, "-m", "dockyard_cli"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def timed(fn: Callable[[], None], samples: int) -> list[float]:
+    fn()  # warm up caches and lazy paths; not counted
+    out = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+# ------------------------------------------------------------------------ the daemon
+
+
+@contextmanager
+def daemon(work: Path) -> Iterator[dict[str, str]]:
+    """A private dockyard daemon with the busybox image imported; env for the CLI."""
+    env = {**os.environ, "DOCKYARD_ROOT": str(work / "root"),
+           "DOCKYARD_HOST": str(work / "dockyard.sock")}
+    busybox_image.build(work / "busybox.tar")
+    subprocess.run([*DOCKYARD, "import", str(work / "busybox.tar"), "busybox"], env=env,
+                   check=True, capture_output=True)
+    with (work / "daemon.log").open("ab") as log:
+        keeper = subprocess.Popen([*DOCKYARD, "shim"], env=env, stdout=log, stderr=log)
+    os.environ.update({k: env[k] for k in ("DOCKYARD_ROOT", "DOCKYARD_HOST")})
+    from dockyard_cli.client import Client  # noqa: PLC0415 -- after the env is set
+
+    client = Client(Path(env["DOCKYARD_HOST"]))
+    while not client.ping():
+        time.sleep(0.05)
+    try:
+        yield env
+    finally:
+        for record in client.call("GET", "/containers/json?all=1"):
+            client.call("DELETE", f"/containers/{record['id']}?force=1")
+        keeper.terminate()
+        keeper.wait(timeout=30)
+
+
+def api_client() -> object:
+    from dockyard_cli.client import connect  # noqa: PLC0415
+
+    return connect(autostart=False)
+
+
+# -------------------------------------------------------------------------- start
+
+
+def bench_start(work: Path, env: dict[str, str], samples: int) -> list[tuple[str, list[float]]]:
+    client = api_client()
+    config = {"image": "busybox", "command": ["true"], "network": "none"}
+
+    def via_api() -> None:
+        cid = client.call("POST", "/containers/create", config)["Id"]  # type: ignore[attr-defined]
+        client.call("POST", f"/containers/{cid}/start")  # type: ignore[attr-defined]
+        client.call("POST", f"/containers/{cid}/wait")  # type: ignore[attr-defined]
+        client.call("DELETE", f"/containers/{cid}")  # type: ignore[attr-defined]
+
+    def via_cli() -> None:
+        subprocess.run([str(REPO / ".venv/bin/dockyard"), "run", "--rm", "--network", "none",
+                        "busybox", "true"], env=env, check=True)
+
+    bundle = _runc_bundle(work)
+
+    def via_runc() -> None:
+        subprocess.run(["runc", "run", "--bundle", str(bundle), f"bench-{os.getpid()}"],
+                       check=True, capture_output=True)
+
+    rows = [("dockyard API", timed(via_api, samples)),
+            ("dockyard run --rm (CLI)", timed(via_cli, samples)),
+            ("runc run", timed(via_runc, samples))]
+    docker = _docker_ready(work)
+    if docker:
+        rows.append(("docker run --rm", timed(lambda: subprocess.run(
+            ["docker", "run", "--rm", "--network", "none", "dockyard-bench-busybox", "true"],
+            check=True, capture_output=True), samples)))
+    return rows
+
+
+def _runc_bundle(work: Path) -> Path:
+    bundle = work / "runc-bundle"
+    rootfs = bundle / "rootfs"
+    rootfs.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-xf", str(work / "busybox.tar"), "-C", str(rootfs)], check=True)
+    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = ["/bin/true"]
+    spec["root"]["readonly"] = False
+    (bundle / "config.json").write_text(json.dumps(spec))
+    return bundle
+
+
+def _docker_ready(work: Path) -> bool:
+    if shutil.which("docker") is None:
+        return False
+    if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
+        return False
+    subprocess.run(["docker", "import", str(work / "busybox.tar"), "dockyard-bench-busybox"],
+                   check=True, capture_output=True)
+    return True
+
+
+# ----------------------------------------------------------------------- snapshot
+
+
+def bench_snapshot(work: Path, samples: int) -> list[tuple[str, list[float]]]:
+    from dockyard_shim.snapshots import OverlaySnapshotter  # noqa: PLC0415
+
+    snapshots = OverlaySnapshotter(work / "snap-bench")
+    rows = []
+    for label, size in (("prepare on a 2 MiB image", 2 << 20),
+                        ("prepare on a 1 GiB image", 1 << 30)):
+        key = f"layer-{size}"
+        snapshots.prepare(f"extract-{size}")
+        with (snapshots.upper_dir(f"extract-{size}") / "data").open("wb") as f:
+            chunk = os.urandom(1 << 20)
+            for _ in range(size >> 20):
+                f.write(chunk)
+        snapshots.commit(key, f"extract-{size}")
+        counter = iter(range(10**9))
+
+        def prepare(key: str = key, counter: Iterator[int] = counter) -> None:
+            name = f"ctr-{key}-{next(counter)}"
+            snapshots.prepare(name, key)
+            snapshots.remove(name)
+
+        rows.append((label, timed(prepare, samples)))
+    snapshots.close()
+    return rows
+
+
+# ------------------------------------------------------------------------- memory
+
+
+def _pss(pid: int) -> int:
+    text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    match = re.search(r"^Pss:\s+(\d+)", text, re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+def bench_memory(count: int) -> dict[str, float]:
+    client = api_client()
+    root = Path(os.environ["DOCKYARD_ROOT"])
+    keeper = int((root / "daemon.lock").read_text())
+    server = int(Path(f"/proc/{keeper}/task/{keeper}/children").read_text().split()[0])
+    before = _pss(keeper) + _pss(server)
+    ids = []
+    for _ in range(count):
+        cid = client.call("POST", "/containers/create",  # type: ignore[attr-defined]
+                          {"image": "busybox", "command": ["sleep", "3600"],
+                           "network": "none"})["Id"]
+        client.call("POST", f"/containers/{cid}/start")  # type: ignore[attr-defined]
+        ids.append(cid)
+    time.sleep(1)
+    after = _pss(keeper) + _pss(server)
+    extra = [p for p in _descendants(server) if p not in _container_inits(ids, client)]
+    for cid in ids:
+        client.call("DELETE", f"/containers/{cid}?force=1")  # type: ignore[attr-defined]
+    return {"containers": count, "before_kib": before, "after_kib": after,
+            "growth_per_container_kib": (after - before) / count,
+            "total_per_container_kib": after / count,
+            "runtime_processes_per_container": len(extra) / count}
+
+
+def _descendants(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children]
+
+
+def _container_inits(ids: list[str], client: object) -> set[int]:
+    return {client.call("GET", f"/containers/{cid}/json")["pid"]  # type: ignore[attr-defined]
+            for cid in ids}
+
+
+# -------------------------------------------------------------------------- leaks
+
+
+def _census(root: Path) -> dict[str, int]:
+    mounts = Path("/proc/self/mountinfo").read_text().count("\n")
+    cgroups = sum(1 for h in Path("/sys/fs/cgroup").iterdir()
+                  for _ in (h / "dockyard").glob("*") if (h / "dockyard").is_dir()
+                  and _.is_dir())
+    netns = len({os.readlink(p) for p in Path("/proc").glob("[0-9]*/ns/net")
+                 if _readable(p)})
+    veths = sum(1 for i in Path("/sys/class/net").iterdir() if i.name.startswith("veth"))
+    dirs = sum(1 for _ in (root / "containers").iterdir()) if (root / "containers").is_dir() \
+        else 0
+    snaps = sum(1 for _ in (root / "overlay" / "snapshots").iterdir())
+    processes = sum(1 for _ in Path("/proc").glob("[0-9]*"))
+    return {"mounts": mounts, "cgroups": cgroups, "network namespaces": netns,
+            "veths": veths, "container dirs": dirs, "snapshot dirs": snaps,
+            "processes": processes}
+
+
+def _readable(path: Path) -> bool:
+    try:
+        os.readlink(path)
+    except OSError:
+        return False
+    return True
+
+
+def bench_leaks(cycles: int) -> dict[str, tuple[int, int]]:
+    client = api_client()
+    root = Path(os.environ["DOCKYARD_ROOT"])
+    config = {"image": "busybox", "command": ["true"], "network": "none"}
+    before = _census(root)
+    for _ in range(cycles):
+        cid = client.call("POST", "/containers/create", config)["Id"]  # type: ignore[attr-defined]
+        client.call("POST", f"/containers/{cid}/start")  # type: ignore[attr-defined]
+        client.call("POST", f"/containers/{cid}/wait")  # type: ignore[attr-defined]
+        client.call("DELETE", f"/containers/{cid}")  # type: ignore[attr-defined]
+    time.sleep(0.5)
+    after = _census(root)
+    return {name: (before[name], after[name]) for name in before}
+
+
+# ------------------------------------------------------------------------- report
+
+
+def report_times(title: str, rows: list[tuple[str, list[float]]], baseline: str) -> None:
+    base = statistics.median(dict(rows)[baseline])
+    print(f"\n### {title}\n")
+    print(f"| what | p50 ms | p90 ms | p50 / {baseline} |")
+    print("|---|---:|---:|---:|")
+    for name, values in rows:
+        p50 = statistics.median(values)
+        print(f"| {name} | {p50 * 1000:.1f} | {percentile(values, 0.9) * 1000:.1f} | "
+              f"{p50 / base:.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=30)
+    parser.add_argument("--containers", type=int, default=500)
+    parser.add_argument("--cycles", type=int, default=1000)
+    parser.add_argument("--only", default="start,snapshot,memory,leaks")
+    args = parser.parse_args()
+    wanted = set(args.only.split(","))
+    if os.geteuid() != 0:
+        raise SystemExit("the benchmarks run containers: run them as root")
+    with tempfile.TemporaryDirectory(prefix="dockyard-bench-") as tmp:
+        work = Path(tmp)
+        print(f"# Dockyard runtime benchmarks ({time.strftime('%Y-%m-%d %H:%M')}, "
+              f"{os.cpu_count()} CPUs, kernel {os.uname().release})")
+        with daemon(work) as env:
+            if "start" in wanted:
+                rows = bench_start(work, env, args.samples)
+                report_times("Start latency: /bin/true, create -> start -> exit -> delete",
+                             rows, "runc run")
+                if "docker run --rm" not in dict(rows):
+                    print("\n(docker run: no Docker engine answers on this machine)")
+            if "snapshot" in wanted:
+                rows = bench_snapshot(work, args.samples)
+                report_times("Snapshot creation vs image size", rows,
+                             "prepare on a 2 MiB image")
+            if "memory" in wanted:
+                memory = bench_memory(args.containers)
+                print(f"\n### Memory with {args.containers} sleeping containers\n")
+                for key, value in memory.items():
+                    print(f"- {key}: {value:.1f}" if isinstance(value, float)
+                          else f"- {key}: {value}")
+            if "leaks" in wanted:
+                leaks = bench_leaks(args.cycles)
+                print(f"\n### Leaks after {args.cycles} create/start/exit/delete cycles\n")
+                print("| resource | before | after |")
+                print("|---|---:|---:|")
+                for name, (before, after) in leaks.items():
+                    print(f"| {name} | {before} | {after} |")
+
+
+if __name__ == "__main__":
+    main()
