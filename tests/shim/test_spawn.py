@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -206,21 +207,27 @@ def _spec(tmp_path: Path, *args: str) -> SandboxSpec:
                        process=ProcessSpec(args=args, env=("PATH=/bin",)), hostname="h")
 
 
-def test_place_runs_before_and_connect_after_the_namespaces_exist(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cgroup_v2", [False, True])
+def test_hooks_run_in_order_and_always_before_the_command(tmp_path: Path,
+                                                          cgroup_v2: bool) -> None:
+    """v2: place, then namespaces (the cgroup namespace is rooted at the container's
+    cgroup); v1: namespaces, connect, then place while the root is being built."""
     seen: dict[str, str] = {}
 
     def place(pid: int) -> None:
         seen["place"] = os.readlink(f"/proc/{pid}/ns/net")
+        seen["exe at place"] = os.readlink(f"/proc/{pid}/exe")
 
     def connect(pid: int) -> None:
         seen["connect"] = os.readlink(f"/proc/{pid}/ns/net")
 
-    spec = _spec(tmp_path, "true")
+    spec = replace(_spec(tmp_path, "true"), cgroup_v2=cgroup_v2)
     spawned = spawn(LinuxKernel(), spec, place=place, connect=connect)
     _reap(spawned.pid, spec)
     ours = os.readlink("/proc/self/ns/net")
-    assert seen["place"] == ours  # not yet in its own network namespace
     assert seen["connect"] != ours
+    assert (seen["place"] == ours) is cgroup_v2
+    assert "busybox" not in seen["exe at place"]  # the command had not started yet
 
 
 def test_a_failing_hook_aborts_the_start_and_leaves_no_process(tmp_path: Path) -> None:

@@ -14,12 +14,16 @@ subreaper: the caller, which reaps it and records its exit status (`record_exit`
 process per container stays behind, and when the caller dies its own subreaper ancestor
 (the daemon's keeper) adopts the containers and records their exits instead.
 
-Synchronisation with pipes, in two steps so the caller can act at the right moments:
-the middle process reports init's host pid and the caller `place`s it (into its cgroups,
-before any namespace exists, so the new cgroup namespace is rooted at the container's
-cgroup); init then creates its namespaces, reports "ready", and the caller `connect`s it
-(network into the new network namespace). A failure before exec comes back on a
-close-on-exec pipe, so a successful exec is simply EOF.
+Synchronisation with pipes, so the caller can act at the right moments: the middle
+process reports init's host pid; init creates its namespaces and reports "ready", the
+caller `connect`s it (network into the new network namespace) and `place`s it (into its
+cgroups). With cgroup v2, placing comes first, so that the new cgroup namespace is rooted
+at the container's cgroup. With v1 there is no cgroup namespace, and the caller places
+init while init builds its root filesystem: joining v1 hierarchies waits for RCU grace
+periods (~12 ms), which then overlaps the mounts. Either way init waits for the caller's
+last word before it execs, so the command runs inside its cgroups from its first
+instruction. A failure before exec comes back on a close-on-exec pipe, so a successful
+exec is simply EOF.
 
 Code after fork() runs in a copy of a possibly multi-threaded process: it uses only
 syscalls and simple Python, and always ends in exec or os._exit.
@@ -138,13 +142,8 @@ def spawn(kernel: Kernel, spec: SandboxSpec, *, place: Hook | None = None,
         pid = _await_line(status_r, "pid", timeout)
         _reap_quietly(middle)  # it exits right after reporting: init is ours now
         if pid is not None:  # None: setup failed early, and the error pipe says why
-            if place is not None:
-                place(pid)
-            _signal(go_w)
-            if _await_line(status_r, "ready", timeout) is not None:
-                if connect is not None:
-                    connect(pid)
-                _signal(go_w)
+            _handshake(spec, pid, status_r=status_r, go_w=go_w, place=place or _nothing,
+                       connect=connect or _nothing, timeout=timeout)
         os.close(go_w)
         go_w = -1
         failure = _read_all(err_r)
@@ -164,6 +163,25 @@ def spawn(kernel: Kernel, spec: SandboxSpec, *, place: Hook | None = None,
         raise StartError(message or "the container exited during setup",
                          int(code_text) if code_text.isdigit() else _SETUP_FAILED)
     return Spawned(pid)
+
+
+def _nothing(pid: int) -> None:
+    """The hook that does nothing."""
+
+
+def _handshake(spec: SandboxSpec, pid: int, *, status_r: int, go_w: int, place: Hook,
+               connect: Hook, timeout: float) -> None:
+    """Lead init through its setup, running the caller's hooks at their moments."""
+    if spec.cgroup_v2:
+        place(pid)  # before the cgroup namespace exists
+    _signal(go_w)
+    if _await_line(status_r, "ready", timeout) is None:
+        return  # init died: the error pipe says why
+    connect(pid)
+    _signal(go_w)  # init builds its root filesystem now...
+    if not spec.cgroup_v2:
+        place(pid)  # ...while we join it to its v1 cgroups
+    _signal(go_w)  # init may exec
 
 
 def become_subreaper(kernel: Kernel) -> None:
@@ -273,12 +291,14 @@ def _init_main(kernel: Kernel, spec: SandboxSpec, status_w: int, go_r: int,
     os.close(status_w)
     if os.read(go_r, 1) != b"g":
         os._exit(_SETUP_FAILED)  # the caller gave up
-    os.close(go_r)
     if spec.network != "host":
         _loopback_up()
     kernel.sethostname(spec.hostname)
     _setup_filesystem(kernel, spec)
     _setup_stdio(log_fd)
+    if os.read(go_r, 1) != b"g":
+        os._exit(_SETUP_FAILED)  # the caller could not place us in our cgroups
+    os.close(go_r)
     _drop_privileges(kernel, spec.process, last_cap)
     _exec(spec.process, err_w)
 

@@ -111,6 +111,9 @@ class StateStore:
                                    check_same_thread=False)
         self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: consistent after any crash; a power loss may drop the last commits,
+        # which is harmless here because state is re-derived from the kernel anyway.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:

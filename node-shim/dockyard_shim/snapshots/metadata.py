@@ -159,6 +159,9 @@ class MetaStore:
             self._conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT, isolation_level=None,
                                          check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode = WAL")
+            # NORMAL in WAL mode: never corrupt; a power loss may lose the last commits,
+            # which cleanup() and the orphan rules already handle.
+            self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             with self.write():
                 version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
