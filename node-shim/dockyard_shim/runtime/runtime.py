@@ -227,7 +227,8 @@ class Runtime:
         oom = False
         if cgroup is not None:
             oom = (cgroup.oom_kills() or 0) > 0
-            cgroup.kill_all()  # stragglers of a pid namespace are gone already; be sure
+            if cgroup.pids():  # PID 1's death ends its pid namespace; this is a safety net
+                cgroup.kill_all()
             cgroup.delete()
         return Exit(code, oom)
 
