@@ -211,6 +211,31 @@ def wait(containers: tuple[str, ...]) -> None:
         click.echo(client.call("POST", f"/containers/{ref}/wait", timeout=None)["StatusCode"])
 
 
+@click.command("exec", context_settings=_RUN_SETTINGS)
+@click.option("-e", "--env", multiple=True, metavar="K=V", help="Set an environment variable.")
+@click.option("-u", "--user", default="", help="UID[:GID] or NAME[:GROUP] to run as.")
+@click.option("-w", "--workdir", default="", help="Working directory in the container.")
+@click.argument("container")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(env: tuple[str, ...], user: str, workdir: str, container: str,
+          command: tuple[str, ...]) -> None:
+    """Run a command in a running container; exit with its exit code.
+
+    \b
+    Example:
+      dockyard exec web cat /etc/hostname
+    """
+    client = connect()
+    exec_id = client.call("POST", f"/containers/{container}/exec",
+                          {"Cmd": list(command), "Env": list(parse_env(env)), "User": user,
+                           "WorkingDir": workdir})["Id"]
+    out = sys.stdout.buffer
+    for chunk in client.stream(f"/exec/{exec_id}/logs?follow=1"):
+        out.write(chunk)
+        out.flush()
+    sys.exit(client.call("POST", f"/exec/{exec_id}/wait", timeout=None)["ExitCode"])
+
+
 @click.command("logs")
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming until the container stops.")
 @click.argument("container")
@@ -295,4 +320,5 @@ def stats(fmt: str, containers: tuple[str, ...]) -> None:
         click.echo(f"{ref:<20} {usage:<24} {cpu:>10} {s['pids_current'] or 0:>6}")
 
 
-commands = [run, create, start, ps, logs, stop, kill, rm, wait, inspect, stats, pause, unpause]
+commands = [run, create, start, ps, logs, stop, kill, rm, wait, inspect, stats, pause, unpause,
+            exec_]

@@ -17,6 +17,7 @@ _CONTAINERS = ("run", "create", "start", "ps", "logs", "stop", "kill", "rm", "wa
                "inspect", "stats", "pause", "unpause")
 COMMANDS: dict[str, str] = {
     **{name: f"dockyard_cli.containers:{name}" for name in _CONTAINERS},
+    "exec": "dockyard_cli.containers:exec_",
     "load": "dockyard_cli.images:load",
     "import": "dockyard_cli.images:import_",
     "images": "dockyard_cli.images:images",

@@ -215,3 +215,14 @@ def test_killing_the_keeper_leaves_the_server_serving(node: Node) -> None:
     while Path(f"/proc/{server}").exists():
         assert time.monotonic() < deadline, "the orphaned server did not stop"
         time.sleep(0.05)
+
+
+def test_exec_runs_in_a_running_container_with_its_exit_code(node: Node) -> None:
+    node.dockyard("run", "-d", "--name", "host", "busybox", "sleep", "60", check=True)
+    result = node.dockyard("exec", "-e", "GREETING=hi", "host", "sh", "-c",
+                           "echo $GREETING from $(hostname); exit 4")
+    assert result.returncode == 4
+    assert result.stdout.startswith("hi from ")
+    missing = node.dockyard("exec", "host", "no-such-command")
+    assert missing.returncode == 127
+    assert "executable file not found" in missing.stderr

@@ -25,8 +25,8 @@ from dockyard_shim.errors import (
 from dockyard_shim.kernel import LinuxKernel
 from dockyard_shim.runtime.config import ContainerConfig
 from dockyard_shim.runtime.ports import RunnableImage
+from dockyard_shim.runtime.process import StartError
 from dockyard_shim.runtime.runtime import Runtime
-from dockyard_shim.runtime.spawn import StartError
 from dockyard_shim.runtime.state import Status
 from dockyard_shim.snapshots import OverlaySnapshotter
 from tests.shim.rootfs_dir import busybox_rootfs
@@ -199,3 +199,42 @@ def test_the_list_shows_running_containers_and_all_shows_stopped_ones(
 def test_a_config_the_image_cannot_run_is_refused(runtime: Runtime) -> None:
     with pytest.raises(InvalidArgumentError, match="-w"):
         runtime.create(_config("true", working_dir="relative"))
+
+
+def test_exec_runs_in_the_containers_namespaces_and_cgroup(runtime: Runtime) -> None:
+    record = runtime.run(_config("sh", "-c", "echo inside > /tmp/marker; sleep 60",
+                                 hostname="box", env=("FROM_CONTAINER=1",)))
+    time.sleep(0.2)
+    exec_id = runtime.exec(record.id, ("sh", "-c", "hostname; cat /tmp/marker; "
+                                       "echo $FROM_CONTAINER $EXTRA; cat /proc/1/comm; "
+                                       "cat /proc/self/cgroup | grep -c " + record.id[:12]),
+                           env=("EXTRA=2",))
+    assert runtime.exec_wait(exec_id, timeout=10) == 0
+    lines = runtime.exec_log_path(exec_id).read_text().split("\n")
+    # hostname, files, env, and PID 1 is the container's own (busybox sh exec'd sleep)
+    assert lines[:4] == ["box", "inside", "1 2", "sleep"]
+    assert int(lines[4]) >= 1  # listed in the container's cgroups
+
+
+def test_exec_reports_the_exit_code_and_127_for_a_missing_command(runtime: Runtime) -> None:
+    record = runtime.run(_config("sleep", "60"))
+    assert runtime.exec_wait(runtime.exec(record.id, ("sh", "-c", "exit 9")), timeout=10) == 9
+    with pytest.raises(StartError, match="executable file not found") as caught:
+        runtime.exec(record.id, ("no-such-command",))
+    assert caught.value.exit_code == 127
+
+
+def test_exec_in_a_stopped_container_is_refused(runtime: Runtime) -> None:
+    record = runtime.run(_config("true"))
+    runtime.wait(record.id, timeout=10)
+    with pytest.raises(FailedPreconditionError, match="exec needs it running"):
+        runtime.exec(record.id, ("true",))
+
+
+def test_exec_runs_with_the_containers_capabilities_and_user(runtime: Runtime) -> None:
+    record = runtime.run(_config("sleep", "60"))
+    exec_id = runtime.exec(record.id, ("sh", "-c", "id -u; grep CapEff /proc/self/status"),
+                           user="1000")
+    assert runtime.exec_wait(exec_id, timeout=10) == 0
+    assert runtime.exec_log_path(exec_id).read_text().split() == [
+        "1000", "CapEff:", "0000000000000000"]

@@ -13,14 +13,13 @@ import pytest
 from dockyard_shim.kernel import LinuxKernel, RecordingKernel
 from dockyard_shim.mounts import Mount
 from dockyard_shim.runtime import capabilities
-from dockyard_shim.runtime.spawn import (
+from dockyard_shim.runtime.process import (
     ProcessSpec,
-    SandboxSpec,
     StartError,
     become_subreaper,
     record_exit,
-    spawn,
 )
+from dockyard_shim.runtime.spawn import SandboxSpec, spawn
 from tests.shim.rootfs_dir import busybox_rootfs
 
 DOCKER_DEFAULT_CAPS = 0xA80425FB  # CapEff of `docker run busybox` with default settings

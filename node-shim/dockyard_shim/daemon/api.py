@@ -21,8 +21,8 @@ from aiohttp import web
 
 from dockyard_shim.errors import InvalidArgumentError, ShimError
 from dockyard_shim.runtime.config import ContainerConfig
+from dockyard_shim.runtime.process import StartError
 from dockyard_shim.runtime.runtime import Runtime
-from dockyard_shim.runtime.spawn import StartError
 from dockyard_shim.runtime.state import ContainerRecord
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
@@ -56,11 +56,7 @@ async def ping(_: web.Request) -> web.Response:
 
 
 async def create(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except json.JSONDecodeError as e:
-        raise InvalidArgumentError(f"the request body is not JSON: {e}") from e
-    config = ContainerConfig.from_json(body)
+    config = ContainerConfig.from_json(await _json(request))
     record = await _call(request, request.app[RUNTIME].create, config)
     return web.json_response({"Id": record.id, "Name": record.name}, status=201)
 
@@ -132,6 +128,40 @@ async def logs(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     ref = request.match_info["ref"]
     path: Path = await _call(request, runtime.log_path, ref)
+
+    def running() -> bool:
+        return runtime.observe(runtime.store.get(ref)).status.value in ("running", "paused")
+
+    return await _stream(request, path, running)
+
+
+async def exec_create(request: web.Request) -> web.Response:
+    body = await _json(request)
+    command = body.get("Cmd")
+    if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
+        raise InvalidArgumentError("Cmd must be a list of strings")
+    exec_id = await _call(request, request.app[RUNTIME].exec, request.match_info["ref"],
+                          tuple(command), env=tuple(body.get("Env") or ()),
+                          user=str(body.get("User") or ""),
+                          working_dir=str(body.get("WorkingDir") or ""))
+    return web.json_response({"Id": exec_id}, status=201)
+
+
+async def exec_logs(request: web.Request) -> web.StreamResponse:
+    runtime = request.app[RUNTIME]
+    exec_id = request.match_info["id"]
+    path: Path = await _call(request, runtime.exec_log_path, exec_id)
+    return await _stream(request, path, lambda: runtime.exec_running(exec_id))
+
+
+async def exec_wait(request: web.Request) -> web.Response:
+    code = await _call(request, request.app[RUNTIME].exec_wait, request.match_info["id"])
+    return web.json_response({"ExitCode": code})
+
+
+async def _stream(request: web.Request, path: Path,
+                  running: Callable[[], bool]) -> web.StreamResponse:
+    """A file's content; with follow=1, more as it grows, until `running()` turns false."""
     follow = request.query.get("follow", "") in ("1", "true")
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     await response.prepare(request)
@@ -142,17 +172,24 @@ async def logs(request: web.Request) -> web.StreamResponse:
             if chunk:
                 await response.write(chunk)
                 continue
-            if not follow:
-                break
-            record = await _call(request, lambda: runtime.observe(runtime.store.get(ref)))
-            if record.status.value not in ("running", "paused"):
-                rest = log.read()  # whatever it wrote just before it exited
+            if not follow or not await asyncio.to_thread(running):
+                rest = log.read()  # whatever was written just before the end
                 if rest:
                     await response.write(rest)
                 break
             await asyncio.sleep(0.05)
     await response.write_eof()
     return response
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except json.JSONDecodeError as e:
+        raise InvalidArgumentError(f"the request body is not JSON: {e}") from e
+    if not isinstance(body, dict):
+        raise InvalidArgumentError("the request body must be a JSON object")
+    return body
 
 
 def make_app(runtime: Runtime) -> web.Application:
@@ -171,4 +208,7 @@ def make_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/containers/{ref}/logs", logs)
     app.router.add_get("/containers/{ref}/stats", stats)
     app.router.add_delete("/containers/{ref}", remove)
+    app.router.add_post("/containers/{ref}/exec", exec_create)
+    app.router.add_get("/exec/{id}/logs", exec_logs)
+    app.router.add_post("/exec/{id}/wait", exec_wait)
     return app

@@ -24,7 +24,7 @@ from types import FrameType
 from dockyard_common import get_logger
 from dockyard_shim.errors import UnavailableError
 from dockyard_shim.kernel import LinuxKernel
-from dockyard_shim.runtime.spawn import become_subreaper, record_exit
+from dockyard_shim.runtime.process import become_subreaper, record_exit
 
 log = get_logger(__name__)
 

@@ -28,7 +28,7 @@ import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dockyard_shim.cgroups import Cgroup, CgroupDriver, Limits, Stats
@@ -41,17 +41,16 @@ from dockyard_shim.errors import (
 from dockyard_shim.kernel import Kernel
 from dockyard_shim.runtime import capabilities, procfs
 from dockyard_shim.runtime.config import ContainerConfig, validate
+from dockyard_shim.runtime.exec import ExecSpec, exec_in
 from dockyard_shim.runtime.names import random_name
 from dockyard_shim.runtime.ports import Images, RunnableImage, Snapshots
-from dockyard_shim.runtime.spawn import (
+from dockyard_shim.runtime.process import (
     ProcessSpec,
-    SandboxSpec,
-    Spawned,
     StartError,
     become_subreaper,
     record_exit,
-    spawn,
 )
+from dockyard_shim.runtime.spawn import SandboxSpec, Spawned, spawn
 from dockyard_shim.runtime.state import (
     ContainerRecord,
     StateStore,
@@ -124,7 +123,7 @@ class Runtime:
     def _start(self, record: ContainerRecord) -> ContainerRecord:
         require(can_start(record.status), "start", record)
         config = ContainerConfig.from_json(record.config)
-        image = RunnableImage(**json.loads((Path(record.bundle) / "image.json").read_text()))
+        image = self._image_of(record)
         leftover = self._cgroup(record)
         if leftover is not None:
             leftover.delete()  # from a previous run of this container
@@ -205,13 +204,7 @@ class Runtime:
 
     def _reap(self, record: ContainerRecord) -> None:
         """Collect the exit status of the container's first process if we are its parent."""
-        if not procfs.is_zombie_of(record.pid, record.pid_start):
-            return  # reaped already: by us, or by the keeper while we were gone
-        try:
-            _, status = os.waitpid(record.pid, 0)
-        except ChildProcessError:
-            return  # someone else's child: its reaper records the exit
-        record_exit(Path(record.bundle), status)
+        _reap_into(record.pid, record.pid_start, Path(record.bundle))
 
     def _collect(self, record: ContainerRecord) -> Exit:
         exit_file = Path(record.bundle) / "exit.json"
@@ -253,20 +246,7 @@ class Runtime:
     @staticmethod
     def _await_exit(record: ContainerRecord, timeout: float | None) -> bool:
         """Wait until the container's first process has exited (pidfd: no polling)."""
-        if not procfs.alive(record.pid, record.pid_start):
-            return True
-        try:
-            fd = os.pidfd_open(record.pid)
-        except ProcessLookupError:
-            return True
-        try:
-            if not procfs.alive(record.pid, record.pid_start):
-                return True  # the pid was recycled between the check and the open
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)
-            return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
-        finally:
-            os.close(fd)
+        return _await_pid(record.pid, record.pid_start, timeout)
 
     # --------------------------------------------------------------- signals and pause
 
@@ -364,6 +344,80 @@ class Runtime:
                 f"cannot read stats of container {record.name}: it is {record.status}")
         return cgroup.stats()
 
+    # ----------------------------------------------------------------------------- exec
+
+    def exec(self, ref: str, command: tuple[str, ...], *, env: tuple[str, ...] = (),
+             user: str = "", working_dir: str = "") -> str:
+        """Start `command` in a running container (docker exec); return the exec's id."""
+        if not command:
+            raise InvalidArgumentError("exec needs a command: dockyard exec CONTAINER CMD...")
+        with self._lock:
+            record = self.observe(self.store.get(ref))
+            if record.status is not Status.RUNNING:
+                raise FailedPreconditionError(
+                    f"container {record.name} is {record.status}: exec needs it running")
+            config = ContainerConfig.from_json(record.config)
+            validate(replace(config, env=env, working_dir=working_dir, user=user))
+            base = process_spec(config, self._image_of(record))
+            merged = dict(item.split("=", 1) for item in (*base.env, *env))
+            process = replace(base, args=command, env=tuple(f"{k}={v}" for k, v in
+                                                          merged.items()),
+                              cwd=working_dir or base.cwd, user=user or base.user)
+            exec_id = secrets.token_hex(16)
+            directory = Path(record.bundle) / "execs" / exec_id
+            directory.mkdir(parents=True)
+            cgroup = self._cgroup(record)
+
+            def place(pid: int) -> None:
+                (self._pids / str(pid)).write_text(str(directory))
+                if cgroup is not None:
+                    cgroup.add_process(pid)
+
+            spec = ExecSpec(record.pid, process, directory / "log",
+                            cgroup_namespace=self._cgroups.version == 2)
+            try:
+                pid = exec_in(self._kernel, spec, place=place)
+            except StartError as e:
+                (directory / "exit.json").write_text(json.dumps({"exitCode": e.exit_code}))
+                raise
+            (directory / "pid").write_text(f"{pid} {procfs.start_time(pid) or 0}")
+            return exec_id
+
+    def exec_wait(self, exec_id: str, timeout: float | None = None) -> int:
+        """Block until the exec's process exits; its exit code."""
+        directory = self._exec_dir(exec_id)
+        exit_file = directory / "exit.json"
+        if not exit_file.exists():
+            pid, started = (int(x) for x in (directory / "pid").read_text().split())
+            if not _await_pid(pid, started, timeout):
+                raise UnavailableError(f"exec {exec_id} still runs after {timeout:g}s")
+            _reap_into(pid, started, directory)
+            (self._pids / str(pid)).unlink(missing_ok=True)
+        try:
+            return int(json.loads(exit_file.read_text())["exitCode"])
+        except (OSError, ValueError, KeyError):
+            return _UNKNOWN_EXIT
+
+    def exec_log_path(self, exec_id: str) -> Path:
+        return self._exec_dir(exec_id) / "log"
+
+    def exec_running(self, exec_id: str) -> bool:
+        directory = self._exec_dir(exec_id)
+        if (directory / "exit.json").exists():
+            return False
+        pid, started = (int(x) for x in (directory / "pid").read_text().split())
+        return procfs.alive(pid, started)
+
+    def _exec_dir(self, exec_id: str) -> Path:
+        if not exec_id.isalnum():
+            raise InvalidArgumentError(f"invalid exec id {exec_id!r}")
+        for directory in (self.root / "containers").glob(f"*/execs/{exec_id}"):
+            return directory
+        raise NotFoundError(f"no such exec: {exec_id}")
+
+    def _image_of(self, record: ContainerRecord) -> RunnableImage:
+        return RunnableImage(**json.loads((Path(record.bundle) / "image.json").read_text()))
+
     def log_path(self, ref: str) -> Path:
         return Path(self.store.get(ref).bundle) / "container.log"
 
@@ -386,6 +440,35 @@ class Runtime:
         # A container with its own network cannot reach the host's 127.0.0.x resolver.
         lines = [ln for ln in text.splitlines() if not ln.strip().startswith("nameserver 127.")]
         (bundle / "resolv.conf").write_text("\n".join(lines) + "\n")
+
+
+def _await_pid(pid: int, started: int, timeout: float | None) -> bool:
+    """Wait until the process `pid` (started at `started`) has exited; pidfd, no polling."""
+    if not procfs.alive(pid, started):
+        return True
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if not procfs.alive(pid, started):
+            return True  # the pid was recycled between the check and the open
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
+    finally:
+        os.close(fd)
+
+
+def _reap_into(pid: int, started: int, directory: Path) -> None:
+    """Reap `pid` if it is our exited child and record its status in `directory`."""
+    if not procfs.is_zombie_of(pid, started):
+        return  # reaped already: by us, or by the keeper while we were gone
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return  # someone else's child: its reaper records the exit
+    record_exit(directory, status)
 
 
 def process_spec(config: ContainerConfig, image: RunnableImage) -> ProcessSpec:

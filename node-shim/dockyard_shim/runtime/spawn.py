@@ -31,36 +31,32 @@ syscalls and simple Python, and always ends in exec or os._exit.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import fcntl
-import json
 import os
 import socket
 import struct
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockyard_shim.errors import ShimError, UnavailableError
 from dockyard_shim.kernel import Kernel
 from dockyard_shim.kernel import consts as k
 from dockyard_shim.mounts import Mount, perform, resolve_in_root
 from dockyard_shim.runtime import capabilities, rootfs
-from dockyard_shim.runtime.users import resolve_user
-
-
-@dataclass(frozen=True)
-class ProcessSpec:
-    """The process to exec: arguments, environment, working directory and identity."""
-
-    args: tuple[str, ...]
-    env: tuple[str, ...]
-    cwd: str = "/"
-    user: str = ""
-    """`UID[:GID]` or `NAME[:GROUP]`, resolved inside the container's own /etc files."""
-    capabilities: frozenset[str] = capabilities.DOCKER_DEFAULT
+from dockyard_shim.runtime.process import (
+    SETUP_FAILED,
+    ProcessSpec,
+    StartError,
+    await_line,
+    close_all,
+    drop_privileges,
+    exec_command,
+    fail,
+    read_all,
+    reap_quietly,
+    setup_stdio,
+    signal_go,
+)
 
 
 @dataclass(frozen=True)
@@ -99,19 +95,6 @@ class Spawned:
     """init's host pid; the caller (a child subreaper) is its parent and must reap it."""
 
 
-class StartError(ShimError):
-    """The container could not be started; `exit_code` is what Docker would report."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-_SETUP_FAILED = 125  # Docker's code when the runtime, not the command, failed
-_NOT_FOUND = 127
-_NOT_EXECUTABLE = 126
-
-
 Hook = Callable[[int], None]
 
 
@@ -132,36 +115,36 @@ def spawn(kernel: Kernel, spec: SandboxSpec, *, place: Hook | None = None,
     middle = os.fork()
     if middle == 0:  # ------------------------------------------------------- middle
         try:
-            _close(status_r, go_w, err_r)
+            close_all(status_r, go_w, err_r)
             _middle_main(kernel, spec, status_w, go_r, err_w)
         finally:
-            os._exit(_SETUP_FAILED)
-    _close(status_w, go_r, err_w)
+            os._exit(SETUP_FAILED)
+    close_all(status_w, go_r, err_w)
     pid = None
     try:
-        pid = _await_line(status_r, "pid", timeout)
-        _reap_quietly(middle)  # it exits right after reporting: init is ours now
+        pid = await_line(status_r, "pid", timeout)
+        reap_quietly(middle)  # it exits right after reporting: init is ours now
         if pid is not None:  # None: setup failed early, and the error pipe says why
             _handshake(spec, pid, status_r=status_r, go_w=go_w, place=place or _nothing,
                        connect=connect or _nothing, timeout=timeout)
         os.close(go_w)
         go_w = -1
-        failure = _read_all(err_r)
+        failure = read_all(err_r)
     except BaseException:
         if go_w != -1:
             os.close(go_w)  # init sees EOF instead of "go" and exits
-        _reap_quietly(middle)
+        reap_quietly(middle)
         if pid is not None:
-            _reap_quietly(pid)
+            reap_quietly(pid)
         raise
     finally:
-        _close(status_r, err_r)
+        close_all(status_r, err_r)
     if failure or pid is None:
         code_text, _, message = failure.partition(" ")
         if pid is not None:
-            _reap_quietly(pid)
+            reap_quietly(pid)
         raise StartError(message or "the container exited during setup",
-                         int(code_text) if code_text.isdigit() else _SETUP_FAILED)
+                         int(code_text) if code_text.isdigit() else SETUP_FAILED)
     return Spawned(pid)
 
 
@@ -174,63 +157,14 @@ def _handshake(spec: SandboxSpec, pid: int, *, status_r: int, go_w: int, place: 
     """Lead init through its setup, running the caller's hooks at their moments."""
     if spec.cgroup_v2:
         place(pid)  # before the cgroup namespace exists
-    _signal(go_w)
-    if _await_line(status_r, "ready", timeout) is None:
+    signal_go(go_w)
+    if await_line(status_r, "ready", timeout) is None:
         return  # init died: the error pipe says why
     connect(pid)
-    _signal(go_w)  # init builds its root filesystem now...
+    signal_go(go_w)  # init builds its root filesystem now...
     if not spec.cgroup_v2:
         place(pid)  # ...while we join it to its v1 cgroups
-    _signal(go_w)  # init may exec
-
-
-def become_subreaper(kernel: Kernel) -> None:
-    """Adopt orphaned descendants (containers whose middle process exited) of this process."""
-    kernel.prctl(k.PR_SET_CHILD_SUBREAPER, 1)
-
-
-def _signal(go_w: int) -> None:
-    with contextlib.suppress(BrokenPipeError):  # init died: the error pipe says why
-        os.write(go_w, b"g")
-
-
-def _await_line(fd: int, word: str, timeout: float) -> int | None:
-    """Wait for the line `word [N]` on the status pipe; N (0 when absent), None on EOF.
-
-    Reads one byte at a time so that no later line is consumed early; the lines are short.
-    """
-    deadline = time.monotonic() + timeout
-    line = b""
-    while True:
-        if time.monotonic() > deadline:
-            raise UnavailableError(f"the container did not start within {timeout:g}s")
-        byte = os.read(fd, 1)
-        if not byte:
-            return None
-        if byte != b"\n":
-            line += byte
-            continue
-        name, _, value = line.decode().partition(" ")
-        if name == word:
-            return int(value) if value else 0
-        line = b""
-
-
-def _read_all(fd: int) -> str:
-    chunks = []
-    while chunk := os.read(fd, 4096):
-        chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
-
-
-def _reap_quietly(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
-
-
-def _close(*fds: int) -> None:
-    for fd in fds:
-        os.close(fd)
+    signal_go(go_w)  # init may exec
 
 
 # ------------------------------------------------------------------------------ middle
@@ -245,27 +179,10 @@ def _middle_main(kernel: Kernel, spec: SandboxSpec, status_w: int, go_r: int,
         try:
             _init_main(kernel, spec, status_w, go_r, err_w)
         except BaseException as e:  # report anything, then exit
-            _fail(err_w, _SETUP_FAILED, f"container setup failed: {e}")
-        os._exit(_SETUP_FAILED)
+            fail(err_w, SETUP_FAILED, f"container setup failed: {e}")
+        os._exit(SETUP_FAILED)
     os.write(status_w, f"pid {init}\n".encode())
     os._exit(0)  # init is reparented to the caller, the nearest child subreaper
-
-
-def record_exit(bundle: Path, status: int) -> None:
-    """Write the container's exit record from a wait status (whoever reaped it calls this).
-
-    Atomic (temp then rename): readers see the whole record or none. The first record
-    wins: a second reaper report of the same exit never overwrites it.
-    """
-    path = bundle / "exit.json"
-    if path.exists():
-        return
-    signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-    record = {"exitCode": 128 + signum if signum else os.WEXITSTATUS(status),
-              "signal": signum, "finishedAt": time.time()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record))
-    tmp.replace(path)
 
 
 # -------------------------------------------------------------------------------- init
@@ -277,7 +194,7 @@ def _init_main(kernel: Kernel, spec: SandboxSpec, status_w: int, go_r: int,
     # it may import lazily, codecs included) are out of reach.
     last_cap = capabilities.last_cap()
     if os.read(go_r, 1) != b"g":
-        os._exit(_SETUP_FAILED)  # the caller gave up before placing us
+        os._exit(SETUP_FAILED)  # the caller gave up before placing us
     # Opened now: the log lives in the bundle, which pivot_root hides from the container.
     log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                      0o640)
@@ -290,17 +207,17 @@ def _init_main(kernel: Kernel, spec: SandboxSpec, status_w: int, go_r: int,
     os.write(status_w, b"ready\n")
     os.close(status_w)
     if os.read(go_r, 1) != b"g":
-        os._exit(_SETUP_FAILED)  # the caller gave up
+        os._exit(SETUP_FAILED)  # the caller gave up
     if spec.network != "host":
         _loopback_up()
     kernel.sethostname(spec.hostname)
     _setup_filesystem(kernel, spec)
-    _setup_stdio(log_fd)
+    setup_stdio(log_fd)
     if os.read(go_r, 1) != b"g":
-        os._exit(_SETUP_FAILED)  # the caller could not place us in our cgroups
+        os._exit(SETUP_FAILED)  # the caller could not place us in our cgroups
     os.close(go_r)
-    _drop_privileges(kernel, spec.process, last_cap)
-    _exec(spec.process, err_w)
+    drop_privileges(kernel, spec.process, last_cap)
+    exec_command(spec.process, err_w)
 
 
 def _setup_filesystem(kernel: Kernel, spec: SandboxSpec) -> None:
@@ -375,57 +292,3 @@ def _loopback_up() -> None:
         fcntl.ioctl(sock, siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
 
 
-def _setup_stdio(log_fd: int) -> None:
-    """stdin from /dev/null; stdout and stderr appended to the container's log."""
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
-
-
-def _drop_privileges(kernel: Kernel, process: ProcessSpec, last_cap: int) -> None:
-    # After pivot_root "/" is the container's root: its passwd and group files decide.
-    identity = resolve_user(Path("/"), process.user)
-    keep = capabilities.mask(process.capabilities)
-    for number in range(last_cap + 1):
-        if not keep & (1 << number):
-            kernel.prctl(k.PR_CAPBSET_DROP, number)
-    kernel.prctl(k.PR_CAP_AMBIENT, k.PR_CAP_AMBIENT_CLEAR_ALL)
-    os.setgroups(list(identity.groups))
-    os.setgid(identity.gid)
-    os.setuid(identity.uid)  # a non-root uid loses permitted and effective sets here
-    if identity.uid == 0:
-        kernel.capset(keep, keep, 0)
-    else:
-        kernel.capset(0, 0, 0)
-
-
-def _exec(process: ProcessSpec, err_w: int) -> None:
-    env = dict(item.split("=", 1) for item in process.env)
-    try:
-        os.chdir(process.cwd)
-    except OSError as e:
-        _fail(err_w, _SETUP_FAILED, f"working directory {process.cwd}: {e.strerror}")
-    os.closerange(3, err_w)
-    os.closerange(err_w + 1, _max_fd())
-    try:
-        os.execvpe(process.args[0], list(process.args), env)  # noqa: S606 -- the command
-    except OSError as e:
-        name = process.args[0]
-        if e.errno in (errno.ENOENT, errno.ENOTDIR):
-            _fail(err_w, _NOT_FOUND,
-                  f'exec: "{name}": executable file not found in $PATH')
-        _fail(err_w, _NOT_EXECUTABLE, f'exec: "{name}": {e.strerror}')
-
-
-def _fail(err_w: int, code: int, message: str) -> None:
-    try:
-        os.write(err_w, f"{code} {message}".encode())
-    finally:
-        os._exit(code)
-
-
-def _max_fd() -> int:
-    return os.sysconf("SC_OPEN_MAX")

@@ -1,0 +1,173 @@
+"""Child-process plumbing shared by container start (`spawn`) and `exec`.
+
+The pipe protocol between a caller and the process it is setting up (lines on a status
+pipe, one-byte "go" signals, a close-on-exec error pipe whose EOF means exec succeeded),
+the last steps before exec (stdio, capabilities, identity, Docker's exit codes for exec
+failures), and exit records. Code here that runs after fork() uses only syscalls and
+modules already imported: after pivot_root or setns into a container's mounts, Python
+can import nothing more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dockyard_shim.errors import ShimError, UnavailableError
+from dockyard_shim.kernel import Kernel
+from dockyard_shim.kernel import consts as k
+from dockyard_shim.runtime import capabilities
+from dockyard_shim.runtime.users import resolve_user
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """The process to exec: arguments, environment, working directory and identity."""
+
+    args: tuple[str, ...]
+    env: tuple[str, ...]
+    cwd: str = "/"
+    user: str = ""
+    """`UID[:GID]` or `NAME[:GROUP]`, resolved inside the container's own /etc files."""
+    capabilities: frozenset[str] = capabilities.DOCKER_DEFAULT
+
+
+class StartError(ShimError):
+    """The container could not be started; `exit_code` is what Docker would report."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+SETUP_FAILED = 125  # Docker's code when the runtime, not the command, failed
+NOT_FOUND = 127
+NOT_EXECUTABLE = 126
+
+
+
+def become_subreaper(kernel: Kernel) -> None:
+    """Adopt orphaned descendants (containers whose middle process exited) of this process."""
+    kernel.prctl(k.PR_SET_CHILD_SUBREAPER, 1)
+
+
+def signal_go(go_w: int) -> None:
+    with contextlib.suppress(BrokenPipeError):  # init died: the error pipe says why
+        os.write(go_w, b"g")
+
+
+def await_line(fd: int, word: str, timeout: float) -> int | None:
+    """Wait for the line `word [N]` on the status pipe; N (0 when absent), None on EOF.
+
+    Reads one byte at a time so that no later line is consumed early; the lines are short.
+    """
+    deadline = time.monotonic() + timeout
+    line = b""
+    while True:
+        if time.monotonic() > deadline:
+            raise UnavailableError(f"the container did not start within {timeout:g}s")
+        byte = os.read(fd, 1)
+        if not byte:
+            return None
+        if byte != b"\n":
+            line += byte
+            continue
+        name, _, value = line.decode().partition(" ")
+        if name == word:
+            return int(value) if value else 0
+        line = b""
+
+
+def read_all(fd: int) -> str:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def reap_quietly(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def close_all(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def record_exit(bundle: Path, status: int) -> None:
+    """Write the container's exit record from a wait status (whoever reaped it calls this).
+
+    Atomic (temp then rename): readers see the whole record or none. The first record
+    wins: a second reaper report of the same exit never overwrites it.
+    """
+    path = bundle / "exit.json"
+    if path.exists():
+        return
+    signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    record = {"exitCode": 128 + signum if signum else os.WEXITSTATUS(status),
+              "signal": signum, "finishedAt": time.time()}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(path)
+
+
+def setup_stdio(log_fd: int) -> None:
+    """stdin from /dev/null; stdout and stderr appended to the container's log."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+
+
+def drop_privileges(kernel: Kernel, process: ProcessSpec, last_cap: int) -> None:
+    # After pivot_root "/" is the container's root: its passwd and group files decide.
+    identity = resolve_user(Path("/"), process.user)
+    keep = capabilities.mask(process.capabilities)
+    for number in range(last_cap + 1):
+        if not keep & (1 << number):
+            kernel.prctl(k.PR_CAPBSET_DROP, number)
+    kernel.prctl(k.PR_CAP_AMBIENT, k.PR_CAP_AMBIENT_CLEAR_ALL)
+    os.setgroups(list(identity.groups))
+    os.setgid(identity.gid)
+    os.setuid(identity.uid)  # a non-root uid loses permitted and effective sets here
+    if identity.uid == 0:
+        kernel.capset(keep, keep, 0)
+    else:
+        kernel.capset(0, 0, 0)
+
+
+def exec_command(process: ProcessSpec, err_w: int) -> None:
+    env = dict(item.split("=", 1) for item in process.env)
+    try:
+        os.chdir(process.cwd)
+    except OSError as e:
+        fail(err_w, SETUP_FAILED, f"working directory {process.cwd}: {e.strerror}")
+    os.closerange(3, err_w)
+    os.closerange(err_w + 1, max_fd())
+    try:
+        os.execvpe(process.args[0], list(process.args), env)  # noqa: S606 -- the command
+    except OSError as e:
+        name = process.args[0]
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            fail(err_w, NOT_FOUND,
+                  f'exec: "{name}": executable file not found in $PATH')
+        fail(err_w, NOT_EXECUTABLE, f'exec: "{name}": {e.strerror}')
+
+
+def fail(err_w: int, code: int, message: str) -> None:
+    try:
+        os.write(err_w, f"{code} {message}".encode())
+    finally:
+        os._exit(code)
+
+
+def max_fd() -> int:
+    return os.sysconf("SC_OPEN_MAX")
