@@ -111,8 +111,12 @@ def run(detach: bool, auto_remove: bool, **options: Any) -> None:
       dockyard run --rm busybox echo hello
       dockyard run -d --name web -m 64m --cpus 0.5 busybox httpd -f -p 8080
     """
+    if auto_remove and options["restart"][0] != "no":
+        raise click.UsageError("--rm and --restart are mutually exclusive")
     client = connect()
-    created = client.call("POST", "/containers/create", _config(options, auto_remove))
+    # Detached, the daemon removes the container when it exits; in the foreground we do,
+    # once we have its exit code.
+    created = client.call("POST", "/containers/create", _config(options, auto_remove and detach))
     cid = created["Id"]
     try:
         client.call("POST", f"/containers/{cid}/start")

@@ -15,9 +15,10 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -226,3 +227,46 @@ def test_exec_runs_in_a_running_container_with_its_exit_code(node: Node) -> None
     missing = node.dockyard("exec", "host", "no-such-command")
     assert missing.returncode == 127
     assert "executable file not found" in missing.stderr
+
+
+def _await_record(node: Node, name: str, done: Callable[[dict[str, Any]], bool],
+                  timeout: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = node.dockyard("inspect", name)
+        if result.returncode == 0:
+            (record,) = json.loads(result.stdout)
+            if done(record):
+                return record
+        assert time.monotonic() < deadline, f"{name} never got there: {result.stdout}"
+        time.sleep(0.2)
+
+
+def test_on_failure_restarts_up_to_its_count_then_stays_stopped(node: Node) -> None:
+    node.dockyard("run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox",
+                  "sh", "-c", "exit 3", check=True)
+    record = _await_record(node, "flaky", lambda r: r["restart_count"] == 2
+                           and r["status"] == "stopped")
+    assert record["exit_code"] == 3
+    time.sleep(1.0)
+    (again,) = json.loads(node.dockyard("inspect", "flaky", check=True).stdout)
+    assert again["restart_count"] == 2  # no third restart
+
+
+def test_always_restarts_until_the_user_stops_it(node: Node) -> None:
+    node.dockyard("run", "-d", "--name", "phoenix", "--restart", "always", "busybox",
+                  "sh", "-c", "sleep 0.2", check=True)
+    _await_record(node, "phoenix", lambda r: r["restart_count"] >= 2)
+    node.dockyard("stop", "-t", "1", "phoenix", check=True)
+    stopped = _await_record(node, "phoenix", lambda r: r["status"] == "stopped")
+    time.sleep(1.5)
+    (after,) = json.loads(node.dockyard("inspect", "phoenix", check=True).stdout)
+    assert (after["status"], after["restart_count"]) == ("stopped", stopped["restart_count"])
+
+
+def test_a_detached_rm_container_is_removed_when_it_exits(node: Node) -> None:
+    node.dockyard("run", "-d", "--rm", "--name", "ephemeral", "busybox", "true", check=True)
+    deadline = time.monotonic() + 10
+    while node.dockyard("ps", "-a", "-q").stdout:
+        assert time.monotonic() < deadline, "the container was not removed"
+        time.sleep(0.1)

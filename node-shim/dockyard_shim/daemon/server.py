@@ -20,7 +20,8 @@ from dockyard_common import get_logger
 from dockyard_shim.daemon.api import Handler, make_app
 from dockyard_shim.daemon.node import Node
 from dockyard_shim.errors import ShimError
-from dockyard_shim.runtime.state import Status
+from dockyard_shim.runtime.restart import restart_delay
+from dockyard_shim.runtime.state import ContainerRecord, Status
 
 log = get_logger(__name__)
 
@@ -32,6 +33,7 @@ class ExitWatcher:
         self._node = node
         self._loop = loop
         self._watched: dict[int, int] = {}  # container pid -> pidfd
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def sync(self) -> None:
         """Watch every running container not watched yet."""
@@ -53,12 +55,48 @@ class ExitWatcher:
         self._loop.run_in_executor(None, self._record, container_id)
 
     def _record(self, container_id: str) -> None:
+        runtime = self._node.runtime
         with contextlib.suppress(ShimError):  # removed meanwhile: nothing to record
-            record = self._node.runtime.observe(self._node.runtime.store.get(container_id))
+            record = runtime.observe(runtime.store.get(container_id))
             log.info("container exited", container=record.name, exit_code=record.exit_code,
                      oom_killed=record.oom_killed)
+            if record.config.get("auto_remove"):
+                runtime.delete(record.id)  # run -d --rm
+                return
+            self.consider_restart(record)
+
+    def consider_restart(self, record: ContainerRecord) -> None:
+        """Schedule a restart if the container's policy wants one (thread-safe)."""
+        delay = restart_delay(record)
+        if delay is not None:
+            log.info("restarting by policy", container=record.name, delay=delay,
+                     policy=record.config.get("restart"))
+            self._loop.call_soon_threadsafe(self._loop.call_later, delay, self._restart,
+                                            record.id, delay)
+
+    def _restart(self, container_id: str, delay: float) -> None:
+        async def restart() -> None:
+            try:
+                await asyncio.to_thread(self._node.runtime.start, container_id,
+                                        backoff=delay)
+            except ShimError as e:
+                log.warning("restart by policy failed", container=container_id, error=str(e))
+                record = await asyncio.to_thread(self._node.runtime.store.get, container_id)
+                self.consider_restart(record)
+            self.sync()
+
+        self._tasks.add(task := self._loop.create_task(restart()))
+        task.add_done_callback(self._tasks.discard)
+
+    def restart_stopped(self) -> None:
+        """At start-up: apply restart policies to containers that stopped meanwhile."""
+        for record in self._node.runtime.list(all_=True):
+            if record.status is Status.STOPPED:
+                self.consider_restart(record)
 
     def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
         for fd in self._watched.values():
             self._loop.remove_reader(fd)
             os.close(fd)
@@ -87,6 +125,7 @@ async def serve(node: Node, socket: Path, *, ready: asyncio.Event | None = None)
     await site.start()
     socket.chmod(0o660)  # root and the socket's group only: the API runs containers as root
     watcher.sync()
+    await asyncio.to_thread(watcher.restart_stopped)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)

@@ -115,10 +115,23 @@ class Runtime:
             raise
         return record
 
-    def start(self, ref: str) -> ContainerRecord:
-        """Start a created or stopped container; return once its command runs."""
+    def start(self, ref: str, *, backoff: float | None = None) -> ContainerRecord:
+        """Start a created or stopped container; return once its command runs.
+
+        `backoff` marks a restart by the restart policy (after that delay): it counts in
+        `restart_count`; a start by hand resets the count and re-enables the policy.
+        """
         with self._lock:
-            return self._start(self.observe(self.store.get(ref)))
+            record = self.observe(self.store.get(ref))
+            if backoff is None:
+                record = record.with_(restart_count=0, backoff=0.0, stopped_by_user=False)
+            elif record.stopped_by_user:  # stopped by hand while the restart was pending
+                raise FailedPreconditionError(
+                    f"container {record.name} was stopped by the user: not restarting it")
+            else:
+                record = record.with_(restart_count=record.restart_count + 1,
+                                      backoff=backoff)
+            return self._start(record)
 
     def _start(self, record: ContainerRecord) -> ContainerRecord:
         require(can_start(record.status), "start", record)
@@ -251,10 +264,15 @@ class Runtime:
     # --------------------------------------------------------------- signals and pause
 
     def kill(self, ref: str, signum: int = signal.SIGKILL) -> ContainerRecord:
-        """Send `signum` to the container's first process (docker kill)."""
+        """Send `signum` to the container's first process (docker kill).
+
+        Like a stop, a kill on request holds the restart policy off until a manual start.
+        """
         with self._lock:
             record = self.observe(self.store.get(ref))
             require(can_kill(record.status), "kill", record, "it is not running")
+            record = record.with_(stopped_by_user=True)
+            self.store.put(record)
             os.kill(record.pid, signum)  # alive and ours: observe just checked, under lock
             if record.status is Status.PAUSED:
                 self._thaw(record)  # a frozen process acts on its signal only once thawed
@@ -264,6 +282,9 @@ class Runtime:
         """SIGTERM, then SIGKILL after `timeout` seconds (docker stop -t)."""
         record = self.observe(self.store.get(ref))
         if record.status not in (Status.RUNNING, Status.PAUSED):
+            if not record.stopped_by_user:  # a pending restart by policy is off too
+                record = record.with_(stopped_by_user=True)
+                self.store.put(record)
             return record  # stopping a stopped container is not an error, as in Docker
         self.kill(record.id, signal.SIGTERM)
         if not self._await_exit(record, timeout):

@@ -87,6 +87,12 @@ class ContainerRecord:
     exit_code: int | None = None
     oom_killed: bool = False
     restart_count: int = 0
+    """Restarts by the restart policy since the container was last started by hand."""
+    backoff: float = 0.0
+    """The delay before the last restart by policy (it doubles while the container
+    keeps crashing soon after starting)."""
+    stopped_by_user: bool = False
+    """Stopped or killed on request: restart policies hold off until a manual start."""
     labels: dict[str, str] = field(default_factory=dict)
 
     def with_(self, **changes: Any) -> ContainerRecord:
