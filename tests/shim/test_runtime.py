@@ -205,12 +205,12 @@ def test_exec_runs_in_the_containers_namespaces_and_cgroup(runtime: Runtime) -> 
     record = runtime.run(_config("sh", "-c", "echo inside > /tmp/marker; sleep 60",
                                  hostname="box", env=("FROM_CONTAINER=1",)))
     time.sleep(0.2)
-    exec_id = runtime.exec(record.id, ("sh", "-c", "hostname; cat /tmp/marker; "
+    exec_id = runtime.execs.start(record.id, ("sh", "-c", "hostname; cat /tmp/marker; "
                                        "echo $FROM_CONTAINER $EXTRA; cat /proc/1/comm; "
                                        "cat /proc/self/cgroup | grep -c " + record.id[:12]),
                            env=("EXTRA=2",))
-    assert runtime.exec_wait(exec_id, timeout=10) == 0
-    lines = runtime.exec_log_path(exec_id).read_text().split("\n")
+    assert runtime.execs.wait(exec_id, timeout=10) == 0
+    lines = runtime.execs.log_path(exec_id).read_text().split("\n")
     # hostname, files, env, and PID 1 is the container's own (busybox sh exec'd sleep)
     assert lines[:4] == ["box", "inside", "1 2", "sleep"]
     assert int(lines[4]) >= 1  # listed in the container's cgroups
@@ -218,9 +218,10 @@ def test_exec_runs_in_the_containers_namespaces_and_cgroup(runtime: Runtime) -> 
 
 def test_exec_reports_the_exit_code_and_127_for_a_missing_command(runtime: Runtime) -> None:
     record = runtime.run(_config("sleep", "60"))
-    assert runtime.exec_wait(runtime.exec(record.id, ("sh", "-c", "exit 9")), timeout=10) == 9
+    exec_id = runtime.execs.start(record.id, ("sh", "-c", "exit 9"))
+    assert runtime.execs.wait(exec_id, timeout=10) == 9
     with pytest.raises(StartError, match="executable file not found") as caught:
-        runtime.exec(record.id, ("no-such-command",))
+        runtime.execs.start(record.id, ("no-such-command",))
     assert caught.value.exit_code == 127
 
 
@@ -228,13 +229,13 @@ def test_exec_in_a_stopped_container_is_refused(runtime: Runtime) -> None:
     record = runtime.run(_config("true"))
     runtime.wait(record.id, timeout=10)
     with pytest.raises(FailedPreconditionError, match="exec needs it running"):
-        runtime.exec(record.id, ("true",))
+        runtime.execs.start(record.id, ("true",))
 
 
 def test_exec_runs_with_the_containers_capabilities_and_user(runtime: Runtime) -> None:
     record = runtime.run(_config("sleep", "60"))
-    exec_id = runtime.exec(record.id, ("sh", "-c", "id -u; grep CapEff /proc/self/status"),
+    exec_id = runtime.execs.start(record.id, ("sh", "-c", "id -u; grep CapEff /proc/self/status"),
                            user="1000")
-    assert runtime.exec_wait(exec_id, timeout=10) == 0
-    assert runtime.exec_log_path(exec_id).read_text().split() == [
+    assert runtime.execs.wait(exec_id, timeout=10) == 0
+    assert runtime.execs.log_path(exec_id).read_text().split() == [
         "1000", "CapEff:", "0000000000000000"]

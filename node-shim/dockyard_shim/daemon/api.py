@@ -140,7 +140,7 @@ async def exec_create(request: web.Request) -> web.Response:
     command = body.get("Cmd")
     if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
         raise InvalidArgumentError("Cmd must be a list of strings")
-    exec_id = await _call(request, request.app[RUNTIME].exec, request.match_info["ref"],
+    exec_id = await _call(request, request.app[RUNTIME].execs.start, request.match_info["ref"],
                           tuple(command), env=tuple(body.get("Env") or ()),
                           user=str(body.get("User") or ""),
                           working_dir=str(body.get("WorkingDir") or ""))
@@ -150,12 +150,12 @@ async def exec_create(request: web.Request) -> web.Response:
 async def exec_logs(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     exec_id = request.match_info["id"]
-    path: Path = await _call(request, runtime.exec_log_path, exec_id)
-    return await _stream(request, path, lambda: runtime.exec_running(exec_id))
+    path: Path = await _call(request, runtime.execs.log_path, exec_id)
+    return await _stream(request, path, lambda: runtime.execs.running(exec_id))
 
 
 async def exec_wait(request: web.Request) -> web.Response:
-    code = await _call(request, request.app[RUNTIME].exec_wait, request.match_info["id"])
+    code = await _call(request, request.app[RUNTIME].execs.wait, request.match_info["id"])
     return web.json_response({"ExitCode": code})
 
 

@@ -23,33 +23,31 @@ import contextlib
 import json
 import os
 import secrets
-import select
 import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard_shim.cgroups import Cgroup, CgroupDriver, Limits, Stats
 from dockyard_shim.errors import (
     FailedPreconditionError,
-    InvalidArgumentError,
     NotFoundError,
     UnavailableError,
 )
 from dockyard_shim.kernel import Kernel
-from dockyard_shim.runtime import capabilities, procfs
+from dockyard_shim.runtime import procfs
+from dockyard_shim.runtime.command import process_spec
 from dockyard_shim.runtime.config import ContainerConfig, validate
-from dockyard_shim.runtime.exec import ExecSpec, exec_in
+from dockyard_shim.runtime.execs import Execs
 from dockyard_shim.runtime.names import random_name
 from dockyard_shim.runtime.ports import Images, RunnableImage, Snapshots
 from dockyard_shim.runtime.process import (
-    ProcessSpec,
     StartError,
     become_subreaper,
-    record_exit,
 )
+from dockyard_shim.runtime.reaping import await_pid, reap_into
 from dockyard_shim.runtime.spawn import SandboxSpec, Spawned, spawn
 from dockyard_shim.runtime.state import (
     ContainerRecord,
@@ -65,7 +63,6 @@ from dockyard_shim.runtime.state import (
 
 _UNKNOWN_EXIT = 255  # nobody could reap it: the exit status is lost (Docker reports 255)
 _EXIT_RECORD_GRACE = 1.0  # how long to wait for another reaper's exit record
-DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(frozen=True)
@@ -80,14 +77,15 @@ class Runtime:
     def __init__(self, root: Path, *, kernel: Kernel, images: Images, snapshots: Snapshots,
                  cgroups: CgroupDriver) -> None:
         self.root = root
-        self._kernel = kernel
+        self.kernel = kernel
         self._images = images
         self._snapshots = snapshots
-        self._cgroups = cgroups
+        self.cgroups = cgroups
         self.store = StateStore(root / "containers.db")
-        self._pids = root / "pids"
-        self._pids.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
+        self.execs = Execs(self)
+        self.pids_dir = root / "pids"
+        self.pids_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.RLock()
         become_subreaper(kernel)
 
     # ------------------------------------------------------------------ create / start
@@ -121,7 +119,7 @@ class Runtime:
         `backoff` marks a restart by the restart policy (after that delay): it counts in
         `restart_count`; a start by hand resets the count and re-enables the policy.
         """
-        with self._lock:
+        with self.lock:
             record = self.observe(self.store.get(ref))
             if backoff is None:
                 record = record.with_(restart_count=0, backoff=0.0, stopped_by_user=False)
@@ -136,11 +134,11 @@ class Runtime:
     def _start(self, record: ContainerRecord) -> ContainerRecord:
         require(can_start(record.status), "start", record)
         config = ContainerConfig.from_json(record.config)
-        image = self._image_of(record)
-        leftover = self._cgroup(record)
+        image = self.image_of(record)
+        leftover = self.cgroup_of(record)
         if leftover is not None:
             leftover.delete()  # from a previous run of this container
-        cgroup = self._cgroups.create(record.id)
+        cgroup = self.cgroups.create(record.id)
         try:
             cgroup.set_limits(Limits(memory_bytes=config.memory_bytes,
                                      cpu_millis=config.cpu_millis,
@@ -155,17 +153,17 @@ class Runtime:
             hostname=config.hostname or record.id[:12],
             network="host" if config.network == "host" else "none",
             readonly_rootfs=config.read_only,
-            cgroup_v2=self._cgroups.version == 2)
+            cgroup_v2=self.cgroups.version == 2)
         (Path(record.bundle) / "container.log").touch()
         (Path(record.bundle) / "exit.json").unlink(missing_ok=True)
 
         def place(pid: int) -> None:
             # Indexed before the container can run: whoever reaps it can record its exit.
-            (self._pids / str(pid)).write_text(record.bundle)
+            (self.pids_dir / str(pid)).write_text(record.bundle)
             cgroup.add_process(pid)
 
         try:
-            spawned = spawn(self._kernel, spec, place=place)
+            spawned = spawn(self.kernel, spec, place=place)
         except StartError as e:
             cgroup.delete()
             self.store.put(record.with_(status=Status.STOPPED, exit_code=e.exit_code,
@@ -195,12 +193,12 @@ class Runtime:
         """The record as the kernel sees it now, persisted if it changed."""
         if record.status not in (Status.RUNNING, Status.PAUSED):
             return record
-        with self._lock:
+        with self.lock:
             record = self.store.get(record.id)  # fresh, under the lock
             if record.status not in (Status.RUNNING, Status.PAUSED):
                 return record
             if procfs.alive(record.pid, record.pid_start):
-                cgroup = self._cgroup(record)
+                cgroup = self.cgroup_of(record)
                 frozen = cgroup is not None and cgroup.is_frozen()
                 status = Status.PAUSED if frozen else Status.RUNNING
                 if status is not record.status:
@@ -217,7 +215,7 @@ class Runtime:
 
     def _reap(self, record: ContainerRecord) -> None:
         """Collect the exit status of the container's first process if we are its parent."""
-        _reap_into(record.pid, record.pid_start, Path(record.bundle))
+        reap_into(record.pid, record.pid_start, Path(record.bundle))
 
     def _collect(self, record: ContainerRecord) -> Exit:
         exit_file = Path(record.bundle) / "exit.json"
@@ -228,8 +226,8 @@ class Runtime:
             code = int(json.loads(exit_file.read_text())["exitCode"])
         except (OSError, ValueError, KeyError):
             code = _UNKNOWN_EXIT
-        (self._pids / str(record.pid)).unlink(missing_ok=True)
-        cgroup = self._cgroup(record)
+        (self.pids_dir / str(record.pid)).unlink(missing_ok=True)
+        cgroup = self.cgroup_of(record)
         oom = False
         if cgroup is not None:
             oom = (cgroup.oom_kills() or 0) > 0
@@ -259,7 +257,7 @@ class Runtime:
     @staticmethod
     def _await_exit(record: ContainerRecord, timeout: float | None) -> bool:
         """Wait until the container's first process has exited (pidfd: no polling)."""
-        return _await_pid(record.pid, record.pid_start, timeout)
+        return await_pid(record.pid, record.pid_start, timeout)
 
     # --------------------------------------------------------------- signals and pause
 
@@ -268,7 +266,7 @@ class Runtime:
 
         Like a stop, a kill on request holds the restart policy off until a manual start.
         """
-        with self._lock:
+        with self.lock:
             record = self.observe(self.store.get(ref))
             require(can_kill(record.status), "kill", record, "it is not running")
             record = record.with_(stopped_by_user=True)
@@ -293,12 +291,12 @@ class Runtime:
         return self.observe(self.store.get(record.id))
 
     def pause(self, ref: str) -> ContainerRecord:
-        with self._lock:
+        with self.lock:
             return self._pause(self.observe(self.store.get(ref)))
 
     def _pause(self, record: ContainerRecord) -> ContainerRecord:
         require(can_pause(record.status), "pause", record)
-        cgroup = self._cgroup(record)
+        cgroup = self.cgroup_of(record)
         if cgroup is None:
             raise NotFoundError(f"container {record.name} has no cgroup to freeze")
         cgroup.freeze()
@@ -307,7 +305,7 @@ class Runtime:
         return record
 
     def unpause(self, ref: str) -> ContainerRecord:
-        with self._lock:
+        with self.lock:
             record = self.observe(self.store.get(ref))
             require(can_unpause(record.status), "unpause", record)
             self._thaw(record)
@@ -315,14 +313,14 @@ class Runtime:
             self.store.put(record)
             return record
 
-    def _cgroup(self, record: ContainerRecord) -> Cgroup | None:
+    def cgroup_of(self, record: ContainerRecord) -> Cgroup | None:
         """The container's cgroup, if it has one now."""
-        if not self._cgroups.exists(record.id):
+        if not self.cgroups.exists(record.id):
             return None
-        return self._cgroups.load(record.id)
+        return self.cgroups.load(record.id)
 
     def _thaw(self, record: ContainerRecord) -> None:
-        cgroup = self._cgroup(record)
+        cgroup = self.cgroup_of(record)
         if cgroup is not None:
             cgroup.thaw()
 
@@ -335,13 +333,13 @@ class Runtime:
             with contextlib.suppress(FailedPreconditionError):  # it may exit meanwhile
                 self.kill(record.id, signal.SIGKILL)
             self._await_exit(record, 10.0)
-        with self._lock:
+        with self.lock:
             self._delete(self.observe(self.store.get(record.id)))
 
     def _delete(self, record: ContainerRecord) -> None:
         require(can_delete(record.status), "remove", record,
                 "stop it first or force the removal (rm -f)")
-        cgroup = self._cgroup(record)
+        cgroup = self.cgroup_of(record)
         if cgroup is not None:
             cgroup.delete()
         with contextlib.suppress(NotFoundError):
@@ -359,84 +357,14 @@ class Runtime:
     def stats(self, ref: str) -> Stats:
         """Memory, cpu and pids of a running container (docker stats)."""
         record = self.observe(self.store.get(ref))
-        cgroup = self._cgroup(record) if can_kill(record.status) else None
+        cgroup = self.cgroup_of(record) if can_kill(record.status) else None
         if cgroup is None:
             raise FailedPreconditionError(
                 f"cannot read stats of container {record.name}: it is {record.status}")
         return cgroup.stats()
 
-    # ----------------------------------------------------------------------------- exec
-
-    def exec(self, ref: str, command: tuple[str, ...], *, env: tuple[str, ...] = (),
-             user: str = "", working_dir: str = "") -> str:
-        """Start `command` in a running container (docker exec); return the exec's id."""
-        if not command:
-            raise InvalidArgumentError("exec needs a command: dockyard exec CONTAINER CMD...")
-        with self._lock:
-            record = self.observe(self.store.get(ref))
-            if record.status is not Status.RUNNING:
-                raise FailedPreconditionError(
-                    f"container {record.name} is {record.status}: exec needs it running")
-            config = ContainerConfig.from_json(record.config)
-            validate(replace(config, env=env, working_dir=working_dir, user=user))
-            base = process_spec(config, self._image_of(record))
-            merged = dict(item.split("=", 1) for item in (*base.env, *env))
-            process = replace(base, args=command, env=tuple(f"{k}={v}" for k, v in
-                                                          merged.items()),
-                              cwd=working_dir or base.cwd, user=user or base.user)
-            exec_id = secrets.token_hex(16)
-            directory = Path(record.bundle) / "execs" / exec_id
-            directory.mkdir(parents=True)
-            cgroup = self._cgroup(record)
-
-            def place(pid: int) -> None:
-                (self._pids / str(pid)).write_text(str(directory))
-                if cgroup is not None:
-                    cgroup.add_process(pid)
-
-            spec = ExecSpec(record.pid, process, directory / "log",
-                            cgroup_namespace=self._cgroups.version == 2)
-            try:
-                pid = exec_in(self._kernel, spec, place=place)
-            except StartError as e:
-                (directory / "exit.json").write_text(json.dumps({"exitCode": e.exit_code}))
-                raise
-            (directory / "pid").write_text(f"{pid} {procfs.start_time(pid) or 0}")
-            return exec_id
-
-    def exec_wait(self, exec_id: str, timeout: float | None = None) -> int:
-        """Block until the exec's process exits; its exit code."""
-        directory = self._exec_dir(exec_id)
-        exit_file = directory / "exit.json"
-        if not exit_file.exists():
-            pid, started = (int(x) for x in (directory / "pid").read_text().split())
-            if not _await_pid(pid, started, timeout):
-                raise UnavailableError(f"exec {exec_id} still runs after {timeout:g}s")
-            _reap_into(pid, started, directory)
-            (self._pids / str(pid)).unlink(missing_ok=True)
-        try:
-            return int(json.loads(exit_file.read_text())["exitCode"])
-        except (OSError, ValueError, KeyError):
-            return _UNKNOWN_EXIT
-
-    def exec_log_path(self, exec_id: str) -> Path:
-        return self._exec_dir(exec_id) / "log"
-
-    def exec_running(self, exec_id: str) -> bool:
-        directory = self._exec_dir(exec_id)
-        if (directory / "exit.json").exists():
-            return False
-        pid, started = (int(x) for x in (directory / "pid").read_text().split())
-        return procfs.alive(pid, started)
-
-    def _exec_dir(self, exec_id: str) -> Path:
-        if not exec_id.isalnum():
-            raise InvalidArgumentError(f"invalid exec id {exec_id!r}")
-        for directory in (self.root / "containers").glob(f"*/execs/{exec_id}"):
-            return directory
-        raise NotFoundError(f"no such exec: {exec_id}")
-
-    def _image_of(self, record: ContainerRecord) -> RunnableImage:
+    def image_of(self, record: ContainerRecord) -> RunnableImage:
+        """The image a container was created from, as recorded in its bundle."""
         return RunnableImage(**json.loads((Path(record.bundle) / "image.json").read_text()))
 
     def log_path(self, ref: str) -> Path:
@@ -463,47 +391,3 @@ class Runtime:
         (bundle / "resolv.conf").write_text("\n".join(lines) + "\n")
 
 
-def _await_pid(pid: int, started: int, timeout: float | None) -> bool:
-    """Wait until the process `pid` (started at `started`) has exited; pidfd, no polling."""
-    if not procfs.alive(pid, started):
-        return True
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        if not procfs.alive(pid, started):
-            return True  # the pid was recycled between the check and the open
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
-    finally:
-        os.close(fd)
-
-
-def _reap_into(pid: int, started: int, directory: Path) -> None:
-    """Reap `pid` if it is our exited child and record its status in `directory`."""
-    if not procfs.is_zombie_of(pid, started):
-        return  # reaped already: by us, or by the keeper while we were gone
-    try:
-        _, status = os.waitpid(pid, 0)
-    except ChildProcessError:
-        return  # someone else's child: its reaper records the exit
-    record_exit(directory, status)
-
-
-def process_spec(config: ContainerConfig, image: RunnableImage) -> ProcessSpec:
-    """Docker's rules for what runs: ENTRYPOINT + CMD, each overridable; env merged."""
-    entrypoint = image.entrypoint if config.entrypoint is None else config.entrypoint
-    cmd = config.command or (image.cmd if config.entrypoint is None else ())
-    args = (*entrypoint, *cmd)
-    if not args:
-        raise InvalidArgumentError(f"no command specified: the image {image.name} has no "
-                                   "CMD or ENTRYPOINT; give one after the image name")
-    env = dict(item.split("=", 1) for item in (DEFAULT_PATH, *image.env, *config.env))
-    return ProcessSpec(
-        args=args, env=tuple(f"{k}={v}" for k, v in env.items()),
-        cwd=config.working_dir or image.working_dir or "/",
-        user=config.user or image.user,
-        capabilities=capabilities.resolve(config.cap_add, config.cap_drop,
-                                          capabilities.last_cap()))
