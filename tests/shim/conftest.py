@@ -52,30 +52,38 @@ def _children() -> set[int]:
     return found
 
 
-def _daemons() -> set[int]:
-    """Dockyard daemons on the machine: an autostarted one is no child of ours."""
+def _daemons(base: Path) -> set[int]:
+    """Dockyard daemons serving a state root under `base` (this run's temporary files).
+
+    An autostarted daemon is no child of ours, so /proc is searched; other test runs on
+    the same machine have their own `base` and are not counted.
+    """
     found = set()
+    marker = f"DOCKYARD_ROOT={base}".encode()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 cmdline = (entry / "cmdline").read_bytes()
+                environ = (entry / "environ").read_bytes() if b"shim" in cmdline else b""
             except OSError:
                 continue
-            if b"dockyard_cli\0shim" in cmdline:
+            if b"dockyard_cli\0shim" in cmdline and marker in environ:
                 found.add(int(entry.name))
     return found
 
 
 @pytest.fixture(autouse=True)
-def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+def no_leaks(request: pytest.FixtureRequest,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Fail a root test that leaves mounts, dockyard cgroups or child processes behind."""
     if not (IS_ROOT and request.node.get_closest_marker("root")):
         yield
         return
     mounts, cgroups, children = _mount_points(), _dockyard_cgroups(), _children()
-    daemons = _daemons()
+    base = tmp_path_factory.getbasetemp()
+    daemons = _daemons(base)
     yield
     assert _mount_points() - mounts == set(), "the test leaked mounts"
     assert _dockyard_cgroups() - cgroups == set(), "the test leaked cgroups"
     assert _children() - children == set(), "the test leaked child processes"
-    assert _daemons() - daemons == set(), "the test left a dockyard daemon running"
+    assert _daemons(base) - daemons == set(), "the test left a dockyard daemon running"
