@@ -23,7 +23,7 @@ from dockyard_shim.errors import (
     NotFoundError,
 )
 from dockyard_shim.kernel import LinuxKernel
-from dockyard_shim.runtime.config import ContainerConfig
+from dockyard_shim.runtime.config import Bind, ContainerConfig
 from dockyard_shim.runtime.ports import RunnableImage
 from dockyard_shim.runtime.process import StartError
 from dockyard_shim.runtime.runtime import Runtime
@@ -239,3 +239,18 @@ def test_exec_runs_with_the_containers_capabilities_and_user(runtime: Runtime) -
     assert runtime.execs.wait(exec_id, timeout=10) == 0
     assert runtime.execs.log_path(exec_id).read_text().split() == [
         "1000", "CapEff:", "0000000000000000"]
+
+
+def test_binds_are_mounted_read_write_or_read_only(runtime: Runtime, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "in").write_text("from the host\n")
+    record = runtime.run(_config(
+        "sh", "-c", "cat /data/in; echo back > /data/out; touch /ro/x 2>&1; exit 0",
+        binds=(Bind(str(data), "/data"), Bind(str(data), "/ro", readonly=True))))
+    assert runtime.wait(record.id, timeout=10).exit_code == 0
+    log = runtime.log_path(record.id).read_text()
+    assert "from the host" in log
+    assert "Read-only file system" in log
+    assert (data / "out").read_text() == "back\n"
+    assert not (data / "x").exists()

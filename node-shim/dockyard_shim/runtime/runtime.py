@@ -37,6 +37,7 @@ from dockyard_shim.errors import (
     UnavailableError,
 )
 from dockyard_shim.kernel import Kernel
+from dockyard_shim.mounts import Mount
 from dockyard_shim.runtime import procfs
 from dockyard_shim.runtime.command import process_spec
 from dockyard_shim.runtime.config import ContainerConfig, validate
@@ -151,6 +152,9 @@ class Runtime:
             rootfs=tuple(self._snapshots.mounts(record.id)),
             process=process_spec(config, image),
             hostname=config.hostname or record.id[:12],
+            volumes=tuple(Mount("bind", bind.source, bind.target,
+                                ("rbind", "ro") if bind.readonly else ("rbind",))
+                          for bind in config.binds),
             network="host" if config.network == "host" else "none",
             readonly_rootfs=config.read_only,
             cgroup_v2=self.cgroups.version == 2)
