@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "rmi": "dockyard_cli.images:rmi",
     "tag": "dockyard_cli.images:tag",
     "shim": "dockyard_cli.shim:command",
+    "up": "dockyard_cli.up:up",
+    "down": "dockyard_cli.up:down",
     "validate": "dockyard_cli.validate:command",
     "explain": "dockyard_cli.explain:command",
     "crd": "dockyard_cli.crd:group",

@@ -1,0 +1,220 @@
+"""A `Container` manifest as the node runtime's input: the body of POST /containers/create.
+
+Kubernetes semantics, Docker mechanics: `spec.command` replaces the image's ENTRYPOINT and
+`spec.args` its CMD (an empty list counts as unset, as in the kubelet); `imageRef` runs the
+named Image's reference, pinned to its digest when it has one; a `local` Volume is a
+directory under the node's state root, a `hostPath` Volume a bind of its path.
+`nodeName` and `nodeSelector` do not apply (one machine is the only node), nor does an
+Image's `pullPolicy` (only local images run).
+
+Each translated config carries three labels that make `up` idempotent: who manages it
+(`dockyard.dev/managed-by`), which object it is (`dockyard.dev/object`) and a hash of
+everything else (`dockyard.dev/spec-hash`), so a changed manifest is seen without reading
+back and re-interpreting the stored config.
+
+Pure computation: no I/O, no import of the node shim. The field names are the JSON form of
+the shim's `ContainerConfig`, the daemon's wire format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any, NewType
+
+from dockyard_api import Container
+from dockyard_api.container import NetworkMode, RestartPolicy, VolumeMount
+from dockyard_api.quantity import cpu_millis, memory_bytes
+from dockyard_operator.standalone.manifests import (
+    Manifests,
+    ManifestSetError,
+    ObjectKey,
+    Placed,
+    SourcedProblem,
+)
+
+NodeName = NewType("NodeName", str)
+"""A container's name on the node: `<namespace>.<name>`."""
+
+MANAGED_BY = "dockyard.dev/managed-by"
+MANAGER = "dockyard-up"
+OBJECT = "dockyard.dev/object"
+SPEC_HASH = "dockyard.dev/spec-hash"
+
+VOLUMES_DIR = "volumes"
+"""Local volumes live in `<state root>/volumes/<namespace>/<name>`."""
+
+# The runtime's own rules, repeated so that a bad set is refused before anything changes:
+# Docker's container name rule, and Docker's smallest memory limit (the runtime needs room).
+_NODE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+_MIN_MEMORY = 6 * 1024 * 1024
+
+NETWORK_MODES = {NetworkMode.NONE: "none", NetworkMode.HOST: "host",
+                 NetworkMode.BRIDGE: "bridge"}
+RESTART_POLICIES = {RestartPolicy.NEVER: "no", RestartPolicy.ON_FAILURE: "on-failure",
+                    RestartPolicy.ALWAYS: "always"}
+
+_Report = Callable[[str, str], None]
+"""Records one problem at a field path of the Container being translated."""
+
+
+@dataclass(frozen=True)
+class DesiredContainer:
+    """What should run on the node for one Container object."""
+
+    key: ObjectKey
+    name: NodeName
+    source: str
+    """The document the Container came from, for messages."""
+    config: Mapping[str, Any]
+    """The JSON body of POST /containers/create, labels included."""
+    spec_hash: str
+    local_dirs: tuple[str, ...] = ()
+    """Directories to create before the container, relative to the state root."""
+
+    @property
+    def restart(self) -> str:
+        """The runtime's restart policy: `no`, `on-failure` or `always`."""
+        return str(self.config["restart"])
+
+
+def node_name(namespace: str, name: str) -> NodeName:
+    """`default.web`: unique on the node, since neither part may contain a dot."""
+    return NodeName(f"{namespace}.{name}")
+
+
+def canonical_json(value: Any) -> str:
+    """One text per value: sorted keys, no spaces, UTF-8 kept as is."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def spec_hash(config: Mapping[str, Any]) -> str:
+    """The sha256 of the canonical JSON of a config, its labels left out."""
+    body = {k: v for k, v in config.items() if k != "labels"}
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+def desire(manifests: Manifests, *, state_root: PurePosixPath) -> tuple[DesiredContainer, ...]:
+    """Translate every Container of the set; raise ManifestSetError with all the problems.
+
+    `state_root` is the node's absolute state directory: local volumes are bound from under
+    it. It is a parameter, not read from the environment, to keep this module pure.
+    """
+    desired: list[DesiredContainer] = []
+    problems: list[SourcedProblem] = []
+    for placed in manifests.containers:
+        try:
+            desired.append(translate(placed, manifests, state_root=state_root))
+        except ManifestSetError as e:
+            problems += e.problems
+    if problems:
+        raise ManifestSetError(problems)
+    return tuple(desired)
+
+
+def translate(placed: Placed[Container], manifests: Manifests, *,
+              state_root: PurePosixPath) -> DesiredContainer:
+    """The desired container of one Container object (see `desire`)."""
+    problems: list[SourcedProblem] = []
+
+    def problem(path: str, message: str) -> None:
+        problems.append(SourcedProblem(placed.source, path, message))
+
+    spec = placed.resource.spec
+    name = node_name(placed.namespace, placed.name)
+    if not _NODE_NAME.fullmatch(name):
+        problem("metadata.name", f"{name!r} is not a valid container name on the node")
+    memory = memory_bytes(spec.resources.memory) if spec.resources.memory else None
+    if memory is not None and memory < _MIN_MEMORY:
+        problem("spec.resources.memory", f"{spec.resources.memory} is below the runtime's "
+                "minimum of 6Mi: the runtime itself needs that much room")
+    image = _image(placed, manifests, problem)
+    binds, local_dirs = _binds(placed, manifests, state_root, problem)
+    if problems:
+        raise ManifestSetError(problems)
+    config: dict[str, Any] = {
+        "image": image,
+        "name": name,
+        "entrypoint": list(spec.command) if spec.command else None,
+        "command": list(spec.args or ()),
+        "env": [f"{var.name}={var.value}" for var in spec.env],
+        "working_dir": spec.working_dir or "",
+        "user": spec.user or "",
+        "hostname": spec.hostname or "",
+        "memory_bytes": memory,
+        "cpu_millis": cpu_millis(spec.resources.cpu) if spec.resources.cpu else None,
+        "pids_limit": spec.resources.pids,
+        "binds": binds,
+        "network": NETWORK_MODES[spec.network.mode],
+        "ports": [{"container_port": port.container_port, "host_port": port.host_port or 0,
+                   "host_ip": port.host_ip, "protocol": port.protocol.value.lower()}
+                  for port in spec.network.ports],
+        "read_only": spec.read_only_rootfs,
+        "restart": RESTART_POLICIES[spec.restart_policy],
+        "restart_max_retries": 0,
+        "auto_remove": False,
+        "cap_add": [cap.value for cap in spec.capabilities.add],
+        "cap_drop": [cap.value for cap in spec.capabilities.drop],
+    }
+    digest = spec_hash(config)
+    config["labels"] = {MANAGED_BY: MANAGER, OBJECT: placed.key, SPEC_HASH: digest}
+    return DesiredContainer(placed.key, name, placed.source, config, digest, local_dirs)
+
+
+def _image(placed: Placed[Container], manifests: Manifests, problem: _Report) -> str:
+    spec = placed.resource.spec
+    if spec.image is not None:
+        return str(spec.image)
+    key = ObjectKey(f"{placed.namespace}/{spec.image_ref}")
+    found = manifests.images.get(key)
+    if found is None:
+        problem("spec.imageRef", f"no Image {key} among the manifests given: add its "
+                "manifest to the files passed with -f, or name a reference in spec.image")
+        return ""
+    image = found.resource.spec
+    if image.reference is None:
+        problem("spec.imageRef", f"Image {key} is the result of Commit {image.from_commit}: "
+                "dockyard up cannot run committed images yet; give the Image a reference")
+        return ""
+    if image.digest and "@" not in image.reference:
+        return f"{image.reference}@{image.digest}"
+    return str(image.reference)
+
+
+def _binds(placed: Placed[Container], manifests: Manifests, state_root: PurePosixPath,
+           problem: _Report) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
+    binds: list[dict[str, Any]] = []
+    local_dirs: list[str] = []
+    for index, mount in enumerate(placed.resource.spec.volume_mounts):
+        path = f"spec.volumeMounts[{index}].name"
+        key = ObjectKey(f"{placed.namespace}/{mount.name}")
+        found = manifests.volumes.get(key)
+        if found is None:
+            problem(path, f"no Volume {key} among the manifests given: add its manifest to "
+                    "the files passed with -f")
+            continue
+        volume = found.resource.spec
+        if volume.local is not None:
+            relative = PurePosixPath(VOLUMES_DIR, placed.namespace, mount.name,
+                                     *_sub(mount))
+            local_dirs.append(str(relative))
+            source = state_root / relative
+        elif volume.host_path is not None:
+            source = PurePosixPath(volume.host_path.path, *_sub(mount))
+        else:
+            what = "tmpfs" if volume.tmpfs is not None else "provider"
+            problem(path, f"Volume {key} is a {what} volume: dockyard up does not support "
+                    f"{what} volumes yet (issue 5); use a local or hostPath volume")
+            continue
+        binds.append({"source": str(source), "target": mount.mount_path,
+                      "readonly": mount.read_only})
+    return binds, tuple(local_dirs)
+
+
+def _sub(mount: VolumeMount) -> tuple[str, ...]:
+    # SubPath is validated clean (no '.', '..' or empty parts): it cannot climb out here.
+    return (mount.sub_path,) if mount.sub_path else ()
