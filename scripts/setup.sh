@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the project uses: Python, the runtime's tools (runc as the reference
 # runtime in tests and benchmarks, busybox-static to build test images, skopeo and
-# docker-registry for images, iproute2 for network checks).
+# docker-registry for images, iproute2 for network checks, and docker.io: a Docker engine
+# the tests start privately, with its networking off, to compare containers with ours).
 APT_PACKAGES=(python3 python3-venv python3-dev git ca-certificates
-              runc busybox-static skopeo docker-registry iproute2)
+              runc busybox-static skopeo docker-registry iproute2 docker.io)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -41,7 +41,7 @@ DEVICES = (
 SYMLINKS = (
     ("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
     ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"),
-    ("pts/ptmx", "/dev/ptmx"), ("/proc/kcore", "/dev/core"),
+    ("pts/ptmx", "/dev/ptmx"),
 )
 
 

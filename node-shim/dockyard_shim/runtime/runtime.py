@@ -28,9 +28,9 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
-from dockyard_shim.cgroups import Cgroup, CgroupDriver, Limits, Stats
+from dockyard_shim.cgroups import Cgroup, CgroupDriver, Limits, Stats, V1Cgroup
 from dockyard_shim.errors import (
     FailedPreconditionError,
     NotFoundError,
@@ -157,7 +157,8 @@ class Runtime:
                           for bind in config.binds),
             network="host" if config.network == "host" else "none",
             readonly_rootfs=config.read_only,
-            cgroup_v2=self.cgroups.version == 2)
+            cgroup_v2=self.cgroups.version == 2,
+            cgroup_v1_dirs=_v1_dirs(cgroup, self.cgroups.parent))
         (Path(record.bundle) / "container.log").touch()
         (Path(record.bundle) / "exit.json").unlink(missing_ok=True)
 
@@ -395,3 +396,11 @@ class Runtime:
         (bundle / "resolv.conf").write_text("\n".join(lines) + "\n")
 
 
+
+
+def _v1_dirs(cgroup: Cgroup, parent: str) -> tuple[tuple[str, str], ...]:
+    """(hierarchy name, container cgroup dir) for each v1 hierarchy the cgroup lives in."""
+    if not isinstance(cgroup, V1Cgroup):
+        return ()
+    depth = len(PurePath(parent).parts)  # <mount point>/<parent…>/<container>
+    return tuple((path.parents[depth].name, str(path)) for path in cgroup.paths)

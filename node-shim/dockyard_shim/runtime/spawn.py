@@ -75,6 +75,9 @@ class SandboxSpec:
     """Bind mounts; targets are container paths, resolved inside the rootfs."""
     readonly_rootfs: bool = False
     cgroup_v2: bool = False
+    cgroup_v1_dirs: tuple[tuple[str, str], ...] = ()
+    """cgroup v1: (hierarchy name such as `memory` or `cpu,cpuacct`, host directory of the
+    container's cgroup in it), shown read-only under /sys/fs/cgroup as Docker does."""
 
     @property
     def root(self) -> Path:
@@ -236,6 +239,8 @@ def _setup_filesystem(kernel: Kernel, spec: SandboxSpec) -> None:
     for mount in plan.mounts:
         target = _ensure(spec.root, mount.target, directory=True)
         perform(kernel, mount.at(str(target)))
+    if spec.cgroup_v1_dirs:
+        _mount_cgroup_v1(kernel, spec)
     for device in plan.devices:
         path = resolve_in_root(spec.root, device.path)
         os.mknod(path, 0o020000 | device.mode, os.makedev(device.major, device.minor))
@@ -256,6 +261,24 @@ def _setup_filesystem(kernel: Kernel, spec: SandboxSpec) -> None:
     os.chdir("/")
 
 
+def _mount_cgroup_v1(kernel: Kernel, spec: SandboxSpec) -> None:
+    """A tmpfs at /sys/fs/cgroup holding the container's own cgroup of each hierarchy,
+    read-only; co-mounted hierarchies get Docker's links (`cpu` -> `cpu,cpuacct`). The
+    tmpfs itself ends read-only too, stricter than Docker's."""
+    base = _ensure(spec.root, "/sys/fs/cgroup", directory=True)
+    flags = k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC
+    kernel.mount("tmpfs", str(base), "tmpfs", flags, "mode=755")
+    for name, host in spec.cgroup_v1_dirs:
+        target = base / name
+        target.mkdir()
+        kernel.mount(host, str(target), "", k.MS_BIND, "")
+        kernel.mount("", str(target), "", k.MS_REMOUNT | k.MS_BIND | k.MS_RDONLY | flags, "")
+        for part in name.split(","):
+            if part != name and not (base / part).exists():
+                (base / part).symlink_to(name)
+    kernel.mount("", str(base), "", k.MS_REMOUNT | k.MS_RDONLY | flags, "mode=755")
+
+
 def _ensure(root: Path, path: str, *, directory: bool) -> Path:
     """The host path of container path `path`, created (as dir or empty file) if missing."""
     target = resolve_in_root(root, path)
@@ -273,8 +296,8 @@ def _mask_and_protect(kernel: Kernel, root: Path, plan: rootfs.Plan) -> None:
         target = resolve_in_root(root, path)
         if target.is_dir():
             kernel.mount("tmpfs", str(target), "tmpfs", k.MS_RDONLY, "size=0")
-        elif target.exists():
-            kernel.mount("/dev/null", str(target), "", k.MS_BIND, "")
+        elif target.exists():  # the container's own /dev/null, as Docker binds it
+            kernel.mount(str(root / "dev" / "null"), str(target), "", k.MS_BIND, "")
     for path in plan.readonly:
         target = resolve_in_root(root, path)
         if target.exists():

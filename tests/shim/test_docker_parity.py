@@ -1,0 +1,121 @@
+"""What a container sees under Dockyard matches Docker, checked with one probe under both.
+
+A private Docker engine (Debian's docker.io) runs on a temporary root with its networking
+switched off (no bridge, no iptables), so it touches nothing of the host's. The same
+busybox image is imported into both, the same probe script runs in both, and the
+outputs must be equal except for the differences listed here with their reasons.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.e2e, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+PROBE = Path(__file__).with_name("probe.sh")
+
+# Lines Docker shows and we do not, and why.
+ONLY_DOCKER = {
+    "mount /sys/fs/cgroup tmpfs rw": "ours is read-only (stricter; issue 8 asks for it)",
+    "mount /sys/fs/cgroup/blkio cgroup ro": "we make cgroups in memory, cpu, cpuacct, "
+                                            "pids and freezer only",
+    "mount /sys/fs/cgroup/cpuset cgroup ro": "as above",
+    "mount /sys/fs/cgroup/devices cgroup ro": "the device cgroup comes with issue 8",
+    "mount /sys/fs/cgroup/systemd cgroup ro": "as above",
+}
+# Lines we show and Docker does not, and why.
+ONLY_DOCKYARD = {
+    "mount /sys/fs/cgroup tmpfs ro": "see above",
+    "mount /proc/interrupts tmpfs rw": "masked by newer Docker releases too",
+}
+
+
+@pytest.fixture(scope="module")
+def image_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    sys.path.insert(0, str(REPO / "scripts"))
+    import busybox_image  # noqa: PLC0415 -- a script module
+
+    out = tmp_path_factory.mktemp("image") / "busybox.tar"
+    busybox_image.build(out)
+    return out
+
+
+@pytest.fixture
+def docker(tmp_path: Path) -> Iterator[dict[str, str]]:
+    if shutil.which("dockerd") is None:
+        pytest.fail("dockerd is not installed: run scripts/setup.sh (Debian's docker.io)")
+    root = tmp_path / "docker"
+    env = {**os.environ, "DOCKER_HOST": f"unix://{root}/docker.sock"}
+    root.mkdir()
+    with (root / "log").open("ab") as log:
+        daemon = subprocess.Popen(
+            ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
+             "--pidfile", str(root / "pid"), "-H", env["DOCKER_HOST"], "--bridge=none",
+             "--iptables=false", "--ip6tables=false", "--ip-masq=false",
+             "--userland-proxy=false"], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run(["docker", "info"], env=env, capture_output=True,
+                             check=False).returncode != 0:
+            assert daemon.poll() is None, (root / "log").read_text()
+            assert time.monotonic() < deadline, "dockerd did not start"
+            time.sleep(0.2)
+        yield env
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=60)
+        with contextlib.suppress(subprocess.CalledProcessError):  # its overlay mounts
+            subprocess.run(["umount", "-R", str(root / "data")], check=True,
+                           capture_output=True)
+
+
+@pytest.fixture
+def dockyard(tmp_path: Path) -> Iterator[dict[str, str]]:
+    env = {**os.environ, "DOCKYARD_ROOT": str(tmp_path / "dockyard"),
+           "DOCKYARD_HOST": str(tmp_path / "dockyard.sock")}
+    with (tmp_path / "shim.log").open("ab") as log:
+        keeper = subprocess.Popen([sys.executable, "-m", "dockyard_cli", "shim"], env=env,
+                                  stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 15
+        while not Path(env["DOCKYARD_HOST"]).exists():
+            assert time.monotonic() < deadline, "the dockyard daemon did not start"
+            time.sleep(0.05)
+        yield env
+    finally:
+        keeper.terminate()
+        keeper.wait(timeout=30)
+
+
+def _lines(output: str) -> set[str]:
+    return {line.rstrip() for line in output.splitlines() if line.strip()}
+
+
+def test_a_container_sees_what_it_sees_under_docker(docker: dict[str, str],
+                                                      dockyard: dict[str, str],
+                                                      image_tar: Path) -> None:
+    subprocess.run(["docker", "import", str(image_tar), "probe"], env=docker, check=True,
+                   capture_output=True)
+    subprocess.run([sys.executable, "-m", "dockyard_cli", "import", str(image_tar), "probe"],
+                   env=dockyard, check=True, capture_output=True)
+    run = ["run", "--rm", "--network", "none", "-v", f"{PROBE}:/probe.sh:ro", "probe", "sh",
+           "/probe.sh"]
+    theirs = subprocess.run(["docker", *run], env=docker, capture_output=True, text=True,
+                            check=True).stdout
+    ours = subprocess.run([sys.executable, "-m", "dockyard_cli", *run], env=dockyard,
+                          capture_output=True, text=True, check=True).stdout
+    only_docker = _lines(theirs) - _lines(ours)
+    only_dockyard = _lines(ours) - _lines(theirs)
+    assert only_docker <= set(ONLY_DOCKER), f"Docker has, we lack: {only_docker}"
+    assert only_dockyard <= set(ONLY_DOCKYARD), f"we have, Docker lacks: {only_dockyard}"
+    assert "CapEff:\t00000000a80425fb" in ours  # the probe really ran
