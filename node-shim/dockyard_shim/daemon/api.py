@@ -26,6 +26,8 @@ from dockyard_shim.runtime.runtime import Runtime
 from dockyard_shim.runtime.state import ContainerRecord
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+_FIRST_POLL = 0.005
+_MAX_POLL = 0.2
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -166,18 +168,23 @@ async def _stream(request: web.Request, path: Path,
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     await response.prepare(request)
     # From here on the status line is sent: an error can only end the stream early.
+    pause = _FIRST_POLL
     with contextlib.suppress(ShimError, OSError), path.open("rb") as log:
         while True:
             chunk = log.read(65536)
             if chunk:
                 await response.write(chunk)
+                pause = _FIRST_POLL
                 continue
             if not follow or not await asyncio.to_thread(running):
                 rest = log.read()  # whatever was written just before the end
                 if rest:
                     await response.write(rest)
                 break
-            await asyncio.sleep(0.05)
+            # Short first waits: a short-lived command's stream ends without a visible lag;
+            # a quiet long-running one settles at a few checks a second.
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _MAX_POLL)
     await response.write_eof()
     return response
 
