@@ -24,6 +24,7 @@ dockyard images
 
 step "Run a container: own namespaces, a copy-on-write snapshot, Docker's capabilities"
 dockyard rm -f demo-hello demo-hog demo-web >/dev/null 2>&1 || true
+dockyard down -f examples/standalone >/dev/null 2>&1 || true
 dockyard run --rm --name demo-hello -m 32m --pids-limit 50 busybox \
   sh -c 'echo "hello from $(hostname), I am PID $$"; grep CapEff /proc/self/status; ls /dev'
 
@@ -44,8 +45,15 @@ dockyard ps
 dockyard stats demo-web
 dockyard pause demo-web && dockyard ps && dockyard unpause demo-web
 dockyard logs demo-web | head -2
+dockyard exec demo-web sh -c 'echo "exec sees PID 1 = $(cat /proc/1/comm), hostname $(hostname)"'
 dockyard stop -t 1 demo-web && dockyard ps -a
 dockyard rm demo-web
+
+step "Declared, not typed: dockyard up runs the Container manifests of examples/standalone"
+dockyard up -f examples/standalone
+dockyard up -f examples/standalone      # a second time changes nothing
+dockyard ps
+dockyard down -f examples/standalone
 
 step "The CRDs are generated from the pydantic models (and are up to date)"
 dockyard crd generate --check

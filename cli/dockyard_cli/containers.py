@@ -297,7 +297,8 @@ def ps(all_: bool, quiet: bool, fmt: str) -> None:
         return
     rows = [("CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAME")]
     for r in records:
-        command = " ".join(" ".join(r["config"].get("command") or ()).split())  # one line
+        words = [*(r["config"].get("entrypoint") or ()), *(r["config"].get("command") or ())]
+        command = " ".join(" ".join(words).split())  # on one line, like Docker
         rows.append((r["id"][:12], r["image"], f'"{command[:20]}"', _status(r), r["name"]))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
