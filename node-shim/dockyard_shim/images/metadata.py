@@ -13,7 +13,6 @@ blobs and snapshots are someone else's.
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,11 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dockyard_shim.errors import UnavailableError
+from dockyard_shim.db import Database
 from dockyard_shim.images.digest import ChainId, Digest
 
 _SCHEMA_VERSION = 1
-_BUSY_TIMEOUT = 30.0
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS images (
@@ -199,57 +197,23 @@ class Transaction:
 
 
 class ImageDB:
-    """The image index at `path`, created on first use."""
+    """The image metadata at `path`, created on first use (see `dockyard_shim.db`)."""
 
     def __init__(self, path: Path) -> None:
-        self._lock = threading.RLock()
-        try:
-            self._conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT, isolation_level=None,
-                                         check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            # NORMAL in WAL mode: never corrupt; a power loss may lose the last commits,
-            # which cleanup() and the orphan rules already handle.
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            with self.write():
-                version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
-                if version > _SCHEMA_VERSION:
-                    raise UnavailableError(
-                        f"{path} has image metadata version {version}, newer than this "
-                        f"dockyard understands ({_SCHEMA_VERSION}); upgrade dockyard")
-                if version < _SCHEMA_VERSION:
-                    for statement in _SCHEMA:  # not executescript(): it would COMMIT
-                        self._conn.execute(statement)
-                    self._conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-        except sqlite3.Error as e:
-            raise UnavailableError(f"cannot open image metadata {path}: {e}") from e
+        self._db = Database(path, what="image metadata", schema=_SCHEMA, version=_SCHEMA_VERSION)
 
     @contextmanager
     def write(self) -> Iterator[Transaction]:
-        """A write transaction, committed when the block ends normally."""
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as e:
-                raise UnavailableError(f"image metadata is locked by another process for more "
-                                       f"than {_BUSY_TIMEOUT:.0f}s: {e}") from e
-            try:
-                yield Transaction(self._conn)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        """A write transaction: committed when the block ends normally, else rolled back."""
+        with self._db.write() as conn:
+            yield Transaction(conn)
 
     @contextmanager
     def read(self) -> Iterator[Transaction]:
-        """A consistent read that never blocks writers."""
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                yield Transaction(self._conn)
-            finally:
-                self._conn.execute("COMMIT")
+        """A consistent read that never blocks writers (WAL)."""
+        with self._db.read() as conn:
+            yield Transaction(conn)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        """Close the connection."""
+        self._db.close()

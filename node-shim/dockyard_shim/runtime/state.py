@@ -11,23 +11,21 @@ Guards (`can_*`) say which verbs a status allows, as youki does; the runtime ref
 rest with FailedPreconditionError. Stored state is never trusted blindly: the runtime
 re-derives it from /proc and the monitor's exit file (`observe`) before it acts.
 
-The store is one SQLite database per node (WAL, one writer at a time), safe to open from
-the daemon and a CLI at once, and to use from several threads: one connection, guarded
-by a lock (sqlite3 connections must not run two statements or transactions at once).
+The store is one SQLite database per node (`dockyard_shim.db`: WAL, one writer at a time),
+safe to open from the daemon and a CLI at once and to use from several threads.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from dockyard_shim.db import Database
 from dockyard_shim.errors import AlreadyExistsError, FailedPreconditionError, NotFoundError
 
 
@@ -99,47 +97,28 @@ class ContainerRecord:
         return replace(self, **changes)
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS containers (
+_SCHEMA = ("""CREATE TABLE IF NOT EXISTS containers (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
     body TEXT NOT NULL
-);
-"""
+)""",)
 
 
 class StateStore:
-    """Container records by id and by name, in one SQLite file."""
+    """Container records by id and by name, in one SQLite file (see `dockyard_shim.db`)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None,
-                                   check_same_thread=False)
-        self._lock = threading.RLock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # WAL + NORMAL: consistent after any crash; a power loss may drop the last commits,
-        # which is harmless here because state is re-derived from the kernel anyway.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = Database(path, what="container state", schema=_SCHEMA, version=1)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._db.write()
 
     def _query(self, sql: str, args: tuple[str, ...] = ()) -> list[tuple[str]]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        with self._db.read() as conn:
+            return conn.execute(sql, args).fetchall()
 
     def add(self, record: ContainerRecord) -> None:
         """Store a new record; AlreadyExistsError when the name or id is taken."""

@@ -5,11 +5,9 @@ kind, its parent's id, times, labels, and the usage measured at commit. Ids come
 AUTOINCREMENT, so an id is never handed out twice once committed: a directory left behind by a
 removal can never be mistaken for a newer snapshot's.
 
-Several processes may open one database (the daemon and a CLI): the journal is WAL, so
-readers never wait for the writer, and every change runs in `BEGIN IMMEDIATE`, which takes
-the write lock up front rather than failing halfway through on a lock upgrade. A writer waits
-up to `_BUSY_TIMEOUT` for the lock, then UnavailableError. Within one process, a lock
-serialises threads on the single connection.
+Several processes may open one database (the daemon and a CLI), and several threads one
+object: `dockyard_shim.db` gives the WAL journal, the up-front write lock and the thread
+lock.
 
 Stores rows; knows nothing about directories or mounts.
 """
@@ -18,18 +16,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dockyard_shim.db import Database
 from dockyard_shim.errors import UnavailableError
 from dockyard_shim.snapshots.api import Kind, SnapshotKey, Usage
 
 _SCHEMA_VERSION = 1
-_BUSY_TIMEOUT = 30.0  # seconds; an unpack commits in milliseconds, so a long wait means trouble
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS snapshots (
@@ -149,64 +146,23 @@ class Transaction:
 
 
 class MetaStore:
-    """The metadata database at `path`, created on first use."""
+    """The snapshot metadata at `path`, created on first use (see `dockyard_shim.db`)."""
 
     def __init__(self, path: Path) -> None:
-        self._lock = threading.RLock()
-        try:
-            # isolation_level=None: the module must not open transactions behind our back;
-            # we issue BEGIN IMMEDIATE / BEGIN ourselves.
-            self._conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT, isolation_level=None,
-                                         check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            # NORMAL in WAL mode: never corrupt; a power loss may lose the last commits,
-            # which cleanup() and the orphan rules already handle.
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            with self.write():
-                version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
-                if version > _SCHEMA_VERSION:
-                    raise UnavailableError(
-                        f"{path} has snapshot metadata version {version}, newer than this "
-                        f"dockyard understands ({_SCHEMA_VERSION}); upgrade dockyard")
-                if version < _SCHEMA_VERSION:
-                    # Not executescript(): it would COMMIT the transaction we are in.
-                    for statement in _SCHEMA:
-                        self._conn.execute(statement)
-                    self._conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-        except sqlite3.Error as e:
-            raise UnavailableError(f"cannot open snapshot metadata {path}: {e}") from e
+        self._db = Database(path, what="snapshot metadata", schema=_SCHEMA, version=_SCHEMA_VERSION)
 
     @contextmanager
     def write(self) -> Iterator[Transaction]:
-        """A write transaction: the database's write lock is held until the block ends;
-        committed when it ends normally, rolled back when it raises."""
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as e:
-                raise UnavailableError(
-                    f"snapshot metadata is locked by another process for more than "
-                    f"{_BUSY_TIMEOUT:.0f}s: {e}") from e
-            try:
-                yield Transaction(self._conn)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        """A write transaction: committed when the block ends normally, else rolled back."""
+        with self._db.write() as conn:
+            yield Transaction(conn)
 
     @contextmanager
     def read(self) -> Iterator[Transaction]:
-        """A read transaction: one consistent snapshot of the database, without blocking
-        writers (WAL)."""
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                yield Transaction(self._conn)
-            finally:
-                self._conn.execute("COMMIT")
+        """A consistent read that never blocks writers (WAL)."""
+        with self._db.read() as conn:
+            yield Transaction(conn)
 
     def close(self) -> None:
-        """Close the connection; harmless when already closed."""
-        with self._lock:
-            self._conn.close()
+        """Close the connection."""
+        self._db.close()
