@@ -111,7 +111,11 @@ async def inspect(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     record = await _call(request, lambda: runtime.observe(
         runtime.store.get(request.match_info["ref"])))
-    return web.json_response(record_json(record))
+    body = record_json(record)
+    ports = Path(record.bundle) / "ports.json"  # the host ports actually bound
+    body["published_ports"] = json.loads(ports.read_text()) if record.ip_address \
+        and ports.is_file() else []
+    return web.json_response(body)
 
 
 async def stats(request: web.Request) -> web.Response:

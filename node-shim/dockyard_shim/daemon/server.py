@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -19,6 +20,7 @@ from aiohttp import web
 from dockyard_common import get_logger
 from dockyard_shim.daemon.api import Handler, make_app
 from dockyard_shim.daemon.node import Node
+from dockyard_shim.daemon.ports import PublishedPorts
 from dockyard_shim.errors import ShimError
 from dockyard_shim.runtime.restart import restart_delay
 from dockyard_shim.runtime.state import ContainerRecord, Status
@@ -29,9 +31,11 @@ log = get_logger(__name__)
 class ExitWatcher:
     """Records a container's exit as soon as its first process ends."""
 
-    def __init__(self, node: Node, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, node: Node, loop: asyncio.AbstractEventLoop,
+                 changed: Callable[[], None]) -> None:
         self._node = node
         self._loop = loop
+        self._changed = changed  # called in the loop's thread after an exit or a restart
         self._watched: dict[int, int] = {}  # container pid -> pidfd
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -56,6 +60,7 @@ class ExitWatcher:
 
     def _record(self, container_id: str) -> None:
         runtime = self._node.runtime
+        self._loop.call_soon_threadsafe(self._changed)
         with contextlib.suppress(ShimError):  # removed meanwhile: nothing to record
             record = runtime.observe(runtime.store.get(container_id))
             log.info("container exited", container=record.name, exit_code=record.exit_code,
@@ -84,6 +89,7 @@ class ExitWatcher:
                 record = await asyncio.to_thread(self._node.runtime.store.get, container_id)
                 self.consider_restart(record)
             self.sync()
+            self._changed()
 
         self._tasks.add(task := self._loop.create_task(restart()))
         task.add_done_callback(self._tasks.discard)
@@ -107,7 +113,14 @@ async def serve(node: Node, socket: Path, *, ready: asyncio.Event | None = None)
     """Serve until SIGTERM or SIGINT; containers keep running afterwards."""
     app = make_app(node.runtime)
     loop = asyncio.get_running_loop()
-    watcher = ExitWatcher(node, loop)
+    ports = PublishedPorts(node.runtime)
+    tasks: set[asyncio.Task[None]] = set()
+
+    def ports_changed() -> None:
+        tasks.add(task := loop.create_task(ports.sync()))
+        task.add_done_callback(tasks.discard)
+
+    watcher = ExitWatcher(node, loop, ports_changed)
 
     @web.middleware
     async def resync(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -115,6 +128,7 @@ async def serve(node: Node, socket: Path, *, ready: asyncio.Event | None = None)
             return await handler(request)
         finally:
             watcher.sync()  # a start may have added a container to watch
+            await ports.sync()
 
     app.middlewares.append(resync)
     socket.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
@@ -125,6 +139,7 @@ async def serve(node: Node, socket: Path, *, ready: asyncio.Event | None = None)
     await site.start()
     socket.chmod(0o660)  # root and the socket's group only: the API runs containers as root
     watcher.sync()
+    await ports.sync()  # a new daemon publishes the ports of running containers again
     await asyncio.to_thread(watcher.restart_stopped)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -137,6 +152,7 @@ async def serve(node: Node, socket: Path, *, ready: asyncio.Event | None = None)
         await stop.wait()
     finally:
         watcher.close()
+        await ports.close()
         await runner.cleanup()
         socket.unlink(missing_ok=True)
         log.info("dockyard shim stopped; containers keep running")

@@ -38,6 +38,13 @@ from dockyard_shim.errors import (
 )
 from dockyard_shim.kernel import Kernel
 from dockyard_shim.mounts import Mount
+from dockyard_shim.network import (
+    Attachment,
+    NetworkConfig,
+    attach,
+    detach,
+    ensure_bridge,
+)
 from dockyard_shim.runtime import procfs
 from dockyard_shim.runtime.command import process_spec
 from dockyard_shim.runtime.config import ContainerConfig, validate
@@ -76,7 +83,7 @@ class Runtime:
     """Containers on this node. One per process; safe to open from several processes."""
 
     def __init__(self, root: Path, *, kernel: Kernel, images: Images, snapshots: Snapshots,
-                 cgroups: CgroupDriver) -> None:
+                 cgroups: CgroupDriver, network: NetworkConfig | None = None) -> None:
         self.root = root
         self.kernel = kernel
         self._images = images
@@ -84,6 +91,8 @@ class Runtime:
         self.cgroups = cgroups
         self.store = StateStore(root / "containers.db")
         self.execs = Execs(self)
+        self.network = network or NetworkConfig()
+        self.network_dir = root / "network"
         self.pids_dir = root / "pids"
         self.pids_dir.mkdir(parents=True, exist_ok=True)
         self.lock = threading.RLock()
@@ -155,7 +164,7 @@ class Runtime:
             volumes=tuple(Mount("bind", bind.source, bind.target,
                                 ("rbind", "ro") if bind.readonly else ("rbind",))
                           for bind in config.binds),
-            network="host" if config.network == "host" else "none",
+            network=config.network,
             readonly_rootfs=config.read_only,
             cgroup_v2=self.cgroups.version == 2,
             cgroup_v1_dirs=_v1_dirs(cgroup, self.cgroups.parent))
@@ -167,17 +176,33 @@ class Runtime:
             (self.pids_dir / str(pid)).write_text(record.bundle)
             cgroup.add_process(pid)
 
+        attachments: list[Attachment] = []
+
+        def connect(pid: int) -> None:
+            if config.network == "bridge":
+                # Made on first use: a node that never uses bridges keeps its network as is.
+                ensure_bridge(self.network)
+                attachments.append(attach(self.network, self.network_dir, record.id, pid))
+
         try:
-            spawned = spawn(self.kernel, spec, place=place)
+            spawned = spawn(self.kernel, spec, place=place, connect=connect)
         except StartError as e:
+            self._detach(record, bool(attachments))
             cgroup.delete()
             self.store.put(record.with_(status=Status.STOPPED, exit_code=e.exit_code,
                                         finished_at=time.time()))
             raise
         except BaseException:
+            self._detach(record, bool(attachments))
             cgroup.delete()
             raise
-        return self._running(record, spawned)
+        ip = str(attachments[0].ip) if attachments else ""
+        return self._running(record.with_(ip_address=ip), spawned)
+
+    def _detach(self, record: ContainerRecord, attached: bool = True) -> None:
+        """Take the container off the bridge (its address back to the pool)."""
+        if attached or record.ip_address:
+            detach(self.network, self.network_dir, record.id)
 
     def _running(self, record: ContainerRecord, spawned: Spawned) -> ContainerRecord:
         started = procfs.start_time(spawned.pid) or 0
@@ -212,9 +237,11 @@ class Runtime:
                 return record
             self._reap(record)
             outcome = self._collect(record)
+            self._detach(record, attached=False)
             record = record.with_(status=Status.STOPPED, exit_code=outcome.code,
                                   oom_killed=outcome.oom_killed,
-                                  finished_at=self._finished_at(record), pid=0)
+                                  finished_at=self._finished_at(record), pid=0,
+                                  ip_address="")
             self.store.put(record)
             return record
 

@@ -89,6 +89,8 @@ class ContainerRecord:
     backoff: float = 0.0
     """The delay before the last restart by policy (it doubles while the container
     keeps crashing soon after starting)."""
+    ip_address: str = ""
+    """The container's address on the node's bridge while it runs (bridge network only)."""
     stopped_by_user: bool = False
     """Stopped or killed on request: restart policies hold off until a manual start."""
     labels: dict[str, str] = field(default_factory=dict)
