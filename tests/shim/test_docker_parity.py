@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,12 +52,13 @@ def image_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def docker(tmp_path: Path) -> Iterator[dict[str, str]]:
+def docker() -> Iterator[dict[str, str]]:
     if shutil.which("dockerd") is None:
         pytest.fail("dockerd is not installed: run scripts/setup.sh (Debian's docker.io)")
-    root = tmp_path / "docker"
+    # A short path: containerd's sockets live under it, and unix socket paths are limited
+    # to 104 bytes, which pytest's own temporary paths can exceed.
+    root = Path(tempfile.mkdtemp(prefix="dy-docker-", dir="/tmp"))
     env = {**os.environ, "DOCKER_HOST": f"unix://{root}/docker.sock"}
-    root.mkdir()
     with (root / "log").open("ab") as log:
         daemon = subprocess.Popen(
             ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
@@ -77,6 +79,7 @@ def docker(tmp_path: Path) -> Iterator[dict[str, str]]:
         with contextlib.suppress(subprocess.CalledProcessError):  # its overlay mounts
             subprocess.run(["umount", "-R", str(root / "data")], check=True,
                            capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
