@@ -254,3 +254,13 @@ def test_binds_are_mounted_read_write_or_read_only(runtime: Runtime, tmp_path: P
     assert "Read-only file system" in log
     assert (data / "out").read_text() == "back\n"
     assert not (data / "x").exists()
+
+
+def test_commands_that_exit_at_once_still_report_their_code(runtime: Runtime) -> None:
+    """Their start time is read before they may exec: a zombie must still be matched."""
+    holder = runtime.run(_config("sleep", "60"))
+    for code in range(20):
+        record = runtime.run(_config("sh", "-c", f"exit {code}"))
+        assert runtime.wait(record.id, timeout=10).exit_code == code
+        exec_id = runtime.execs.start(holder.id, ("sh", "-c", f"exit {code}"))
+        assert runtime.execs.wait(exec_id, timeout=10) == code

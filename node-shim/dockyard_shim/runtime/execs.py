@@ -62,8 +62,11 @@ class Execs:
             directory.mkdir(parents=True)
             cgroup = self._runtime.cgroup_of(record)
 
+            identities: list[int] = []
+
             def place(pid: int) -> None:
                 (self._runtime.pids_dir / str(pid)).write_text(str(directory))
+                identities.append(procfs.identity(pid))  # before it may exec and exit
                 if cgroup is not None:
                     cgroup.add_process(pid)
 
@@ -74,7 +77,7 @@ class Execs:
             except StartError as e:
                 (directory / "exit.json").write_text(json.dumps({"exitCode": e.exit_code}))
                 raise
-            (directory / "pid").write_text(f"{pid} {procfs.start_time(pid) or 0}")
+            (directory / "pid").write_text(f"{pid} {identities[0]}")
             return exec_id
 
     def wait(self, exec_id: str, timeout: float | None = None) -> int:

@@ -25,6 +25,18 @@ def start_time(pid: int) -> int | None:
     return None if stat is None or stat[0] in ("Z", "X") else stat[1]
 
 
+def identity(pid: int) -> int:
+    """The start time of `pid`, whether it runs or has exited and awaits reaping.
+
+    Read it while the process is known to exist (before it may exec): a fast command can
+    exit before `spawn` returns, and a zombie still has its start time.
+    """
+    stat = _stat(pid)
+    if stat is None:
+        raise ProcessLookupError(pid)
+    return stat[1]
+
+
 def is_zombie_of(pid: int, started: int) -> bool:
     """True when `pid` is the process that started at `started`, exited, and awaits reaping.
 

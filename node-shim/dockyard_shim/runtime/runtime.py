@@ -171,9 +171,12 @@ class Runtime:
         (Path(record.bundle) / "container.log").touch()
         (Path(record.bundle) / "exit.json").unlink(missing_ok=True)
 
+        identities: list[int] = []
+
         def place(pid: int) -> None:
             # Indexed before the container can run: whoever reaps it can record its exit.
             (self.pids_dir / str(pid)).write_text(record.bundle)
+            identities.append(procfs.identity(pid))  # before it may exec and exit
             cgroup.add_process(pid)
 
         attachments: list[Attachment] = []
@@ -197,15 +200,15 @@ class Runtime:
             cgroup.delete()
             raise
         ip = str(attachments[0].ip) if attachments else ""
-        return self._running(record.with_(ip_address=ip), spawned)
+        return self._running(record.with_(ip_address=ip), spawned, identities[0])
 
     def _detach(self, record: ContainerRecord, attached: bool = True) -> None:
         """Take the container off the bridge (its address back to the pool)."""
         if attached or record.ip_address:
             detach(self.network, self.network_dir, record.id)
 
-    def _running(self, record: ContainerRecord, spawned: Spawned) -> ContainerRecord:
-        started = procfs.start_time(spawned.pid) or 0
+    def _running(self, record: ContainerRecord, spawned: Spawned,
+                 started: int) -> ContainerRecord:
         record = record.with_(status=Status.RUNNING, pid=spawned.pid, pid_start=started,
                               started_at=time.time(), finished_at=None, exit_code=None,
                               oom_killed=False)
