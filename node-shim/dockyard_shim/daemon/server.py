@@ -127,8 +127,9 @@ async def serve(node: Node, socket: Path, *, ready: asyncio.Event | None = None)
         try:
             return await handler(request)
         finally:
-            watcher.sync()  # a start may have added a container to watch
-            await ports.sync()
+            if request.method != "GET":  # only a change can add a container to watch
+                watcher.sync()
+                await ports.sync()
 
     app.middlewares.append(resync)
     socket.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
