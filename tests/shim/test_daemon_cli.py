@@ -94,7 +94,8 @@ def test_a_missing_command_exits_127_with_dockers_message(node: Node) -> None:
 def test_an_unknown_image_is_a_clear_error_and_leaves_nothing(node: Node) -> None:
     result = node.dockyard("run", "nginx")
     assert result.returncode == 1
-    assert "nginx" in result.stderr
+    assert "no such image: nginx" in result.stderr
+    assert "dockyard load -i FILE" in result.stderr  # and how to get one
     assert node.dockyard("ps", "-a", "-q").stdout == ""
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dockyard_shim.cgroups import CgroupDriver, detect
 from dockyard_shim.daemon.paths import state_root
+from dockyard_shim.errors import NotFoundError
 from dockyard_shim.images import ImageStore, parse_reference
 from dockyard_shim.kernel import LinuxKernel
 from dockyard_shim.runtime.ports import RunnableImage
@@ -31,7 +32,12 @@ class StoreImages:
         self._store = store
 
     def runnable(self, name: str) -> RunnableImage:
-        record = self._store.get(name)
+        try:
+            record = self._store.get(name)
+        except NotFoundError as e:
+            raise NotFoundError(
+                f"{e}: load it with `dockyard load -i FILE` or make it from a root "
+                f"filesystem with `dockyard import ROOTFS.tar {name}`") from e
         chain_id = self._store.unpack(record.id)
         config = self._store.config(record.id)
         return RunnableImage(
