@@ -59,9 +59,11 @@ def runtime(tmp_path: Path) -> Iterator[Runtime]:
     runtime = Runtime(tmp_path, kernel=LinuxKernel(), images=LayerImages(snapshots, tmp_path),
                       snapshots=snapshots, cgroups=cgroups)
     yield runtime
-    for record in runtime.store.all():
-        runtime.delete(record.id, force=True)
-    cgroups.delete_parent()
+    try:
+        for record in runtime.store.all():
+            runtime.delete(record.id, force=True)
+    finally:
+        cgroups.delete_parent()  # even when a failing test left a container behind
 
 
 def _config(*command: str, **options: object) -> ContainerConfig:
