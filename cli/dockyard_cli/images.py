@@ -20,10 +20,10 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
+from dockyard_shim.daemon.node import open_images
 from dockyard_shim.daemon.paths import state_root
 from dockyard_shim.errors import ShimError
 from dockyard_shim.images import ImageRecord, ImageStore, parse_reference
-from dockyard_shim.snapshots import OverlaySnapshotter
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,10 +32,8 @@ R = TypeVar("R")
 @contextmanager
 def open_store() -> Iterator[ImageStore]:
     """The image store of this node (today: opened in-process; later: the daemon's)."""
-    root = state_root()
-    # A short snapshotter root leaves room for more layers in overlay's one page of options.
-    with OverlaySnapshotter(root / "overlay") as snapshotter, \
-            ImageStore(root / "images", snapshotter) as store:
+    snapshotter, store = open_images(state_root())
+    with snapshotter, store:
         yield store
 
 

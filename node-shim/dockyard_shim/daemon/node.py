@@ -64,11 +64,16 @@ class Node:
         self.snapshots.close()
 
 
+def open_images(root: Path) -> tuple[OverlaySnapshotter, ImageStore]:
+    """The node's snapshotter and image store under `root`; the caller closes both."""
+    snapshots = OverlaySnapshotter(root / "overlay")
+    return snapshots, ImageStore(root / "images", snapshots)
+
+
 def open_node(root: Path | None = None, *, cgroup_parent: str = "dockyard") -> Node:
     """Open (creating if needed) the node state under `root`."""
     root = root or state_root()
-    snapshots = OverlaySnapshotter(root / "overlay")
-    images = ImageStore(root / "images", snapshots)
+    snapshots, images = open_images(root)
     cgroups = detect(parent=cgroup_parent)
     runtime = Runtime(root, kernel=LinuxKernel(), images=StoreImages(images),
                       snapshots=snapshots, cgroups=cgroups)

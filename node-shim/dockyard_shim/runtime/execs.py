@@ -8,7 +8,6 @@ keeper, through `pids/<pid>`, if we are gone).
 
 from __future__ import annotations
 
-import json
 import secrets
 from dataclasses import replace
 from pathlib import Path
@@ -24,14 +23,12 @@ from dockyard_shim.runtime import procfs
 from dockyard_shim.runtime.command import process_spec
 from dockyard_shim.runtime.config import ContainerConfig, validate
 from dockyard_shim.runtime.exec import ExecSpec, exec_in
-from dockyard_shim.runtime.process import StartError
+from dockyard_shim.runtime.process import StartError, read_exit, write_exit
 from dockyard_shim.runtime.reaping import await_pid, reap_into
 from dockyard_shim.runtime.state import Status
 
 if TYPE_CHECKING:
     from dockyard_shim.runtime.runtime import Runtime
-
-UNKNOWN_EXIT = 255
 
 
 class Execs:
@@ -75,7 +72,7 @@ class Execs:
             try:
                 pid = exec_in(self._runtime.kernel, spec, place=place)
             except StartError as e:
-                (directory / "exit.json").write_text(json.dumps({"exitCode": e.exit_code}))
+                write_exit(directory, e.exit_code)
                 raise
             (directory / "pid").write_text(f"{pid} {identities[0]}")
             return exec_id
@@ -83,17 +80,13 @@ class Execs:
     def wait(self, exec_id: str, timeout: float | None = None) -> int:
         """Block until the exec's process exits; its exit code."""
         directory = self._dir(exec_id)
-        exit_file = directory / "exit.json"
-        if not exit_file.exists():
+        if not (directory / "exit.json").exists():
             pid, started = (int(x) for x in (directory / "pid").read_text().split())
             if not await_pid(pid, started, timeout):
                 raise UnavailableError(f"exec {exec_id} still runs after {timeout:g}s")
             reap_into(pid, started, directory)
             (self._runtime.pids_dir / str(pid)).unlink(missing_ok=True)
-        try:
-            return int(json.loads(exit_file.read_text())["exitCode"])
-        except (OSError, ValueError, KeyError):
-            return UNKNOWN_EXIT
+        return read_exit(directory).code
 
     def log_path(self, exec_id: str) -> Path:
         return self._dir(exec_id) / "log"

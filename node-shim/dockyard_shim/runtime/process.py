@@ -100,21 +100,50 @@ def close_all(*fds: int) -> None:
         os.close(fd)
 
 
-def record_exit(bundle: Path, status: int) -> None:
-    """Write the container's exit record from a wait status (whoever reaped it calls this).
+UNKNOWN_EXIT = 255
+"""The exit code when nobody could reap the process and its status is lost (as Docker)."""
 
-    Atomic (temp then rename): readers see the whole record or none. The first record
-    wins: a second reaper report of the same exit never overwrites it.
+
+@dataclass(frozen=True)
+class ExitRecord:
+    """How a container's (or exec's) process ended, as stored in `exit.json`."""
+
+    code: int
+    finished_at: float
+
+
+def record_exit(bundle: Path, status: int) -> None:
+    """Write the exit record from a wait status (whoever reaped the process calls this)."""
+    signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    write_exit(bundle, 128 + signum if signum else os.WEXITSTATUS(status), signum)
+
+
+def write_exit(bundle: Path, code: int, signum: int | None = None) -> None:
+    """Write `bundle/exit.json`, atomically (temp then rename: readers see all or nothing).
+
+    The first record wins: a second reaper's report of the same exit never overwrites it.
     """
     path = bundle / "exit.json"
     if path.exists():
         return
-    signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-    record = {"exitCode": 128 + signum if signum else os.WEXITSTATUS(status),
-              "signal": signum, "finishedAt": time.time()}
+    record = {"exitCode": code, "signal": signum, "finishedAt": time.time()}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record))
     tmp.replace(path)
+
+
+def read_exit(bundle: Path, *, grace: float = 0.0) -> ExitRecord:
+    """The exit record in `bundle`, waiting up to `grace` seconds for another reaper (the
+    keeper) to write it; UNKNOWN_EXIT, finished now, when there is none."""
+    path = bundle / "exit.json"
+    deadline = time.monotonic() + grace
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        data = json.loads(path.read_text())
+        return ExitRecord(int(data["exitCode"]), float(data["finishedAt"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return ExitRecord(UNKNOWN_EXIT, time.time())
 
 
 def setup_stdio(log_fd: int) -> None:

@@ -51,10 +51,7 @@ from dockyard_shim.runtime.config import ContainerConfig, validate
 from dockyard_shim.runtime.execs import Execs
 from dockyard_shim.runtime.names import random_name
 from dockyard_shim.runtime.ports import Images, RunnableImage, Snapshots
-from dockyard_shim.runtime.process import (
-    StartError,
-    become_subreaper,
-)
+from dockyard_shim.runtime.process import StartError, become_subreaper, read_exit
 from dockyard_shim.runtime.reaping import await_pid, reap_into
 from dockyard_shim.runtime.spawn import SandboxSpec, Spawned, spawn
 from dockyard_shim.runtime.state import (
@@ -69,7 +66,6 @@ from dockyard_shim.runtime.state import (
     require,
 )
 
-_UNKNOWN_EXIT = 255  # nobody could reap it: the exit status is lost (Docker reports 255)
 _EXIT_RECORD_GRACE = 1.0  # how long to wait for another reaper's exit record
 
 
@@ -77,6 +73,7 @@ _EXIT_RECORD_GRACE = 1.0  # how long to wait for another reaper's exit record
 class Exit:
     code: int
     oom_killed: bool
+    finished_at: float
 
 
 class Runtime:
@@ -243,7 +240,7 @@ class Runtime:
             self._detach(record, attached=False)
             record = record.with_(status=Status.STOPPED, exit_code=outcome.code,
                                   oom_killed=outcome.oom_killed,
-                                  finished_at=self._finished_at(record), pid=0,
+                                  finished_at=outcome.finished_at, pid=0,
                                   ip_address="")
             self.store.put(record)
             return record
@@ -253,14 +250,7 @@ class Runtime:
         reap_into(record.pid, record.pid_start, Path(record.bundle))
 
     def _collect(self, record: ContainerRecord) -> Exit:
-        exit_file = Path(record.bundle) / "exit.json"
-        deadline = time.monotonic() + _EXIT_RECORD_GRACE
-        while not exit_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)  # another reaper (the keeper) is writing it
-        try:
-            code = int(json.loads(exit_file.read_text())["exitCode"])
-        except (OSError, ValueError, KeyError):
-            code = _UNKNOWN_EXIT
+        ended = read_exit(Path(record.bundle), grace=_EXIT_RECORD_GRACE)
         (self.pids_dir / str(record.pid)).unlink(missing_ok=True)
         cgroup = self.cgroup_of(record)
         oom = False
@@ -269,15 +259,7 @@ class Runtime:
             if cgroup.pids():  # PID 1's death ends its pid namespace; this is a safety net
                 cgroup.kill_all()
             cgroup.delete()
-        return Exit(code, oom)
-
-    @staticmethod
-    def _finished_at(record: ContainerRecord) -> float:
-        try:
-            return float(json.loads((Path(record.bundle) / "exit.json").read_text())
-                         ["finishedAt"])
-        except (OSError, ValueError, KeyError):
-            return time.time()
+        return Exit(ended.code, oom, ended.finished_at)
 
     def wait(self, ref: str, timeout: float | None = None) -> ContainerRecord:
         """Block until the container stops; return its final record (docker wait)."""
