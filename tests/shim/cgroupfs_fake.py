@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
-from dockyard_shim.cgroups import CgroupDriver, CgroupFs
+from dockyard_shim.cgroups import Cgroup, CgroupDriver, CgroupFs
 
 ROOT_CONTROLLERS = ("cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma", "misc")
 
@@ -256,6 +256,17 @@ def cleanup(driver: CgroupDriver) -> None:
     driver.delete_parent()
 
 
+def forking_sleepers(count: int, ready: str = "forked") -> str:
+    """A script that forks `count` sleeping children, prints `ready`, then sleeps itself."""
+    return ("import os, time\n"
+            f"for _ in range({count}):\n"
+            "    if os.fork() == 0:\n"
+            "        time.sleep(60)\n"
+            "        os._exit(0)\n"
+            f"print({ready!r}, flush=True)\n"
+            "time.sleep(60)\n")
+
+
 class Children:
     """Python children started by a test, each killed (if still running) and reaped."""
 
@@ -284,6 +295,13 @@ class Children:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         self.started.append(child)
+        return child
+
+    def start_in(self, cgroup: Cgroup, script: str) -> subprocess.Popen[str]:
+        """Start `script` as a process of `cgroup`: placed before it runs any of it."""
+        child = self.start(script)
+        cgroup.add_process(child.pid)
+        self.go(child)
         return child
 
     @staticmethod

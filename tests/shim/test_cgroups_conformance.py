@@ -29,7 +29,13 @@ from dockyard_shim.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
-from tests.shim.cgroupfs_fake import Children, ScratchCgroup2, cleanup, unique_parent
+from tests.shim.cgroupfs_fake import (
+    Children,
+    ScratchCgroup2,
+    cleanup,
+    forking_sleepers,
+    unique_parent,
+)
 
 V1 = pytest.param("v1", marks=pytest.mark.root, id="v1")
 V2_KERNEL = pytest.param("v2-kernel", marks=pytest.mark.root, id="v2-kernel")
@@ -218,9 +224,7 @@ def test_freeze_stops_a_counting_process_and_thaw_resumes_it(
 ) -> None:
     count_file = tmp_path / "count"
     cgroup = kernel_driver.create("c1")
-    child = children.start(f"COUNT_FILE = {str(count_file)!r}\n" + COUNTER)
-    cgroup.add_process(child.pid)
-    children.go(child)
+    children.start_in(cgroup, f"COUNT_FILE = {str(count_file)!r}\n" + COUNTER)
     _wait_for(lambda: _count(count_file) > 0)
 
     cgroup.freeze()
@@ -238,17 +242,7 @@ def test_kill_all_kills_every_process_including_forked_ones(
     kernel_driver: CgroupDriver, children: Children
 ) -> None:
     cgroup = kernel_driver.create("c1")
-    child = children.start(
-        "import os, time\n"
-        "for _ in range(4):\n"
-        "    if os.fork() == 0:\n"
-        "        time.sleep(60)\n"
-        "        os._exit(0)\n"
-        "print('forked', flush=True)\n"
-        "time.sleep(60)\n"
-    )
-    cgroup.add_process(child.pid)
-    children.go(child)
+    child = children.start_in(cgroup, forking_sleepers(4))
     assert children.line(child) == "forked"
     assert len(cgroup.pids()) == 5
 

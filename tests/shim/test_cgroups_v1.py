@@ -15,7 +15,7 @@ import pytest
 
 from dockyard_shim.cgroups import Limits, V1Driver, detect
 from dockyard_shim.errors import InvalidArgumentError, UnavailableError
-from tests.shim.cgroupfs_fake import Children, cleanup, unique_parent
+from tests.shim.cgroupfs_fake import Children, cleanup, forking_sleepers, unique_parent
 
 pytestmark = pytest.mark.root
 
@@ -49,7 +49,8 @@ def children() -> Iterator[Children]:
 def test_a_fork_bomb_is_stopped_by_pids_max(driver: V1Driver, children: Children) -> None:
     cgroup = driver.create("bomb")
     cgroup.set_limits(Limits(pids_max=10))
-    child = children.start(
+    child = children.start_in(
+        cgroup,
         "import os, time\n"
         "made, refused = 0, set()\n"
         "for _ in range(50):\n"
@@ -65,8 +66,6 @@ def test_a_fork_bomb_is_stopped_by_pids_max(driver: V1Driver, children: Children
         "print(made, *sorted(refused), flush=True)\n"
         "time.sleep(60)\n"
     )
-    cgroup.add_process(child.pid)
-    children.go(child)
 
     made, *refused = (int(word) for word in children.line(child).split())
 
@@ -83,9 +82,7 @@ def test_an_allocation_beyond_the_memory_limit_is_oom_killed_and_counted(
     cgroup.set_limits(Limits(memory_bytes=32 << 20))
     assert cgroup.oom_kills() == 0
     # bytes * n writes every page; a bytearray(n) would stay untouched zero pages.
-    child = children.start("data = b'x' * (256 << 20)\nprint('survived', flush=True)")
-    cgroup.add_process(child.pid)
-    children.go(child)
+    child = children.start_in(cgroup, "data = b'x' * (256 << 20)\nprint('survived', flush=True)")
 
     assert child.wait(timeout=20) == -9
     assert cgroup.oom_kills() == 1
@@ -97,9 +94,7 @@ def test_a_cpu_quota_of_200m_holds_a_busy_loop_near_a_fifth_of_a_cpu(
 ) -> None:
     cgroup = driver.create("spin")
     cgroup.set_limits(Limits(cpu_millis=200))
-    child = children.start("while True: pass")
-    cgroup.add_process(child.pid)
-    children.go(child)
+    children.start_in(cgroup, "while True: pass")
     time.sleep(0.2)  # past the interpreter's start
 
     used_before, wall_before = cgroup.stats().cpu_usage_ns, time.monotonic_ns()
@@ -114,7 +109,8 @@ def test_a_cpu_quota_of_200m_holds_a_busy_loop_near_a_fifth_of_a_cpu(
 
 def test_stats_report_memory_cpu_and_pids(driver: V1Driver, children: Children) -> None:
     cgroup = driver.create("busy")
-    child = children.start(
+    child = children.start_in(
+        cgroup,
         "import os, time\n"
         "data = b'x' * (40 << 20)\n"
         "end = time.monotonic() + 0.2\n"
@@ -126,8 +122,6 @@ def test_stats_report_memory_cpu_and_pids(driver: V1Driver, children: Children) 
         "print('ready', flush=True)\n"
         "time.sleep(60)\n"
     )
-    cgroup.add_process(child.pid)
-    children.go(child)
     assert children.line(child) == "ready"
 
     stats = cgroup.stats()
@@ -168,10 +162,8 @@ def test_a_memory_limit_below_current_usage_is_refused_naming_the_limit(
     driver: V1Driver, children: Children
 ) -> None:
     cgroup = driver.create("full")
-    child = children.start("data = b'x' * (40 << 20)\nprint('ready', flush=True)\n"
-                           "sys.stdin.readline()")
-    cgroup.add_process(child.pid)
-    children.go(child)
+    child = children.start_in(cgroup, "data = b'x' * (40 << 20)\nprint('ready', flush=True)\n"
+                                      "sys.stdin.readline()")
     assert children.line(child) == "ready"
 
     with pytest.raises(InvalidArgumentError, match=r"memory_bytes=1048576.*EBUSY"):
@@ -216,17 +208,7 @@ def test_without_a_freezer_kill_all_still_kills_every_process(
     without_freezer_and_pids: V1Driver, children: Children
 ) -> None:
     cgroup = without_freezer_and_pids.create("c1")
-    child = children.start(
-        "import os, time\n"
-        "for _ in range(3):\n"
-        "    if os.fork() == 0:\n"
-        "        time.sleep(60)\n"
-        "        os._exit(0)\n"
-        "print('forked', flush=True)\n"
-        "time.sleep(60)\n"
-    )
-    cgroup.add_process(child.pid)
-    children.go(child)
+    child = children.start_in(cgroup, forking_sleepers(3))
     assert children.line(child) == "forked"
 
     cgroup.kill_all()
@@ -241,14 +223,13 @@ def test_without_a_pids_hierarchy_tasks_are_counted_and_pids_max_is_refused(
     without_freezer_and_pids: V1Driver, children: Children
 ) -> None:
     cgroup = without_freezer_and_pids.create("c1")
-    child = children.start(
+    child = children.start_in(
+        cgroup,
         "import threading, time\n"
         "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
         "print('threads', flush=True)\n"
         "time.sleep(60)\n"
     )
-    cgroup.add_process(child.pid)
-    children.go(child)
     assert children.line(child) == "threads"
 
     assert cgroup.stats().pids_current == 2

@@ -16,7 +16,7 @@ import pytest
 
 from dockyard_shim.cgroups import Limits, V2Driver, parse_mountinfo
 from dockyard_shim.errors import UnavailableError
-from tests.shim.cgroupfs_fake import Children, RecordingFs, cleanup, unique_parent
+from tests.shim.cgroupfs_fake import Children, RecordingFs, cleanup, forking_sleepers, unique_parent
 
 pytestmark = pytest.mark.root
 
@@ -113,17 +113,7 @@ def test_without_cgroup_kill_kill_all_freezes_signals_and_thaws_until_empty(
 ) -> None:
     old_kernel = RecordingFs(hidden=frozenset({"cgroup.kill"}))
     cgroup = V2Driver(driver.mount, driver.parent, old_kernel).create("c1")
-    child = children.start(
-        "import os, time\n"
-        "for _ in range(3):\n"
-        "    if os.fork() == 0:\n"
-        "        time.sleep(60)\n"
-        "        os._exit(0)\n"
-        "print('forked', flush=True)\n"
-        "time.sleep(60)\n"
-    )
-    cgroup.add_process(child.pid)
-    children.go(child)
+    child = children.start_in(cgroup, forking_sleepers(3))
     assert children.line(child) == "forked"
 
     cgroup.kill_all()
@@ -137,10 +127,9 @@ def test_without_cgroup_kill_kill_all_freezes_signals_and_thaws_until_empty(
 
 def test_cpu_usage_comes_from_cpu_stat(driver: V2Driver, children: Children) -> None:
     cgroup = driver.create("c1")
-    child = children.start("import time\nend = time.monotonic() + 0.2\n"
-                           "while time.monotonic() < end: pass\nprint('done', flush=True)")
-    cgroup.add_process(child.pid)
-    children.go(child)
+    child = children.start_in(cgroup, "import time\nend = time.monotonic() + 0.2\n"
+                                      "while time.monotonic() < end: pass\n"
+                                      "print('done', flush=True)")
     assert children.line(child) == "done"
 
     usage = cgroup.stats().cpu_usage_ns
@@ -158,15 +147,14 @@ def test_without_the_pids_controller_tasks_are_counted_from_cgroup_threads(
     if "pids" in driver.controllers:
         pytest.skip("this cgroup2 tree offers the pids controller")
     cgroup = driver.create("c1")
-    child = children.start(
+    child = children.start_in(
+        cgroup,
         "import threading, time\n"
         "for _ in range(3):\n"
         "    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
         "print('threads', flush=True)\n"
         "time.sleep(60)\n"
     )
-    cgroup.add_process(child.pid)
-    children.go(child)
     assert children.line(child) == "threads"
 
     assert cgroup.stats().pids_current == 4
