@@ -28,9 +28,13 @@ class PublishedPorts:
         self._runtime = runtime
         self._active: dict[str, list[PortForwarder]] = {}
 
-    async def sync(self) -> None:
-        """Start forwarders for new publishing containers, stop those of gone ones."""
-        wanted = {r.id: r for r in self._runtime.store.all()
+    async def sync(self, records: list[ContainerRecord] | None = None) -> None:
+        """Start forwarders for new publishing containers, stop those of gone ones.
+
+        `records` are the node's containers when the caller has read them already.
+        """
+        records = self._runtime.store.all() if records is None else records
+        wanted = {r.id: r for r in records
                   if r.status in (Status.RUNNING, Status.PAUSED) and r.ip_address
                   and r.config.get("ports")}
         for container_id in set(self._active) - set(wanted):

@@ -39,9 +39,9 @@ class ExitWatcher:
         self._watched: dict[int, int] = {}  # container pid -> pidfd
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def sync(self) -> None:
-        """Watch every running container not watched yet."""
-        for record in self._node.runtime.store.all():
+    def sync(self, records: list[ContainerRecord] | None = None) -> None:
+        """Watch every running container (of `records`, default all) not watched yet."""
+        for record in self._node.runtime.store.all() if records is None else records:
             if record.status in (Status.RUNNING, Status.PAUSED) and record.pid \
                     and record.pid not in self._watched:
                 try:
@@ -128,8 +128,9 @@ async def serve(node: Node, socket: Path, *, ready: asyncio.Event | None = None)
             return await handler(request)
         finally:
             if request.method != "GET":  # only a change can add a container to watch
-                watcher.sync()
-                await ports.sync()
+                records = node.runtime.store.all()
+                watcher.sync(records)
+                await ports.sync(records)
 
     app.middlewares.append(resync)
     socket.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
@@ -139,8 +140,9 @@ async def serve(node: Node, socket: Path, *, ready: asyncio.Event | None = None)
     site = web.UnixSite(runner, str(socket))
     await site.start()
     socket.chmod(0o660)  # root and the socket's group only: the API runs containers as root
-    watcher.sync()
-    await ports.sync()  # a new daemon publishes the ports of running containers again
+    records = node.runtime.store.all()
+    watcher.sync(records)
+    await ports.sync(records)  # a new daemon publishes the ports of running containers again
     await asyncio.to_thread(watcher.restart_stopped)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
