@@ -17,17 +17,16 @@ unclosed socket would too: pytest turns its ResourceWarning into an error).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
 import os
 import signal
 import socket
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dockyard_shim.kernel import CLONE_NEWNET, LinuxKernel
+from dockyard_shim.network.loopback import loopback_up
 
 _KERNEL = LinuxKernel()
 _IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
@@ -39,15 +38,6 @@ def _own_namespace() -> int:
 
 def _setns(fd: int) -> None:
     _KERNEL.setns(fd, CLONE_NEWNET)
-
-
-def loopback_up() -> None:
-    """Bring `lo` up in the calling thread's namespace (SIOCGIFFLAGS, SIOCSIFFLAGS)."""
-    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        request = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, siocgifflags, request))[1]
-        fcntl.ioctl(sock, siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
 
 
 @dataclass

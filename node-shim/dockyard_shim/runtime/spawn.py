@@ -31,10 +31,7 @@ syscalls and simple Python, and always ends in exec or os._exit.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import socket
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +39,7 @@ from pathlib import Path
 from dockyard_shim.kernel import Kernel
 from dockyard_shim.kernel import consts as k
 from dockyard_shim.mounts import Mount, perform, resolve_in_root
+from dockyard_shim.network.loopback import loopback_up
 from dockyard_shim.runtime import capabilities, rootfs
 from dockyard_shim.runtime.process import (
     SETUP_FAILED,
@@ -212,7 +210,7 @@ def _init_main(kernel: Kernel, spec: SandboxSpec, status_w: int, go_r: int,
     if os.read(go_r, 1) != b"g":
         os._exit(SETUP_FAILED)  # the caller gave up
     if spec.network != "host":
-        _loopback_up()
+        loopback_up()
     kernel.sethostname(spec.hostname)
     _setup_filesystem(kernel, spec)
     setup_stdio(log_fd)
@@ -304,14 +302,5 @@ def _mask_and_protect(kernel: Kernel, root: Path, plan: rootfs.Plan) -> None:
             kernel.mount(str(target), str(target), "", k.MS_BIND | k.MS_REC, "")
             kernel.mount("", str(target), "",
                          k.MS_REMOUNT | k.MS_BIND | k.MS_RDONLY | k.MS_REC, "")
-
-
-def _loopback_up() -> None:
-    """Bring `lo` up in our new network namespace (SIOCGIFFLAGS, then SIOCSIFFLAGS)."""
-    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        request = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, siocgifflags, request))[1]
-        fcntl.ioctl(sock, siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
 
 
