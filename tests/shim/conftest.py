@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.shim.cgroupfs_fake import Children
+
 IS_ROOT = os.geteuid() == 0
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -70,6 +72,13 @@ def _daemons(base: Path) -> set[int]:
             if b"dockyard_cli\0shim" in cmdline and marker in environ:
                 found.add(int(entry.name))
     return found
+
+
+@pytest.fixture
+def children() -> Iterator[Children]:
+    """Python child processes for a test, each killed (if still running) and reaped."""
+    with Children() as started:
+        yield started
 
 
 @pytest.fixture(autouse=True)

@@ -90,12 +90,6 @@ def limits_driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cg
     cleanup(made)
 
 
-@pytest.fixture
-def children() -> Iterator[Children]:
-    with Children() as started:
-        yield started
-
-
 # Every driver.
 
 def test_a_created_cgroup_exists_is_listed_and_can_be_loaded(driver: CgroupDriver) -> None:

@@ -40,12 +40,6 @@ def without_freezer_and_pids(driver: V1Driver) -> Iterator[V1Driver]:
     cleanup(made)
 
 
-@pytest.fixture
-def children() -> Iterator[Children]:
-    with Children() as started:
-        yield started
-
-
 def test_a_fork_bomb_is_stopped_by_pids_max(driver: V1Driver, children: Children) -> None:
     cgroup = driver.create("bomb")
     cgroup.set_limits(Limits(pids_max=10))

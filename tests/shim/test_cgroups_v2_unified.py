@@ -37,12 +37,6 @@ def driver(fs: RecordingFs) -> Iterator[V2Driver]:
     cleanup(made)
 
 
-@pytest.fixture
-def children() -> Iterator[Children]:
-    with Children() as started:
-        yield started
-
-
 def _events(driver: V2Driver, name: str) -> dict[str, str]:
     text = (Path(driver.mount) / driver.parent / name / "cgroup.events").read_text()
     return dict(line.split() for line in text.splitlines())
