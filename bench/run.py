@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
-import busybox_image  # noqa: E402 -- a script module, found through the path above
+import busybox_image  # noqa: E402 -- script modules, found through the path above
+from dockerd import DockerdUnavailableError, private_dockerd  # noqa: E402
 
 DOCKYARD = [sys.executable, "-m", "dockyard_cli"]
 
@@ -112,7 +112,7 @@ def bench_start(work: Path, env: dict[str, str], samples: int) -> list[tuple[str
     rows = [("dockyard API", timed(via_api, samples)),
             ("dockyard run --rm (CLI)", timed(via_cli, samples)),
             ("runc run", timed(via_runc, samples))]
-    with private_docker(work) as docker:
+    with docker_with_busybox(work) as docker:
         if docker is not None:
             rows.append(("docker run --rm", timed(lambda: subprocess.run(
                 ["docker", "run", "--rm", "--network", "none", "dockyard-bench-busybox",
@@ -135,39 +135,15 @@ def _runc_bundle(work: Path) -> Path:
 
 
 @contextmanager
-def private_docker(work: Path) -> Iterator[dict[str, str] | None]:
-    """A Docker engine of our own (Debian's docker.io) with its networking off, or None.
-
-    Its root is a short path: containerd's sockets live under it, and unix socket paths are
-    limited to 104 bytes.
-    """
-    if shutil.which("dockerd") is None:
-        yield None
-        return
-    root = Path(tempfile.mkdtemp(prefix="dy-bench-docker-", dir="/tmp"))
-    env = {**os.environ, "DOCKER_HOST": f"unix://{root}/docker.sock"}
-    with (root / "log").open("ab") as log:
-        engine = subprocess.Popen(
-            ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-             "--pidfile", str(root / "pid"), "-H", env["DOCKER_HOST"], "--bridge=none",
-             "--iptables=false", "--ip6tables=false", "--ip-masq=false",
-             "--userland-proxy=false"], stdout=log, stderr=log)
+def docker_with_busybox(work: Path) -> Iterator[dict[str, str] | None]:
+    """A private Docker engine with the benchmark's busybox image, or None if it cannot run."""
     try:
-        deadline = time.monotonic() + 60
-        while subprocess.run(["docker", "info"], env=env, capture_output=True,
-                             check=False).returncode != 0:
-            if engine.poll() is not None or time.monotonic() > deadline:
-                yield None
-                return
-            time.sleep(0.2)
-        subprocess.run(["docker", "import", str(work / "busybox.tar"),
-                        "dockyard-bench-busybox"], env=env, check=True, capture_output=True)
-        yield env
-    finally:
-        engine.terminate()
-        engine.wait(timeout=60)
-        subprocess.run(["umount", "-R", str(root / "data")], capture_output=True, check=False)
-        shutil.rmtree(root, ignore_errors=True)
+        with private_dockerd() as env:
+            subprocess.run(["docker", "import", str(work / "busybox.tar"),
+                            "dockyard-bench-busybox"], env=env, check=True, capture_output=True)
+            yield env
+    except DockerdUnavailableError:
+        yield None
 
 
 # ----------------------------------------------------------------------- snapshot

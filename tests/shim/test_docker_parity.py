@@ -8,12 +8,9 @@ outputs must be equal except for the differences listed here with their reasons.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +21,9 @@ pytestmark = [pytest.mark.root, pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE = Path(__file__).with_name("probe.sh")
+sys.path.insert(0, str(REPO / "scripts"))
+import busybox_image  # noqa: E402 -- script modules, found through the path above
+from dockerd import DockerdUnavailableError, private_dockerd  # noqa: E402
 
 # Lines Docker shows and we do not, and why.
 ONLY_DOCKER = {
@@ -43,9 +43,6 @@ ONLY_DOCKYARD = {
 
 @pytest.fixture(scope="module")
 def image_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    sys.path.insert(0, str(REPO / "scripts"))
-    import busybox_image  # noqa: PLC0415 -- a script module
-
     out = tmp_path_factory.mktemp("image") / "busybox.tar"
     busybox_image.build(out)
     return out
@@ -53,33 +50,11 @@ def image_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def docker() -> Iterator[dict[str, str]]:
-    if shutil.which("dockerd") is None:
-        pytest.fail("dockerd is not installed: run scripts/setup.sh (Debian's docker.io)")
-    # A short path: containerd's sockets live under it, and unix socket paths are limited
-    # to 104 bytes, which pytest's own temporary paths can exceed.
-    root = Path(tempfile.mkdtemp(prefix="dy-docker-", dir="/tmp"))
-    env = {**os.environ, "DOCKER_HOST": f"unix://{root}/docker.sock"}
-    with (root / "log").open("ab") as log:
-        daemon = subprocess.Popen(
-            ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-             "--pidfile", str(root / "pid"), "-H", env["DOCKER_HOST"], "--bridge=none",
-             "--iptables=false", "--ip6tables=false", "--ip-masq=false",
-             "--userland-proxy=false"], stdout=log, stderr=log)
     try:
-        deadline = time.monotonic() + 60
-        while subprocess.run(["docker", "info"], env=env, capture_output=True,
-                             check=False).returncode != 0:
-            assert daemon.poll() is None, (root / "log").read_text()
-            assert time.monotonic() < deadline, "dockerd did not start"
-            time.sleep(0.2)
-        yield env
-    finally:
-        daemon.terminate()
-        daemon.wait(timeout=60)
-        with contextlib.suppress(subprocess.CalledProcessError):  # its overlay mounts
-            subprocess.run(["umount", "-R", str(root / "data")], check=True,
-                           capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        with private_dockerd() as env:
+            yield env
+    except DockerdUnavailableError as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture
