@@ -154,6 +154,12 @@ class V1Cgroup(Cgroup):
         """The cgroup's directory in each hierarchy."""
         return [directory.path for directory in self._dirs.values()]
 
+    @property
+    def hierarchy_dirs(self) -> dict[str, Path]:
+        """The cgroup's directory by hierarchy name (`memory`, `cpu,cpuacct`…): the name of
+        the hierarchy's mount point, as a container sees it under /sys/fs/cgroup."""
+        return {mount.name: directory.path for mount, directory in self._dirs.items()}
+
     def _dir(self, controller: str) -> CgroupDir:
         directory = self._by_controller.get(controller)
         if directory is None:

@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path
 
 from dockyard_shim.cgroups import Cgroup, CgroupDriver, Limits, Stats, V1Cgroup
 from dockyard_shim.errors import (
@@ -164,7 +164,7 @@ class Runtime:
             network=config.network,
             readonly_rootfs=config.read_only,
             cgroup_v2=self.cgroups.version == 2,
-            cgroup_v1_dirs=_v1_dirs(cgroup, self.cgroups.parent))
+            cgroup_v1_dirs=_v1_dirs(cgroup))
         (Path(record.bundle) / "container.log").touch()
         (Path(record.bundle) / "exit.json").unlink(missing_ok=True)
 
@@ -410,9 +410,8 @@ class Runtime:
 
 
 
-def _v1_dirs(cgroup: Cgroup, parent: str) -> tuple[tuple[str, str], ...]:
+def _v1_dirs(cgroup: Cgroup) -> tuple[tuple[str, str], ...]:
     """(hierarchy name, container cgroup dir) for each v1 hierarchy the cgroup lives in."""
     if not isinstance(cgroup, V1Cgroup):
         return ()
-    depth = len(PurePath(parent).parts)  # <mount point>/<parent…>/<container>
-    return tuple((path.parents[depth].name, str(path)) for path in cgroup.paths)
+    return tuple((name, str(path)) for name, path in cgroup.hierarchy_dirs.items())
