@@ -121,9 +121,10 @@ def test_without_cgroup_kill_kill_all_freezes_signals_and_thaws_until_empty(
 
 def test_cpu_usage_comes_from_cpu_stat(driver: V2Driver, children: Children) -> None:
     cgroup = driver.create("c1")
+    # Blocks on stdin after "done": idle, not exiting (an exit burns cpu between readings).
     child = children.start_in(cgroup, "import time\nend = time.monotonic() + 0.2\n"
                                       "while time.monotonic() < end: pass\n"
-                                      "print('done', flush=True)")
+                                      "print('done', flush=True)\nsys.stdin.readline()")
     assert children.line(child) == "done"
 
     usage = cgroup.stats().cpu_usage_ns
