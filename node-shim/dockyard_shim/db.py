@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,7 +39,7 @@ class Database:
             # isolation_level=None: the module must not open transactions behind our back.
             self._conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
                                          check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._use_wal()
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             with self.write() as conn:
@@ -53,6 +54,19 @@ class Database:
                     conn.execute(f"PRAGMA user_version = {version}")
         except sqlite3.Error as e:
             raise UnavailableError(f"cannot open {what} {path}: {e}") from e
+
+    def _use_wal(self) -> None:
+        # Turning a new file to WAL takes an exclusive lock, and when connections race for
+        # it SQLite answers "locked" at once, without waiting: retry for the busy timeout.
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
