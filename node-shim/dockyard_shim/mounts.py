@@ -51,20 +51,22 @@ def resolve_in_root(root: Path, path: str) -> Path:
     An absolute symlink is taken relative to `root`, and `..` never climbs above it, exactly
     as if `root` were `/` (chroot semantics). Components that do not exist are kept as they
     are, so the result may not exist. Raises InvalidArgumentError on a symlink loop.
+    `root` itself is the host's and trusted: links in it are left to the kernel. Strings,
+    not `Path`s, inside: a container start resolves dozens of paths.
     """
-    root = root.resolve()
+    base = os.path.abspath(root)
     parts = [p for p in path.split("/") if p not in ("", ".")]
+    parts.reverse()  # a stack: the next component last
     resolved: list[str] = []
     links = 0
     while parts:
-        part = parts.pop(0)
+        part = parts.pop()
         if part == "..":
             if resolved:
                 resolved.pop()
             continue
-        candidate = root.joinpath(*resolved, part)
         try:
-            target = os.readlink(candidate)
+            target = os.readlink("/".join((base, *resolved, part)))
         except OSError:
             resolved.append(part)  # not a link (or missing): keep the name as it is
             continue
@@ -73,8 +75,8 @@ def resolve_in_root(root: Path, path: str) -> Path:
             raise InvalidArgumentError(f"too many levels of symbolic links resolving {path!r}")
         if target.startswith("/"):
             resolved = []
-        parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-    return root.joinpath(*resolved)
+        parts.extend(reversed([p for p in target.split("/") if p not in ("", ".")]))
+    return Path(base, *resolved)
 
 
 # mount(8) option words that are flags; everything else is filesystem data.

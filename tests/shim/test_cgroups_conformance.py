@@ -188,6 +188,22 @@ def test_an_added_process_is_listed_and_counted(
     assert cgroup.stats().pids_current == 1
 
 
+def test_a_process_joins_by_writing_0_to_each_join_file(
+    kernel_driver: CgroupDriver, children: Children
+) -> None:
+    """How a container's first process moves itself in before exec (see `join_files`)."""
+    cgroup = kernel_driver.create("c1")
+    files = [str(path) for path in cgroup.join_files()]
+    child = children.start(f"for path in {files!r}:\n"
+                           "    with open(path, 'w') as f: f.write('0')\n"
+                           "print('joined', flush=True)\n"
+                           "sys.stdin.readline()\n")
+    children.go(child)
+    assert child.stdout is not None
+    assert child.stdout.readline() == "joined\n"
+    assert cgroup.pids() == [child.pid]
+
+
 def test_adding_a_process_that_does_not_exist_is_not_found(
     kernel_driver: CgroupDriver, children: Children
 ) -> None:

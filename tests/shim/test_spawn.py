@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,6 @@ from dockyard_shim.runtime import capabilities
 from dockyard_shim.runtime.process import (
     ProcessSpec,
     StartError,
-    become_subreaper,
     record_exit,
 )
 from dockyard_shim.runtime.spawn import SandboxSpec, spawn
@@ -25,12 +24,6 @@ from tests.shim.rootfs_dir import busybox_rootfs
 DOCKER_DEFAULT_CAPS = 0xA80425FB  # CapEff of `docker run busybox` with default settings
 
 Run = Callable[..., tuple[int, str]]
-
-
-@pytest.fixture(autouse=True)
-def _subreaper() -> None:
-    """The container's PID 1 is reparented to us, as it is to the daemon."""
-    become_subreaper(LinuxKernel())
 
 
 def _reap(pid: int, spec: SandboxSpec) -> None:
@@ -206,27 +199,40 @@ def _spec(tmp_path: Path, *args: str) -> SandboxSpec:
                        process=ProcessSpec(args=args, env=("PATH=/bin",)), hostname="h")
 
 
-@pytest.mark.parametrize("cgroup_v2", [False, True])
-def test_hooks_run_in_order_and_always_before_the_command(tmp_path: Path,
-                                                          cgroup_v2: bool) -> None:
-    """v2: place, then namespaces (the cgroup namespace is rooted at the container's
-    cgroup); v1: namespaces, connect, then place while the root is being built."""
+def test_hooks_run_before_the_command_and_connect_sees_the_new_namespaces(
+        tmp_path: Path) -> None:
     seen: dict[str, str] = {}
 
     def place(pid: int) -> None:
-        seen["place"] = os.readlink(f"/proc/{pid}/ns/net")
         seen["exe at place"] = os.readlink(f"/proc/{pid}/exe")
 
     def connect(pid: int) -> None:
         seen["connect"] = os.readlink(f"/proc/{pid}/ns/net")
+        seen["exe at connect"] = os.readlink(f"/proc/{pid}/exe")
 
-    spec = replace(_spec(tmp_path, "true"), cgroup_v2=cgroup_v2)
+    spec = _spec(tmp_path, "true")
     spawned = spawn(LinuxKernel(), spec, place=place, connect=connect)
     _reap(spawned.pid, spec)
-    ours = os.readlink("/proc/self/ns/net")
-    assert seen["connect"] != ours
-    assert (seen["place"] == ours) is cgroup_v2
+    assert seen["connect"] != os.readlink("/proc/self/ns/net")
     assert "busybox" not in seen["exe at place"]  # the command had not started yet
+    assert "busybox" not in seen["exe at connect"]
+
+
+def test_init_is_pid_1_of_its_own_namespace_and_the_caller_keeps_its_own(
+        tmp_path: Path) -> None:
+    """No middle process: the calling thread forks init into a new pid namespace and
+    returns to its own, so the next fork (or start) is unaffected."""
+    ours = os.readlink("/proc/thread-self/ns/pid_for_children")
+    namespaces = set()
+    for n in range(2):
+        spec = _spec(tmp_path / str(n), "sleep", "10")
+        spawned = spawn(LinuxKernel(), spec)
+        namespaces.add(os.readlink(f"/proc/{spawned.pid}/ns/pid"))
+        assert os.readlink("/proc/thread-self/ns/pid_for_children") == ours
+        os.kill(spawned.pid, signal.SIGKILL)
+        _reap(spawned.pid, spec)
+    assert len(namespaces) == 2
+    assert ours not in namespaces
 
 
 def test_a_failing_hook_aborts_the_start_and_leaves_no_process(tmp_path: Path) -> None:

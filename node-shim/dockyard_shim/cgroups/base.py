@@ -28,6 +28,7 @@ import math
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Final
 
 from dockyard_shim.errors import InvalidArgumentError, UnavailableError
@@ -175,6 +176,16 @@ class Cgroup(ABC):
         """Move process `pid` (all its threads) into this cgroup.
 
         Raises NotFoundError when there is no such process (or no such cgroup).
+        """
+
+    @abstractmethod
+    def join_files(self) -> list[Path]:
+        """The files a single-threaded process writes "0" to, in turn, to move itself in.
+
+        How a container's first process joins its cgroup before exec. With v1 these are
+        the `tasks` files: moving just the calling thread spares the kernel its global
+        threadgroup lock, whose first use after an idle spell waits for an RCU grace period
+        (about 12 ms). A freshly forked process has a single thread.
         """
 
     @abstractmethod

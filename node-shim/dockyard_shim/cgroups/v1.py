@@ -203,6 +203,9 @@ class V1Cgroup(Cgroup):
         for directory in self._dirs.values():
             write_pid(directory, pid)
 
+    def join_files(self) -> list[Path]:
+        return [directory.path / "tasks" for directory in self._dirs.values()]
+
     def pids(self) -> list[int]:
         found: set[int] = set()
         for directory in self._dirs.values():

@@ -184,6 +184,9 @@ class V2Cgroup(Cgroup):
     def add_process(self, pid: int) -> None:
         write_pid(self.dir, pid)
 
+    def join_files(self) -> list[Path]:
+        return [self.dir.path / "cgroup.procs"]
+
     def pids(self) -> list[int]:
         return sorted(parse_pids(self.dir.read("cgroup.procs")))
 

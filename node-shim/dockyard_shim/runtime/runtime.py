@@ -163,6 +163,7 @@ class Runtime:
                           for bind in config.binds),
             network=config.network,
             readonly_rootfs=config.read_only,
+            cgroup_join=tuple(str(path) for path in cgroup.join_files()),
             cgroup_v2=self.cgroups.version == 2,
             cgroup_v1_dirs=_v1_dirs(cgroup))
         (Path(record.bundle) / "container.log").touch()
@@ -174,7 +175,6 @@ class Runtime:
             # Indexed before the container can run: whoever reaps it can record its exit.
             (self.pids_dir / str(pid)).write_text(record.bundle)
             identities.append(procfs.identity(pid))  # before it may exec and exit
-            cgroup.add_process(pid)
 
         attachments: list[Attachment] = []
 

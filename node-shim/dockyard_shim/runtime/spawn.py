@@ -7,23 +7,26 @@ Process tree, as seen from the host:
                 ipc, net (and cgroup) namespaces, builds the root filesystem, pivots
                 into it, drops to Docker's capability set and execs the command
 
-init is created through a short-lived middle process that enters the new pid namespace
-(unshare affects only its future children), forks init and exits at once, as
-containerd-shim and conmon double-fork. init is then reparented to the nearest child
-subreaper: the caller, which reaps it and records its exit status (`record_exit`). No
-process per container stays behind, and when the caller dies its own subreaper ancestor
-(the daemon's keeper) adopts the containers and records their exits instead.
+The calling thread forks init straight into a new pid namespace: `unshare(CLONE_NEWPID)`
+only sets the namespace of the thread's future children, and `setns` back to its own
+namespace right after the fork restores it. Without a middle process (as containerd-shim
+and conmon double-fork) a start costs one fork of the caller instead of two. init is the
+caller's child; when the caller dies, its own subreaper ancestor (the daemon's keeper)
+adopts the containers and records their exits (`record_exit`).
 
-Synchronisation with pipes, so the caller can act at the right moments: the middle
-process reports init's host pid; init creates its namespaces and reports "ready", the
-caller `connect`s it (network into the new network namespace) and `place`s it (into its
-cgroups). With cgroup v2, placing comes first, so that the new cgroup namespace is rooted
-at the container's cgroup. With v1 there is no cgroup namespace, and the caller places
-init while init builds its root filesystem: joining v1 hierarchies waits for RCU grace
-periods (~12 ms), which then overlaps the mounts. Either way init waits for the caller's
-last word before it execs, so the command runs inside its cgroups from its first
-instruction. A failure before exec comes back on a close-on-exec pipe, so a successful
-exec is simply EOF.
+init joins its cgroups itself, first thing: it writes "0" to each file of
+`cgroup_join`. With cgroup v1 those are the `tasks` files, and moving only the calling
+thread (a forked child has one) spares the kernel the global threadgroup lock, whose first
+use after an idle spell waits an RCU grace period (~12 ms). With v2 it is `cgroup.procs`,
+and joining before the namespaces are made roots the new cgroup namespace at the
+container's cgroup.
+
+Synchronisation with pipes, so the caller can act at the right moments: the caller
+`place`s init (records its pid) while init sets up; init reports "ready" once its
+namespaces exist, and the caller `connect`s it (network into the new network namespace);
+init builds its root filesystem meanwhile and waits for the caller's "go" before it
+execs, so the command never runs before both hooks did. A failure before exec comes back
+on a close-on-exec pipe, so a successful exec is simply EOF.
 
 Code after fork() runs in a copy of a possibly multi-threaded process: it uses only
 syscalls and simple Python, and always ends in exec or os._exit.
@@ -72,6 +75,8 @@ class SandboxSpec:
     volumes: tuple[Mount, ...] = ()
     """Bind mounts; targets are container paths, resolved inside the rootfs."""
     readonly_rootfs: bool = False
+    cgroup_join: tuple[str, ...] = ()
+    """Files init writes "0" to, to join its cgroups (`Cgroup.join_files`)."""
     cgroup_v2: bool = False
     cgroup_v1_dirs: tuple[tuple[str, str], ...] = ()
     """cgroup v1: (hierarchy name such as `memory` or `cpu,cpuacct`, host directory of the
@@ -103,47 +108,43 @@ def spawn(kernel: Kernel, spec: SandboxSpec, *, place: Hook | None = None,
           connect: Hook | None = None, timeout: float = 10.0) -> Spawned:
     """Start the container and return once its command was exec'd (or raise StartError).
 
-    The caller must be a child subreaper (`become_subreaper`), or init would be adopted by
-    the host's PID 1 and its exit status lost. `place(pid)` runs before init creates its
-    namespaces, `connect(pid)` after; an exception from either aborts the start (init
-    exits, and is reaped here) and propagates.
+    init is the caller's child, which must reap it (`record_exit`). `place(pid)` runs
+    before the command can start, `connect(pid)` once init's namespaces exist; an
+    exception from either aborts the start (init exits, and is reaped here) and propagates.
     """
     spec.root.mkdir(parents=True, exist_ok=True)
     spec.exit_path.unlink(missing_ok=True)
-    status_r, status_w = os.pipe()          # middle and init -> caller: "pid N", "ready"
+    status_r, status_w = os.pipe()          # init -> caller: "ready"
     go_r, go_w = os.pipe()                  # caller -> init: "go"
     err_r, err_w = os.pipe2(os.O_CLOEXEC)   # init -> caller: failure text; EOF on exec
-    middle = os.fork()
-    if middle == 0:  # ------------------------------------------------------- middle
+    pid = _fork_in_new_pid_namespace(kernel)
+    if pid == 0:  # ------------------------------------------------------------ init
         try:
             close_all(status_r, go_w, err_r)
-            _middle_main(kernel, spec, status_w, go_r, err_w)
+            _init_main(kernel, spec, status_w, go_r, err_w)
+        except BaseException as e:  # report anything, then exit
+            fail(err_w, SETUP_FAILED, f"container setup failed: {e}")
         finally:
             os._exit(SETUP_FAILED)
     close_all(status_w, go_r, err_w)
-    pid = None
     try:
-        pid = await_line(status_r, "pid", timeout)
-        reap_quietly(middle)  # it exits right after reporting: init is ours now
-        if pid is not None:  # None: setup failed early, and the error pipe says why
-            _handshake(spec, pid, status_r=status_r, go_w=go_w, place=place or _nothing,
-                       connect=connect or _nothing, timeout=timeout)
+        (place or _nothing)(pid)
+        if await_line(status_r, "ready", timeout) is not None:  # None: init failed
+            (connect or _nothing)(pid)
+            signal_go(go_w)
         os.close(go_w)
         go_w = -1
         failure = read_all(err_r)
     except BaseException:
         if go_w != -1:
             os.close(go_w)  # init sees EOF instead of "go" and exits
-        reap_quietly(middle)
-        if pid is not None:
-            reap_quietly(pid)
+        reap_quietly(pid)
         raise
     finally:
         close_all(status_r, err_r)
-    if failure or pid is None:
+    if failure:
         code_text, _, message = failure.partition(" ")
-        if pid is not None:
-            reap_quietly(pid)
+        reap_quietly(pid)
         raise StartError(message or "the container exited during setup",
                          int(code_text) if code_text.isdigit() else SETUP_FAILED)
     return Spawned(pid)
@@ -153,37 +154,21 @@ def _nothing(pid: int) -> None:
     """The hook that does nothing."""
 
 
-def _handshake(spec: SandboxSpec, pid: int, *, status_r: int, go_w: int, place: Hook,
-               connect: Hook, timeout: float) -> None:
-    """Lead init through its setup, running the caller's hooks at their moments."""
-    if spec.cgroup_v2:
-        place(pid)  # before the cgroup namespace exists
-    signal_go(go_w)
-    if await_line(status_r, "ready", timeout) is None:
-        return  # init died: the error pipe says why
-    connect(pid)
-    signal_go(go_w)  # init builds its root filesystem now...
-    if not spec.cgroup_v2:
-        place(pid)  # ...while we join it to its v1 cgroups
-    signal_go(go_w)  # init may exec
-
-
-# ------------------------------------------------------------------------------ middle
-
-
-def _middle_main(kernel: Kernel, spec: SandboxSpec, status_w: int, go_r: int,
-                 err_w: int) -> None:
-    os.setsid()  # a signal to the caller's process group must not reach the container
-    kernel.unshare(k.CLONE_NEWPID)  # our next child is PID 1 of a new pid namespace
-    init = os.fork()
-    if init == 0:  # --------------------------------------------------------- init
+def _fork_in_new_pid_namespace(kernel: Kernel) -> int:
+    """fork(), the child becoming PID 1 of a new pid namespace; 0 in the child."""
+    own = os.open("/proc/thread-self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        kernel.unshare(k.CLONE_NEWPID)  # for this thread's next child only...
         try:
-            _init_main(kernel, spec, status_w, go_r, err_w)
-        except BaseException as e:  # report anything, then exit
-            fail(err_w, SETUP_FAILED, f"container setup failed: {e}")
-        os._exit(SETUP_FAILED)
-    os.write(status_w, f"pid {init}\n".encode())
-    os._exit(0)  # init is reparented to the caller, the nearest child subreaper
+            pid = os.fork()
+        except BaseException:
+            kernel.setns(own, k.CLONE_NEWPID)
+            raise
+        if pid != 0:
+            kernel.setns(own, k.CLONE_NEWPID)  # ...as the setns back makes sure
+    finally:
+        os.close(own)
+    return pid
 
 
 # -------------------------------------------------------------------------------- init
@@ -191,11 +176,12 @@ def _middle_main(kernel: Kernel, spec: SandboxSpec, status_w: int, go_r: int,
 
 def _init_main(kernel: Kernel, spec: SandboxSpec, status_w: int, go_r: int,
                err_w: int) -> None:
+    os.setsid()  # a signal to the caller's process group must not reach the container
+    for path in spec.cgroup_join:
+        _join_cgroup(path)
     # Read before pivot_root: afterwards the host's files (and Python's own modules, which
     # it may import lazily, codecs included) are out of reach.
     last_cap = capabilities.last_cap()
-    if os.read(go_r, 1) != b"g":
-        os._exit(SETUP_FAILED)  # the caller gave up before placing us
     # Opened now: the log lives in the bundle, which pivot_root hides from the container.
     log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                      0o640)
@@ -203,22 +189,30 @@ def _init_main(kernel: Kernel, spec: SandboxSpec, status_w: int, go_r: int,
     if spec.network != "host":
         flags |= k.CLONE_NEWNET
     if spec.cgroup_v2:
-        flags |= k.CLONE_NEWCGROUP  # placed already: our cgroup becomes the namespace root
+        flags |= k.CLONE_NEWCGROUP  # joined already: our cgroup becomes the namespace root
     kernel.unshare(flags)
     os.write(status_w, b"ready\n")
     os.close(status_w)
-    if os.read(go_r, 1) != b"g":
-        os._exit(SETUP_FAILED)  # the caller gave up
     if spec.network != "host":
         loopback_up()
     kernel.sethostname(spec.hostname)
     _setup_filesystem(kernel, spec)
     setup_stdio(log_fd)
     if os.read(go_r, 1) != b"g":
-        os._exit(SETUP_FAILED)  # the caller could not place us in our cgroups
+        os._exit(SETUP_FAILED)  # the caller gave up
     os.close(go_r)
     drop_privileges(kernel, spec.process, last_cap)
     exec_command(spec.process, err_w)
+
+
+def _join_cgroup(path: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, b"0")  # 0: the writer itself
+    except OSError as e:
+        raise OSError(e.errno, f"cannot join cgroup {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def _setup_filesystem(kernel: Kernel, spec: SandboxSpec) -> None:
