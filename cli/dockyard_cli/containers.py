@@ -11,94 +11,48 @@ from typing import Any
 
 import click
 
+from dockyard_cli import launch
 from dockyard_cli.client import DaemonError, connect
-from dockyard_cli.flags import (
-    parse_cpus,
-    parse_env,
-    parse_port,
-    parse_restart,
-    parse_size,
-    parse_volume,
-)
-from dockyard_shim.runtime.config import ContainerConfig
+from dockyard_cli.flags import RUN_FLAGS, RUN_ONLY_FLAGS, Flag, FlagError, parse_env
 
 FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]),
                       default="table", show_default=True, help="Output format.")
 
 
-def _parsed(parse: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, Any],
-                                                      Any]:
-    """A click callback applying `parse` to an option's value(s), so errors name the flag."""
+def _option(flag: Flag) -> Callable[[Any], Any]:
+    """The click option for one entry of the flag table."""
+    if flag.is_switch:
+        return click.option(*flag.names, flag.dest, is_flag=True, help=flag.help)
+    parse = flag.parse
 
     def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, tuple):
-            return tuple(parse(item) for item in value)
-        return parse(value)
+        if value is None or parse is None:
+            return value
+        try:
+            return tuple(parse(v) for v in value) if flag.multiple else parse(value)
+        except FlagError as e:
+            raise click.BadParameter(str(e)) from None
 
-    return callback
+    return click.option(
+        *flag.names, flag.dest, multiple=flag.multiple, default=flag.default,
+        show_default=bool(flag.default), callback=callback, help=flag.help,
+        type=click.Choice(flag.choices) if flag.choices else None,
+        metavar=None if flag.choices else flag.metavar)
 
 
 def _run_options(fn: Any) -> Any:
-    options = [
-        click.option("--name", default="", help="Name the container (default: a random one)."),
-        click.option("-e", "--env", multiple=True, metavar="K=V",
-                     help="Set an environment variable (repeatable); -e K copies K from "
-                          "this shell."),
-        click.option("-m", "--memory", metavar="SIZE", callback=_parsed(parse_size),
-                     help="Memory limit: 64m, 1g…"),
-        click.option("--cpus", metavar="N", callback=_parsed(parse_cpus),
-                     help="CPU limit: 0.5, 2…"),
-        click.option("--pids-limit", type=int, help="Most processes at once."),
-        click.option("-v", "--volume", multiple=True, metavar="SRC:DST[:ro]",
-                     callback=_parsed(parse_volume), help="Bind-mount a host path (repeatable)."),
-        click.option("--network", type=click.Choice(["none", "host", "bridge"]),
-                     default="none", show_default=True,
-                     help="Networking: own loopback only, the host's, or a bridge."),
-        click.option("-p", "--publish", multiple=True, metavar="[IP:]HOST:CTR",
-                     callback=_parsed(parse_port),
-                     help="Publish a container port (bridge network; repeatable)."),
-        click.option("--hostname", default="", help="Container hostname (default: short id)."),
-        click.option("--read-only", is_flag=True, help="Mount the image read-only."),
-        click.option("-w", "--workdir", default="", help="Working directory in the container."),
-        click.option("-u", "--user", default="", help="UID[:GID] or NAME[:GROUP] to run as."),
-        click.option("--restart", default="no", show_default=True,
-                     callback=_parsed(parse_restart),
-                     help="Restart policy: no, on-failure[:N], always, unless-stopped."),
-        click.option("--cap-add", multiple=True, help="Add a Linux capability."),
-        click.option("--cap-drop", multiple=True, help="Drop a Linux capability (or ALL)."),
-        click.option("--entrypoint", default=None, help="Override the image's ENTRYPOINT."),
-        click.argument("image"),
-        click.argument("command", nargs=-1, type=click.UNPROCESSED),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
+    for decorator in reversed([*map(_option, RUN_FLAGS), click.argument("image"),
+                               click.argument("command", nargs=-1, type=click.UNPROCESSED)]):
+        fn = decorator(fn)
     return fn
-
-
-def _config(options: dict[str, Any], auto_remove: bool = False) -> dict[str, Any]:
-    policy, retries = options["restart"]
-    config = ContainerConfig(
-        image=options["image"], name=options["name"], command=tuple(options["command"]),
-        entrypoint=None if options["entrypoint"] is None
-        else tuple(options["entrypoint"].split()),
-        env=parse_env(options["env"]), working_dir=options["workdir"], user=options["user"],
-        hostname=options["hostname"],
-        memory_bytes=options["memory"], cpu_millis=options["cpus"],
-        pids_limit=options["pids_limit"], binds=options["volume"], network=options["network"],
-        ports=options["publish"], read_only=options["read_only"],
-        restart=policy, restart_max_retries=retries, auto_remove=auto_remove,
-        cap_add=options["cap_add"], cap_drop=options["cap_drop"])
-    return config.to_json()
 
 
 _RUN_SETTINGS = {"allow_interspersed_args": False}  # flags after IMAGE belong to the command
 
 
 @click.command("run", context_settings=_RUN_SETTINGS)
-@click.option("-d", "--detach", is_flag=True, help="Run in the background; print the id.")
-@click.option("--rm", "auto_remove", is_flag=True, help="Remove the container when it exits.")
+@_option(RUN_ONLY_FLAGS[0])
+@_option(RUN_ONLY_FLAGS[1])
 @_run_options
 def run(detach: bool, auto_remove: bool, **options: Any) -> None:
     """Run a command in a new container.
@@ -111,37 +65,18 @@ def run(detach: bool, auto_remove: bool, **options: Any) -> None:
       dockyard run --rm busybox echo hello
       dockyard run -d --name web -m 64m --cpus 0.5 busybox httpd -f -p 8080
     """
-    if auto_remove and options["restart"][0] != "no":
-        raise click.UsageError("--rm and --restart are mutually exclusive")
-    client = connect()
-    # Detached, the daemon removes the container when it exits; in the foreground we do,
-    # once we have its exit code.
-    created = client.call("POST", "/containers/create", _config(options, auto_remove and detach))
-    cid = created["Id"]
-    try:
-        client.call("POST", f"/containers/{cid}/start")
-    except DaemonError:
-        if auto_remove:
-            client.call("DELETE", f"/containers/{cid}?force=1")
-        raise
-    if detach:
-        click.echo(cid)
-        return
-    out = sys.stdout.buffer
-    for chunk in client.stream(f"/containers/{cid}/logs?follow=1"):
-        out.write(chunk)
-        out.flush()
-    code = client.call("POST", f"/containers/{cid}/wait")["StatusCode"]
-    if auto_remove:
-        client.call("DELETE", f"/containers/{cid}")
-    sys.exit(code if code is not None else 255)
+    problem = launch.conflict(options, auto_remove=auto_remove)
+    if problem:
+        raise click.UsageError(problem)
+    sys.exit(launch.run(connect(), options, detach=detach, auto_remove=auto_remove))
 
 
 @click.command("create", context_settings=_RUN_SETTINGS)
 @_run_options
 def create(**options: Any) -> None:
     """Create a container without starting it; print its id."""
-    click.echo(connect().call("POST", "/containers/create", _config(options))["Id"])
+    click.echo(connect().call("POST", "/containers/create",
+                              launch.container_json(options))["Id"])
 
 
 def _each(verb: str, refs: tuple[str, ...], url: str, method: str = "POST") -> None:

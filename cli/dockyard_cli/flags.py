@@ -1,62 +1,91 @@
-"""Docker's flag syntax for `dockyard run`: sizes, CPUs, volumes, ports, restart, env.
+"""Docker's flags of `dockyard run` and `create`, as data, and their value syntax.
 
-Each parser accepts what `docker run` accepts and raises click.BadParameter, which click
-prints as `Invalid value for '-m': …` and exit code 2, like any usage error.
+`RUN_FLAGS` is the one definition of those flags: `containers` turns it into click options
+(help, errors), and `quick` parses the same table without click on the fast path of
+`dockyard run`. So this module stays light: no click, no dataclasses, no pydantic.
+
+Each parser accepts what `docker run` accepts and raises `FlagError` (a ValueError) with a
+message that says how to write the value; click reports it as `Invalid value for '-m': …`
+with exit code 2, like any usage error. Volumes and ports come out in the JSON shape of the
+daemon's container config (`ContainerConfig.from_json`), which validates them again.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
-from decimal import Decimal, InvalidOperation
 
-import click
+TYPE_CHECKING = False  # typing costs `dockyard run` milliseconds of start-up
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
-from dockyard_shim.runtime.config import Bind, PortMapping
+_SIZE = re.compile(r"^(\d+)(?:\.(\d+))?\s*([kmgtp])?b?$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+_CPUS = re.compile(r"^(\d+)(?:\.(\d+))?$")
+_COUNT = re.compile(r"^-?\d+$")
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp])?b?$", re.IGNORECASE)
-_UNITS = {None: 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+class FlagError(ValueError):
+    """A flag's value is not written the way the flag wants it."""
+
+
+def _scaled(whole: str, fraction: str | None, scale: int) -> int:
+    """`whole.fraction * scale`, exactly, rounded down (no floats, no Decimal import)."""
+    fraction = fraction or ""
+    unit: int = 10 ** len(fraction)
+    return (int(whole) * unit + int(fraction or 0)) * scale // unit
 
 
 def parse_size(text: str) -> int:
     """`64m`, `1g`, `512k`, `1048576` -> bytes (Docker's units are binary)."""
     match = _SIZE.fullmatch(text.strip())
     if match is None:
-        raise click.BadParameter(f"{text!r}: write a size such as 64m, 512k or 1g")
-    number, unit = match.groups()
-    return int(Decimal(number) * _UNITS[unit.lower() if unit else None])
+        raise FlagError(f"{text!r}: write a size such as 64m, 512k or 1g")
+    whole, fraction, unit = match.groups()
+    return _scaled(whole, fraction, _UNITS[(unit or "").lower()])
 
 
 def parse_cpus(text: str) -> int:
     """`0.5` -> 500 millicores; at most the CPUs this machine has, as Docker checks."""
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise click.BadParameter(f"{text!r}: write a number of CPUs such as 0.5 or 2") from None
+    match = _CPUS.fullmatch(text.strip())
+    if match is None:
+        raise FlagError(f"{text!r}: write a number of CPUs such as 0.5 or 2")
+    whole, fraction = match.groups()
+    digits = fraction or ""
+    exact, scale = int(whole + digits), int(10 ** len(digits))  # the value is exact / scale
     available = os.cpu_count() or 1
-    if not Decimal("0.001") <= value <= available:
-        raise click.BadParameter(f"range of CPUs is from 0.001 to {available}.00")
-    return int(value * 1000)
+    if not scale <= exact * 1000 <= available * scale * 1000:
+        raise FlagError(f"range of CPUs is from 0.001 to {available}.00")
+    return exact * 1000 // scale
 
 
-def parse_volume(text: str) -> Bind:
+def parse_count(text: str) -> int:
+    """A whole number, such as `--pids-limit 100`."""
+    if _COUNT.fullmatch(text.strip()) is None:
+        raise FlagError(f"{text!r}: write a whole number such as 100")
+    return int(text)
+
+
+def parse_volume(text: str) -> dict[str, Any]:
     """`SRC:DST[:ro|rw]` with SRC an absolute host path."""
     parts = text.split(":")
     if len(parts) not in (2, 3) or not all(parts[:2]):
-        raise click.BadParameter(f"{text!r}: write HOST_PATH:CONTAINER_PATH[:ro]")
+        raise FlagError(f"{text!r}: write HOST_PATH:CONTAINER_PATH[:ro]")
     mode = parts[2] if len(parts) == 3 else "rw"
     if mode not in ("ro", "rw"):
-        raise click.BadParameter(f"{text!r}: the mode must be ro or rw, not {mode!r}")
+        raise FlagError(f"{text!r}: the mode must be ro or rw, not {mode!r}")
     if not parts[0].startswith("/"):
-        raise click.BadParameter(
+        raise FlagError(
             f"{text!r}: the source must be an absolute host path (named volumes are not "
             "supported yet)")
-    return Bind(parts[0], parts[1], readonly=mode == "ro")
+    return {"source": parts[0], "target": parts[1], "readonly": mode == "ro"}
 
 
-def parse_port(text: str) -> PortMapping:
+def parse_port(text: str) -> dict[str, Any]:
     """`[IP:][HOST:]CONTAINER[/tcp|udp]` -> a port mapping."""
+    import ipaddress  # noqa: PLC0415 -- only -p needs it; `run` starts faster without
+
     spec, _, protocol = text.partition("/")
     protocol = protocol or "tcp"
     host_ip, host, container = "0.0.0.0", "", ""  # noqa: S104 -- Docker's default
@@ -69,9 +98,10 @@ def parse_port(text: str) -> PortMapping:
         container = parts[0]
     try:
         ipaddress.ip_address(host_ip)
-        return PortMapping(int(container), int(host) if host else 0, host_ip, protocol)
+        return {"container_port": int(container), "host_port": int(host) if host else 0,
+                "host_ip": host_ip, "protocol": protocol}
     except ValueError:
-        raise click.BadParameter(
+        raise FlagError(
             f"{text!r}: write [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp], e.g. 8080:80") from None
 
 
@@ -79,7 +109,7 @@ def parse_restart(text: str) -> tuple[str, int]:
     """`no`, `always`, `unless-stopped`, `on-failure[:N]` -> (policy, max retries)."""
     policy, _, retries = text.partition(":")
     if retries and (policy != "on-failure" or not retries.isdigit()):
-        raise click.BadParameter(f"{text!r}: only on-failure takes a count, as on-failure:3")
+        raise FlagError(f"{text!r}: only on-failure takes a count, as on-failure:3")
     return policy, int(retries) if retries else 0
 
 
@@ -92,3 +122,73 @@ def parse_env(items: tuple[str, ...]) -> tuple[str, ...]:
         elif item in os.environ:
             out.append(f"{item}={os.environ[item]}")
     return tuple(out)
+
+
+class Flag:
+    """One flag: its spellings, where its value goes, and how that value is read.
+
+    A flag without a `metavar` is a switch (False unless given). A `multiple` flag may be
+    repeated and collects a tuple. `parse` turns each given text (and a text default) into
+    its value; `choices` limits the text to those words.
+    """
+
+    __slots__ = ("choices", "default", "dest", "help", "metavar", "multiple", "names",
+                 "parse")
+
+    def __init__(self, *names: str, dest: str, help: str,
+                 metavar: str | None = None, multiple: bool = False,
+                 parse: Callable[[str], Any] | None = None, default: Any = None,
+                 choices: tuple[str, ...] = ()) -> None:
+        self.names = names
+        self.dest = dest
+        self.help = help
+        self.metavar = metavar
+        self.multiple = multiple
+        self.parse = parse
+        self.default: Any = () if multiple else (False if metavar is None else default)
+        self.choices = choices
+
+    @property
+    def is_switch(self) -> bool:
+        return self.metavar is None
+
+
+RUN_FLAGS = (
+    Flag("--name", dest="name", metavar="NAME", default="",
+         help="Name the container (default: a random one)."),
+    Flag("-e", "--env", dest="env", metavar="K=V", multiple=True,
+         help="Set an environment variable (repeatable); -e K copies K from this shell."),
+    Flag("-m", "--memory", dest="memory", metavar="SIZE", parse=parse_size,
+         help="Memory limit: 64m, 1g…"),
+    Flag("--cpus", dest="cpus", metavar="N", parse=parse_cpus, help="CPU limit: 0.5, 2…"),
+    Flag("--pids-limit", dest="pids_limit", metavar="N", parse=parse_count,
+         help="Most processes at once."),
+    Flag("-v", "--volume", dest="volume", metavar="SRC:DST[:ro]", multiple=True,
+         parse=parse_volume, help="Bind-mount a host path (repeatable)."),
+    Flag("--network", dest="network", metavar="[none|host|bridge]", default="none",
+         choices=("none", "host", "bridge"),
+         help="Networking: own loopback only, the host's, or a bridge."),
+    Flag("-p", "--publish", dest="publish", metavar="[IP:]HOST:CTR", multiple=True,
+         parse=parse_port, help="Publish a container port (bridge network; repeatable)."),
+    Flag("--hostname", dest="hostname", metavar="NAME", default="",
+         help="Container hostname (default: short id)."),
+    Flag("--read-only", dest="read_only", help="Mount the image read-only."),
+    Flag("-w", "--workdir", dest="workdir", metavar="DIR", default="",
+         help="Working directory in the container."),
+    Flag("-u", "--user", dest="user", metavar="USER", default="",
+         help="UID[:GID] or NAME[:GROUP] to run as."),
+    Flag("--restart", dest="restart", metavar="POLICY", default="no", parse=parse_restart,
+         help="Restart policy: no, on-failure[:N], always, unless-stopped."),
+    Flag("--cap-add", dest="cap_add", metavar="CAP", multiple=True,
+         help="Add a Linux capability."),
+    Flag("--cap-drop", dest="cap_drop", metavar="CAP", multiple=True,
+         help="Drop a Linux capability (or ALL)."),
+    Flag("--entrypoint", dest="entrypoint", metavar="CMD",
+         help="Override the image's ENTRYPOINT."),
+)
+"""The flags `run` and `create` share."""
+
+RUN_ONLY_FLAGS = (
+    Flag("-d", "--detach", dest="detach", help="Run in the background; print the id."),
+    Flag("--rm", dest="auto_remove", help="Remove the container when it exits."),
+)

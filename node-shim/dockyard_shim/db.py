@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from dockyard_shim.errors import UnavailableError
 
@@ -94,6 +95,11 @@ class Database:
                 yield self._conn
             finally:
                 self._conn.execute("COMMIT")
+
+    def query(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
+        """The rows of one statement: on its own it reads one consistent snapshot."""
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
 
     def close(self) -> None:
         with self._lock:

@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from dockyard_api import KINDS
-from dockyard_cli.main import cli
+from dockyard_cli.commands import cli
 
 CATALOGUE = Path(__file__).resolve().parent.parent / "catalogue" / "invalid"
 

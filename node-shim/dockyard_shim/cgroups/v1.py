@@ -111,11 +111,14 @@ class V1Driver(CgroupDriver):
         return V1Cgroup(self, name)
 
     def load(self, name: str) -> V1Cgroup:
-        if not self.exists(name):
+        check_name(name)
+        missing = [mount for mount in self.mounts()
+                   if not self.fs.is_dir(mount / self.parent / name)]
+        if len(missing) == len(self.mounts()):
             raise NotFoundError(f"cgroup {self.parent}/{name} does not exist")
         # A crash between the mkdirs of `create` leaves some hierarchies without the
         # directory; complete them so every operation sees the whole cgroup.
-        for mount in self.mounts():
+        for mount in missing:
             make_dirs(self.fs, mount, f"{self.parent}/{name}")
         return V1Cgroup(self, name)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def record_json(record: ContainerRecord) -> dict[str, Any]:
-    body = asdict(record)
+    body = dict(vars(record))
     body["status"] = str(record.status)
     return body
 
@@ -133,12 +134,12 @@ async def logs(request: web.Request) -> web.StreamResponse:
     """The container's output; with follow=1 it streams until the container stops."""
     runtime = request.app[RUNTIME]
     ref = request.match_info["ref"]
-    path: Path = await _call(request, runtime.log_path, ref)
+    record: ContainerRecord = await _call(request, runtime.store.get, ref)
 
     def running() -> bool:
         return runtime.observe(runtime.store.get(ref)).status.value in ("running", "paused")
 
-    return await _stream(request, path, running)
+    return await _stream(request, Path(record.bundle) / "container.log", running, record.pid)
 
 
 async def exec_create(request: web.Request) -> web.Response:
@@ -157,7 +158,8 @@ async def exec_logs(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     exec_id = request.match_info["id"]
     path: Path = await _call(request, runtime.execs.log_path, exec_id)
-    return await _stream(request, path, lambda: runtime.execs.running(exec_id))
+    pid: int = await _call(request, runtime.execs.pid, exec_id)
+    return await _stream(request, path, lambda: runtime.execs.running(exec_id), pid)
 
 
 async def exec_wait(request: web.Request) -> web.Response:
@@ -165,15 +167,19 @@ async def exec_wait(request: web.Request) -> web.Response:
     return web.json_response({"ExitCode": code})
 
 
-async def _stream(request: web.Request, path: Path,
-                  running: Callable[[], bool]) -> web.StreamResponse:
-    """A file's content; with follow=1, more as it grows, until `running()` turns false."""
+async def _stream(request: web.Request, path: Path, running: Callable[[], bool],
+                  pid: int) -> web.StreamResponse:
+    """A file's content; with follow=1, more as it grows, until `running()` turns false.
+
+    `pid` is the writer's process: the stream ends as soon as it exits, not at the next poll.
+    """
     follow = request.query.get("follow", "") in ("1", "true")
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     await response.prepare(request)
     # From here on the status line is sent: an error can only end the stream early.
     pause = _FIRST_POLL
-    with contextlib.suppress(ShimError, OSError), path.open("rb") as log:
+    with contextlib.suppress(ShimError, OSError), path.open("rb") as log, \
+            _exit_event(pid if follow else 0) as exited:
         while True:
             chunk = log.read(65536)
             if chunk:
@@ -185,12 +191,38 @@ async def _stream(request: web.Request, path: Path,
                 if rest:
                     await response.write(rest)
                 break
-            # Short first waits: a short-lived command's stream ends without a visible lag;
-            # a quiet long-running one settles at a few checks a second.
-            await asyncio.sleep(pause)
+            # New output is polled for: short first waits, then a few checks a second.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(exited.wait(), pause)
             pause = min(pause * 2, _MAX_POLL)
     await response.write_eof()
     return response
+
+
+@contextlib.contextmanager
+def _exit_event(pid: int) -> Iterator[asyncio.Event]:
+    """An event set once process `pid` has exited, through a pidfd in the event loop.
+
+    Only a hint that ends a follower's wait early: `running()` still decides. For pid 0 it
+    is never set.
+    """
+    event = asyncio.Event()
+    if pid <= 0:
+        yield event
+        return
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:  # gone already
+        event.set()
+        yield event
+        return
+    loop = asyncio.get_running_loop()
+    loop.add_reader(fd, event.set)
+    try:
+        yield event
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
 
 
 async def _json(request: web.Request) -> dict[str, Any]:

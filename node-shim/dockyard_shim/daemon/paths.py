@@ -1,20 +1,35 @@
-"""Where a node keeps its state and its socket (kept light: the CLI imports it on start)."""
+"""Where a node keeps its state and its socket.
+
+Light on purpose: the fast path of `dockyard run` imports it, so pathlib (which costs a
+few milliseconds of start-up) is imported only by the functions that return a Path.
+"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-DEFAULT_ROOT = Path("/var/lib/dockyard")
-DEFAULT_SOCKET = Path("/run/dockyard/dockyard.sock")
+TYPE_CHECKING = False  # typing itself costs milliseconds to import
+if TYPE_CHECKING:
+    from pathlib import Path
+
+DEFAULT_ROOT = "/var/lib/dockyard"
+DEFAULT_SOCKET = "/run/dockyard/dockyard.sock"
 
 
 def state_root() -> Path:
     """`$DOCKYARD_ROOT`, else /var/lib/dockyard."""
+    from pathlib import Path  # noqa: PLC0415 -- see the module's docstring
+
     return Path(os.environ.get("DOCKYARD_ROOT") or DEFAULT_ROOT)
 
 
-def socket_path() -> Path:
+def socket_file() -> str:
     """`$DOCKYARD_HOST` (a path, or unix://PATH), else /run/dockyard/dockyard.sock."""
-    value = os.environ.get("DOCKYARD_HOST") or str(DEFAULT_SOCKET)
-    return Path(value.removeprefix("unix://"))
+    return (os.environ.get("DOCKYARD_HOST") or DEFAULT_SOCKET).removeprefix("unix://")
+
+
+def socket_path() -> Path:
+    """`socket_file()` as a Path."""
+    from pathlib import Path  # noqa: PLC0415 -- see the module's docstring
+
+    return Path(socket_file())

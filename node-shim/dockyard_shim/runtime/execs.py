@@ -98,6 +98,10 @@ class Execs:
         pid, started = (int(x) for x in (directory / "pid").read_text().split())
         return procfs.alive(pid, started)
 
+    def pid(self, exec_id: str) -> int:
+        """The host pid of the exec's process (it may have exited since)."""
+        return int((self._dir(exec_id) / "pid").read_text().split()[0])
+
     def _dir(self, exec_id: str) -> Path:
         if not exec_id.isalnum():
             raise InvalidArgumentError(f"invalid exec id {exec_id!r}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -119,8 +119,7 @@ class StateStore:
         return self._db.write()
 
     def _query(self, sql: str, args: tuple[str, ...] = ()) -> list[tuple[str]]:
-        with self._db.read() as conn:
-            return conn.execute(sql, args).fetchall()
+        return self._db.query(sql, args)
 
     def add(self, record: ContainerRecord) -> None:
         """Store a new record; AlreadyExistsError when the name or id is taken."""
@@ -165,7 +164,7 @@ class StateStore:
 
 
 def _encode(record: ContainerRecord) -> str:
-    return json.dumps(asdict(record))
+    return json.dumps(vars(record))  # not asdict(): its deep copy costs more than the dump
 
 
 def _decode(body: str) -> ContainerRecord:
