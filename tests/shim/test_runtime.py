@@ -29,6 +29,7 @@ from dockyard_shim.runtime.process import StartError
 from dockyard_shim.runtime.runtime import Runtime
 from dockyard_shim.runtime.state import Status
 from dockyard_shim.snapshots import OverlaySnapshotter
+from dockyard_shim.sweeper import Sweeper
 from tests.shim.rootfs_dir import busybox_rootfs
 
 pytestmark = pytest.mark.root
@@ -266,3 +267,24 @@ def test_commands_that_exit_at_once_still_report_their_code(runtime: Runtime) ->
         assert runtime.wait(record.id, timeout=10).exit_code == code
         exec_id = runtime.execs.start(holder.id, ("sh", "-c", f"exit {code}"))
         assert runtime.execs.wait(exec_id, timeout=10) == code
+
+
+def test_with_a_sweeper_delete_returns_before_the_disk_is_freed_and_nothing_is_left(
+        tmp_path: Path) -> None:
+    sweeper = Sweeper()
+    snapshots = OverlaySnapshotter(tmp_path / "snapshots", sweep=sweeper)
+    cgroups = detect(parent=f"dockyard-test-{secrets.token_hex(4)}")
+    crashed = tmp_path / "containers" / "trash-0123"  # a bundle a crash left renamed
+    (crashed / "rootfs").mkdir(parents=True)
+    runtime = Runtime(tmp_path, kernel=LinuxKernel(), images=LayerImages(snapshots, tmp_path),
+                      snapshots=snapshots, cgroups=cgroups, sweep=sweeper)
+    try:
+        record = runtime.run(_config("true"))
+        runtime.wait(record.id, timeout=10)
+        runtime.delete(record.id)
+        assert not Path(record.bundle).exists()  # out of the way at once
+    finally:
+        sweeper.close()  # waits for the queued deletions
+        cgroups.delete_parent()
+    assert list((tmp_path / "containers").iterdir()) == []
+    assert len(list((tmp_path / "snapshots" / "snapshots").iterdir())) == 1  # the image's

@@ -202,7 +202,7 @@ def test_a_crash_after_removing_the_row_leaves_only_an_orphan_for_cleanup(
         sn.prepare("c1")
         (sn.upper_dir("c1") / "data").write_text("x")
     _crash_in_child(root, """
-        overlay._disk.discard = lambda path: os._exit(99)
+        overlay._disk.trash = lambda path: os._exit(99)
         sn.remove("c1")
     """)
     with OverlaySnapshotter(root) as sn:

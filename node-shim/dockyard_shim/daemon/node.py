@@ -23,6 +23,7 @@ from dockyard_shim.kernel import LinuxKernel
 from dockyard_shim.runtime.ports import RunnableImage
 from dockyard_shim.runtime.runtime import Runtime
 from dockyard_shim.snapshots import OverlaySnapshotter
+from dockyard_shim.sweeper import Sweep, Sweeper, sweep_now
 
 
 class StoreImages:
@@ -57,24 +58,29 @@ class Node:
     images: ImageStore
     cgroups: CgroupDriver
     runtime: Runtime
+    sweeper: Sweeper
 
     def close(self) -> None:
+        self.sweeper.close()  # the deletions it still holds, before the stores close
         self.runtime.store.close()
         self.images.close()
         self.snapshots.close()
 
 
-def open_images(root: Path) -> tuple[OverlaySnapshotter, ImageStore]:
+def open_images(root: Path, *, sweep: Sweep = sweep_now) -> tuple[OverlaySnapshotter,
+                                                                   ImageStore]:
     """The node's snapshotter and image store under `root`; the caller closes both."""
-    snapshots = OverlaySnapshotter(root / "overlay")
+    snapshots = OverlaySnapshotter(root / "overlay", sweep=sweep)
     return snapshots, ImageStore(root / "images", snapshots)
 
 
 def open_node(root: Path | None = None, *, cgroup_parent: str = "dockyard") -> Node:
     """Open (creating if needed) the node state under `root`."""
     root = root or state_root()
-    snapshots, images = open_images(root)
+    # Removed containers' and snapshots' directories are deleted in the background.
+    sweeper = Sweeper()
+    snapshots, images = open_images(root, sweep=sweeper)
     cgroups = detect(parent=cgroup_parent)
     runtime = Runtime(root, kernel=LinuxKernel(), images=StoreImages(images),
-                      snapshots=snapshots, cgroups=cgroups)
-    return Node(root, snapshots, images, cgroups, runtime)
+                      snapshots=snapshots, cgroups=cgroups, sweep=sweeper)
+    return Node(root, snapshots, images, cgroups, runtime, sweeper)

@@ -28,6 +28,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from dockyard_shim.cgroups import Cgroup, CgroupDriver, Limits, Stats, V1Cgroup
@@ -65,8 +66,10 @@ from dockyard_shim.runtime.state import (
     can_unpause,
     require,
 )
+from dockyard_shim.sweeper import Sweep, sweep_now
 
 _EXIT_RECORD_GRACE = 1.0  # how long to wait for another reaper's exit record
+_TRASH = "trash-"  # the name prefix of a removed container's bundle until it is deleted
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,10 @@ class Runtime:
     """Containers on this node. One per process; safe to open from several processes."""
 
     def __init__(self, root: Path, *, kernel: Kernel, images: Images, snapshots: Snapshots,
-                 cgroups: CgroupDriver, network: NetworkConfig | None = None) -> None:
+                 cgroups: CgroupDriver, network: NetworkConfig | None = None,
+                 sweep: Sweep = sweep_now) -> None:
+        """`sweep` runs the deletion of a removed container's (renamed) bundle: at once by
+        default, or later (a `Sweeper`) so that `delete` returns sooner."""
         self.root = root
         self.kernel = kernel
         self._images = images
@@ -93,6 +99,9 @@ class Runtime:
         self.pids_dir = root / "pids"
         self.pids_dir.mkdir(parents=True, exist_ok=True)
         self.lock = threading.RLock()
+        self._sweep = sweep
+        for leftover in (root / "containers").glob(f"{_TRASH}*"):  # from a crash
+            sweep(partial(shutil.rmtree, leftover, ignore_errors=True))
         become_subreaper(kernel)
 
     # ------------------------------------------------------------------ create / start
@@ -361,7 +370,11 @@ class Runtime:
             cgroup.delete()
         with contextlib.suppress(NotFoundError):
             self._snapshots.remove(record.id)
-        shutil.rmtree(record.bundle, ignore_errors=True)
+        bundle = Path(record.bundle)
+        trashed = bundle.with_name(_TRASH + bundle.name)  # ids are never reused
+        with contextlib.suppress(FileNotFoundError):
+            bundle.rename(trashed)
+            self._sweep(partial(shutil.rmtree, trashed, ignore_errors=True))
         self.store.delete(record.id)
 
     def list(self, *, all_: bool = False) -> list[ContainerRecord]:

@@ -46,6 +46,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 
@@ -60,6 +61,7 @@ from dockyard_shim.mounts import Mount
 from dockyard_shim.snapshots import _disk
 from dockyard_shim.snapshots.api import Info, Kind, Usage
 from dockyard_shim.snapshots.metadata import MetaStore, Row, Transaction
+from dockyard_shim.sweeper import Sweep, sweep_now
 
 PAGE_SIZE = os.sysconf("SC_PAGESIZE") if hasattr(os, "sysconf") else 4096
 """The kernel copies mount(2) data into one page, NUL included: the options' hard limit."""
@@ -91,7 +93,9 @@ class OverlaySnapshotter:
     root. Use it as a context manager, or call `close`.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, sweep: Sweep = sweep_now) -> None:
+        """`sweep` runs the deletion of a removed snapshot's (renamed) directory: at once
+        by default, or later (a `Sweeper`) so that `remove` returns sooner."""
         root = Path(root).absolute()
         if "," in str(root) or ":" in str(root):
             raise InvalidArgumentError(
@@ -102,6 +106,7 @@ class OverlaySnapshotter:
         self._snapshots.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(root, 0o700)  # layer contents are not for other users (setuid binaries)
         self._meta = MetaStore(root / "metadata.db")
+        self._sweep = sweep
 
     # Lifecycle -----------------------------------------------------------------------------
 
@@ -145,9 +150,11 @@ class OverlaySnapshotter:
                     f"snapshot {key!r} has children ({shown}{more}); remove them first")
             tx.delete(row)
         # After the commit: a directory may outlive its row, never the reverse. If it cannot
-        # go now (still mounted), the snapshot is removed all the same; cleanup retries.
+        # go (still mounted), the snapshot is removed all the same; cleanup retries.
         with contextlib.suppress(OSError):
-            _disk.discard(self._dir(row.id))
+            trashed = _disk.trash(self._dir(row.id))
+            if trashed is not None:
+                self._sweep(partial(_disk.delete_tree, trashed))
 
     def cleanup(self) -> list[Path]:
         """Delete directories that no snapshot owns; the paths reclaimed. What resists (a
