@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_shim.background import Background
 from dockyard_shim.cgroups import detect
 from dockyard_shim.errors import (
     AlreadyExistsError,
@@ -29,7 +30,6 @@ from dockyard_shim.runtime.process import StartError
 from dockyard_shim.runtime.runtime import Runtime
 from dockyard_shim.runtime.state import Status
 from dockyard_shim.snapshots import OverlaySnapshotter
-from dockyard_shim.sweeper import Sweeper
 from tests.shim.rootfs_dir import busybox_rootfs
 
 pytestmark = pytest.mark.root
@@ -269,22 +269,22 @@ def test_commands_that_exit_at_once_still_report_their_code(runtime: Runtime) ->
         assert runtime.execs.wait(exec_id, timeout=10) == code
 
 
-def test_with_a_sweeper_delete_returns_before_the_disk_is_freed_and_nothing_is_left(
+def test_in_the_background_delete_returns_before_the_disk_is_freed_and_nothing_is_left(
         tmp_path: Path) -> None:
-    sweeper = Sweeper()
-    snapshots = OverlaySnapshotter(tmp_path / "snapshots", sweep=sweeper)
+    background = Background()
+    snapshots = OverlaySnapshotter(tmp_path / "snapshots", sweep=background)
     cgroups = detect(parent=f"dockyard-test-{secrets.token_hex(4)}")
     crashed = tmp_path / "containers" / "trash-0123"  # a bundle a crash left renamed
     (crashed / "rootfs").mkdir(parents=True)
     runtime = Runtime(tmp_path, kernel=LinuxKernel(), images=LayerImages(snapshots, tmp_path),
-                      snapshots=snapshots, cgroups=cgroups, sweep=sweeper)
+                      snapshots=snapshots, cgroups=cgroups, later=background)
     try:
         record = runtime.run(_config("true"))
         runtime.wait(record.id, timeout=10)
         runtime.delete(record.id)
         assert not Path(record.bundle).exists()  # out of the way at once
     finally:
-        sweeper.close()  # waits for the queued deletions
+        background.close()  # waits for the queued deletions
         cgroups.delete_parent()
     assert list((tmp_path / "containers").iterdir()) == []
     assert len(list((tmp_path / "snapshots" / "snapshots").iterdir())) == 1  # the image's

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard_shim.background import Background, Later, now
 from dockyard_shim.cgroups import CgroupDriver, detect
 from dockyard_shim.daemon.paths import state_root
 from dockyard_shim.errors import NotFoundError
@@ -23,7 +24,6 @@ from dockyard_shim.kernel import LinuxKernel
 from dockyard_shim.runtime.ports import RunnableImage
 from dockyard_shim.runtime.runtime import Runtime
 from dockyard_shim.snapshots import OverlaySnapshotter
-from dockyard_shim.sweeper import Sweep, Sweeper, sweep_now
 
 
 class StoreImages:
@@ -58,17 +58,16 @@ class Node:
     images: ImageStore
     cgroups: CgroupDriver
     runtime: Runtime
-    sweeper: Sweeper
+    background: Background
 
     def close(self) -> None:
-        self.sweeper.close()  # the deletions it still holds, before the stores close
+        self.background.close()  # the chores it still holds, before the stores close
         self.runtime.store.close()
         self.images.close()
         self.snapshots.close()
 
 
-def open_images(root: Path, *, sweep: Sweep = sweep_now) -> tuple[OverlaySnapshotter,
-                                                                   ImageStore]:
+def open_images(root: Path, *, sweep: Later = now) -> tuple[OverlaySnapshotter, ImageStore]:
     """The node's snapshotter and image store under `root`; the caller closes both."""
     snapshots = OverlaySnapshotter(root / "overlay", sweep=sweep)
     return snapshots, ImageStore(root / "images", snapshots)
@@ -78,9 +77,9 @@ def open_node(root: Path | None = None, *, cgroup_parent: str = "dockyard") -> N
     """Open (creating if needed) the node state under `root`."""
     root = root or state_root()
     # Removed containers' and snapshots' directories are deleted in the background.
-    sweeper = Sweeper()
-    snapshots, images = open_images(root, sweep=sweeper)
+    background = Background()
+    snapshots, images = open_images(root, sweep=background)
     cgroups = detect(parent=cgroup_parent)
     runtime = Runtime(root, kernel=LinuxKernel(), images=StoreImages(images),
-                      snapshots=snapshots, cgroups=cgroups, sweep=sweeper)
-    return Node(root, snapshots, images, cgroups, runtime, sweeper)
+                      snapshots=snapshots, cgroups=cgroups, later=background)
+    return Node(root, snapshots, images, cgroups, runtime, background)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from dockyard_shim.background import Later, now
 from dockyard_shim.cgroups import Cgroup, CgroupDriver, Limits, Stats, V1Cgroup
 from dockyard_shim.errors import (
     FailedPreconditionError,
@@ -66,7 +67,6 @@ from dockyard_shim.runtime.state import (
     can_unpause,
     require,
 )
-from dockyard_shim.sweeper import Sweep, sweep_now
 
 _EXIT_RECORD_GRACE = 1.0  # how long to wait for another reaper's exit record
 _TRASH = "trash-"  # the name prefix of a removed container's bundle until it is deleted
@@ -84,9 +84,10 @@ class Runtime:
 
     def __init__(self, root: Path, *, kernel: Kernel, images: Images, snapshots: Snapshots,
                  cgroups: CgroupDriver, network: NetworkConfig | None = None,
-                 sweep: Sweep = sweep_now) -> None:
-        """`sweep` runs the deletion of a removed container's (renamed) bundle: at once by
-        default, or later (a `Sweeper`) so that `delete` returns sooner."""
+                 later: Later = now) -> None:
+        """`later` runs chores no call waits for (deleting a removed container's renamed
+        bundle): at once by default, or on a `Background` thread so that calls return
+        sooner."""
         self.root = root
         self.kernel = kernel
         self._images = images
@@ -99,9 +100,9 @@ class Runtime:
         self.pids_dir = root / "pids"
         self.pids_dir.mkdir(parents=True, exist_ok=True)
         self.lock = threading.RLock()
-        self._sweep = sweep
+        self._later = later
         for leftover in (root / "containers").glob(f"{_TRASH}*"):  # from a crash
-            sweep(partial(shutil.rmtree, leftover, ignore_errors=True))
+            later(partial(shutil.rmtree, leftover, ignore_errors=True))
         become_subreaper(kernel)
 
     # ------------------------------------------------------------------ create / start
@@ -374,7 +375,7 @@ class Runtime:
         trashed = bundle.with_name(_TRASH + bundle.name)  # ids are never reused
         with contextlib.suppress(FileNotFoundError):
             bundle.rename(trashed)
-            self._sweep(partial(shutil.rmtree, trashed, ignore_errors=True))
+            self._later(partial(shutil.rmtree, trashed, ignore_errors=True))
         self.store.delete(record.id)
 
     def list(self, *, all_: bool = False) -> list[ContainerRecord]:

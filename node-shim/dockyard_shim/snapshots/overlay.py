@@ -50,6 +50,7 @@ from functools import partial
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 
+from dockyard_shim.background import Later, now
 from dockyard_shim.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -61,7 +62,6 @@ from dockyard_shim.mounts import Mount
 from dockyard_shim.snapshots import _disk
 from dockyard_shim.snapshots.api import Info, Kind, Usage
 from dockyard_shim.snapshots.metadata import MetaStore, Row, Transaction
-from dockyard_shim.sweeper import Sweep, sweep_now
 
 PAGE_SIZE = os.sysconf("SC_PAGESIZE") if hasattr(os, "sysconf") else 4096
 """The kernel copies mount(2) data into one page, NUL included: the options' hard limit."""
@@ -93,9 +93,9 @@ class OverlaySnapshotter:
     root. Use it as a context manager, or call `close`.
     """
 
-    def __init__(self, root: Path, *, sweep: Sweep = sweep_now) -> None:
+    def __init__(self, root: Path, *, sweep: Later = now) -> None:
         """`sweep` runs the deletion of a removed snapshot's (renamed) directory: at once
-        by default, or later (a `Sweeper`) so that `remove` returns sooner."""
+        by default, or later (a `Background`) so that `remove` returns sooner."""
         root = Path(root).absolute()
         if "," in str(root) or ":" in str(root):
             raise InvalidArgumentError(
