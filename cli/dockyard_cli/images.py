@@ -42,7 +42,7 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(1)
 
 
-def _reported(command: Callable[P, R]) -> Callable[P, R]:
+def reported(command: Callable[P, R]) -> Callable[P, R]:
     """Turn the store's errors into one line on stderr and exit status 1."""
 
     @functools.wraps(command)
@@ -87,7 +87,7 @@ _unpack_option = click.option(
                    "optionally gzip-compressed; '-' reads standard input.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @_unpack_option
-@_reported
+@reported
 def load(source: str, quiet: bool, unpack: bool) -> None:
     """Load images from an archive, like `docker load`.
 
@@ -116,7 +116,7 @@ def load(source: str, quiet: bool, unpack: bool) -> None:
 @click.argument("file", metavar="FILE")
 @click.argument("name", metavar="NAME[:TAG]")
 @_unpack_option
-@_reported
+@reported
 def import_(file: str, name: str, unpack: bool) -> None:
     """Make a one-layer image from a root filesystem tar, like `docker import`.
 
@@ -138,7 +138,7 @@ def import_(file: str, name: str, unpack: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True, help="Output format.")
 @click.option("-q", "--quiet", is_flag=True, help="Print image ids only, one per line.")
-@_reported
+@reported
 def images(fmt: str, quiet: bool) -> None:
     """List the images on this machine, like `docker images`.
 
@@ -214,7 +214,7 @@ def _human_size(size: int) -> str:
 @click.argument("refs", nargs=-1, required=True, metavar="IMAGE...")
 @click.option("-f", "--force", is_flag=True,
               help="Remove an image given by id even when it has several names.")
-@_reported
+@reported
 def rmi(refs: tuple[str, ...], force: bool) -> None:
     """Remove images, like `docker rmi`.
 
@@ -250,7 +250,7 @@ def rmi(refs: tuple[str, ...], force: bool) -> None:
 @click.command("tag")
 @click.argument("source", metavar="SOURCE")
 @click.argument("target", metavar="TARGET")
-@_reported
+@reported
 def tag(source: str, target: str) -> None:
     """Give the image SOURCE (a name or an id) the name TARGET, like `docker tag`.
 

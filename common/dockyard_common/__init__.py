@@ -5,7 +5,7 @@ CLI imports it on every start); anything with domain meaning belongs in `dockyar
 or in a component.
 """
 
-from dockyard_common.logs import configure_logging, get_logger
+from dockyard_common.logs import configure_logging, for_machines, get_logger
 from dockyard_common.version import version
 
-__all__ = ["configure_logging", "get_logger", "version"]
+__all__ = ["configure_logging", "for_machines", "get_logger", "version"]

@@ -33,6 +33,7 @@ class _Settings:
 
 
 _pending: list[_Settings] = []
+_current = _Settings("info", "auto", None)
 
 
 def configure_logging(
@@ -47,10 +48,18 @@ def configure_logging(
     """
     if level not in _LEVELS:
         raise ValueError(f"log level must be one of {', '.join(_LEVELS)}, not {level!r}")
-    settings = _Settings(level, fmt, stream)
+    global _current  # noqa: PLW0603 -- the process's one logging configuration
+    settings = _current = _Settings(level, fmt, stream)
     _pending[:] = [settings]
     if not lazy or "structlog" in sys.modules:
         _apply()
+
+
+def for_machines() -> bool:
+    """Whether output goes to programs rather than people: JSON logs (`--log-format json`,
+    or `auto` off a terminal). Progress displays stay quiet then."""
+    out = _current.stream if _current.stream is not None else sys.stderr
+    return _current.fmt == "json" or (_current.fmt == "auto" and not out.isatty())
 
 
 def _apply() -> None:

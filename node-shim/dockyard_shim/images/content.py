@@ -38,6 +38,11 @@ class ContentStore:
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._ingest.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def blob_dir(self) -> Path:
+        """The folder holding `sha256/<hex>` blob files, which skopeo can share."""
+        return self._blobs.parent
+
     def path(self, digest: Digest) -> Path:
         """Where the blob `digest` lives (whether or not it is there)."""
         return self._blobs / hex_of(parse_digest(digest))

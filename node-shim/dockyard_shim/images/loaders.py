@@ -26,6 +26,7 @@ links between members are followed only within the archive and at most a few hop
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import tarfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -36,7 +37,7 @@ from typing import IO, Any
 
 from dockyard_shim.errors import InvalidArgumentError, NotFoundError
 from dockyard_shim.images.content import ContentStore
-from dockyard_shim.images.digest import Digest, hex_of, sha256_of
+from dockyard_shim.images.digest import Digest, hex_of, parse_digest, sha256_of
 from dockyard_shim.images.oci import (
     CONTAINERD_NAME_ANNOTATION,
     INDEX_TYPES,
@@ -124,6 +125,54 @@ class _Archive:
             return stream.read()
 
 
+class _Layout:
+    """An OCI image layout directory whose blobs are already in the content store, as
+    `skopeo copy --dest-shared-blob-dir` leaves a pull. Same reading interface as
+    `_Archive`; names are looked up, never trusted as paths."""
+
+    def __init__(self, path: Path, content: ContentStore) -> None:
+        self.path, self._content = path, content
+
+    def _file(self, name: str) -> Path:
+        wanted = _clean(name)
+        if wanted in ("oci-layout", "index.json"):
+            return self.path / wanted
+        folder, _, hex_digest = wanted.rpartition("/")
+        if folder != "blobs/sha256":
+            raise InvalidArgumentError(f"{self.path}: unexpected member {name!r}")
+        return self._content.path(parse_digest(f"sha256:{hex_digest}"))
+
+    def has(self, name: str) -> bool:
+        return self._file(name).is_file()
+
+    @contextmanager
+    def open(self, name: str) -> Iterator[tuple[IO[bytes], int]]:
+        try:
+            stream = self._file(name).open("rb")
+        except FileNotFoundError as e:
+            raise InvalidArgumentError(f"{self.path} lacks {name!r}, which it references") \
+                from e
+        with stream:
+            yield stream, os.fstat(stream.fileno()).st_size
+
+    def read(self, name: str) -> bytes:
+        with self.open(name) as (stream, size):
+            if size > MAX_DOCUMENT:
+                raise InvalidArgumentError(f"{self.path}: {name!r} is larger than "
+                                           f"{MAX_DOCUMENT} bytes, too large for a document")
+            return stream.read()
+
+
+def read_layout(path: Path, content: ContentStore, platform: Platform,
+                added: set[Digest]) -> list[LoadedImage]:
+    """Verify the images of the OCI layout directory `path`, whose blobs the transport
+    put into `content` already (see `_Layout`); the images found."""
+    images = _Loader(_Layout(path, content), content, platform, added).oci()
+    if not images:
+        raise InvalidArgumentError(f"{path} holds no image")
+    return images
+
+
 def _members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
     while (info := tar.next()) is not None:
         yield info
@@ -171,7 +220,7 @@ def read_archive(path: Path, content: ContentStore, platform: Platform,
 
 
 class _Loader:
-    def __init__(self, archive: _Archive, content: ContentStore, platform: Platform,
+    def __init__(self, archive: _Archive | _Layout, content: ContentStore, platform: Platform,
                  added: set[Digest]) -> None:
         self.archive, self.content, self.platform, self.added = archive, content, platform, added
 
@@ -193,7 +242,13 @@ class _Loader:
         if descriptor.size > MAX_DOCUMENT:
             raise InvalidArgumentError(f"{descriptor.media_type} {descriptor.digest} declares "
                                        f"{descriptor.size} bytes, more than {MAX_DOCUMENT}")
-        return self.content.read(self._blob(descriptor), MAX_DOCUMENT)
+        data = self.content.read(self._blob(descriptor), MAX_DOCUMENT)
+        # Checked again, even when the blob was there: documents are small, and a blob
+        # another program placed in the store (a pull's transport) is verified here.
+        if len(data) != descriptor.size or sha256_of(data) != descriptor.digest:
+            raise InvalidArgumentError(f"{descriptor.media_type} {descriptor.digest} does "
+                                       "not match its digest or size")
+        return data
 
     # OCI layout --------------------------------------------------------------------------------
 

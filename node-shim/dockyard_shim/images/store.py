@@ -16,7 +16,7 @@ Rules it keeps:
   children (a container's rootfs, say) is kept and reported, and collected by a later
   removal once it is free.
 
-Registry pulls belong to a later transport (skopeo) that hands this store an OCI layout.
+Registry pulls and pushes (`distribution`) go through `add` and the content store.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import hashlib
 import json
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,11 +98,21 @@ class ImageStore:
         Multi-platform images are resolved to this node's platform. With `unpack`, layers
         are unpacked too, and a layer that does not unpack to its diff id fails the load.
         """
+        return self.add(lambda added: read_archive(Path(path), self.content, self.platform,
+                                                   added), unpack=unpack)
+
+    def add(self, read: Callable[[set[Digest]], builtins.list[LoadedImage]], *,
+            unpack: bool = False) -> builtins.list[ImageRecord]:
+        """Add the images that `read` puts into the content store, all or nothing.
+
+        `read` stores the images' blobs and adds to the set it is given every blob it
+        added, so that a failure (its own, an unpack's) takes them back out.
+        """
         added: set[Digest] = set()
         unpacked: list[ChainId] = []
         try:
             with self._lock.shared():
-                found = read_archive(Path(path), self.content, self.platform, added)
+                found = read(added)
                 if unpack:
                     for image in found:
                         unpack_layers(self.snapshotter, self.content, _layer_rows(image),
