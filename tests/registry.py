@@ -14,7 +14,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,11 @@ storage:
     enabled: true
 http:
   addr: 127.0.0.1:{port}
+"""
+_AUTH = """auth:
+  htpasswd:
+    realm: dockyard-tests
+    path: {htpasswd}
 """
 
 
@@ -61,13 +67,29 @@ def _answers(host: str) -> bool:
     try:
         with urllib.request.urlopen(f"http://{host}/v2/", timeout=1) as response:
             return bool(response.status == 200)
+    except urllib.error.HTTPError as e:
+        return e.code == 401  # up, and asking for credentials
     except (urllib.error.URLError, OSError):
         return False
 
 
+def _bcrypt(password: str) -> str:
+    """The registry's htpasswd wants bcrypt; glibc's crypt makes it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # crypt is deprecated in 3.11
+        import crypt  # noqa: PLC0415
+
+    return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))  # noqa: S324 -- bcrypt
+
+
 @contextlib.contextmanager
-def running_registry(work: Path) -> Iterator[Registry]:
-    """A registry serving from `work/registry`, stopped (and its data kept) at the end."""
+def running_registry(work: Path, users: Mapping[str, str] | None = None,
+                     ) -> Iterator[Registry]:
+    """A registry serving from `work/registry`, stopped (and its data kept) at the end.
+
+    With `users` (name -> password) it asks for basic authentication, as a private
+    registry does.
+    """
     binary = shutil.which("docker-registry")
     if binary is None:
         raise RuntimeError("docker-registry is not installed: apt-get install docker-registry")
@@ -76,7 +98,12 @@ def running_registry(work: Path) -> Iterator[Registry]:
     for _ in range(5):  # the free port may be taken before the registry binds it
         port = _free_port()
         config = folder / "config.yml"
-        config.write_text(_CONFIG.format(data=folder / "data", port=port))
+        text = _CONFIG.format(data=folder / "data", port=port)
+        if users:
+            htpasswd = folder / "htpasswd"
+            htpasswd.write_text("".join(f"{u}:{_bcrypt(p)}\n" for u, p in users.items()))
+            text += _AUTH.format(htpasswd=htpasswd)
+        config.write_text(text)
         log = folder / f"registry-{port}.log"
         with log.open("wb") as out:
             process = subprocess.Popen([binary, "serve", str(config)], stdout=out,

@@ -3,6 +3,7 @@ with real skopeo; images are built by the tests' own factory, not by the code un
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,9 +16,10 @@ import pytest
 
 from dockyard_cli.client import Client
 from dockyard_shim.daemon.node import open_images
-from dockyard_shim.errors import NotFoundError
+from dockyard_shim.errors import InvalidArgumentError, NotFoundError
 from dockyard_shim.images import ImageStore
 from dockyard_shim.images.distribution import pull, push, save
+from dockyard_shim.images.transport import login
 from dockyard_shim.snapshots import OverlaySnapshotter
 from tests.registry import Registry, running_registry
 from tests.shim.imagefactory import (
@@ -188,3 +190,23 @@ def test_the_cli_pulls_then_runs_the_image(tmp_path: Path, registry: Registry) -
     finally:
         daemon.terminate()
         daemon.wait(timeout=15)
+
+
+def test_a_private_registry_needs_a_login_which_is_kept_in_dockers_config(
+        tmp_path: Path, store: ImageStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    with running_registry(tmp_path / "private", users={"alice": "s3cret"}) as private:
+        img = image([busybox_files()])
+        archive = oci_archive(tmp_path / "private.tar", [(img, ["x/y:1"])])
+        subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", "--dest-creds",
+                        "alice:s3cret", f"oci-archive:{archive}",
+                        f"docker://{private.host}/team/secret:1"],
+                       check=True, capture_output=True)
+        with pytest.raises(InvalidArgumentError, match="log in first"):
+            pull(store, f"{private.host}/team/secret:1")
+        with pytest.raises(InvalidArgumentError, match="invalid username/password"):
+            login(private.host, "alice", "wrong")
+        written = login(private.host, "alice", "s3cret")
+        assert written == tmp_path / "docker" / "config.json"
+        assert private.host in json.loads(written.read_text())["auths"]
+        assert pull(store, f"{private.host}/team/secret:1").id == img.id

@@ -140,6 +140,8 @@ def _error(what: str, errors: str) -> Exception:
     lowered = message.lower()
     if "manifest unknown" in lowered or "name unknown" in lowered or "not found" in lowered:
         return NotFoundError(text)
+    if "invalid username/password" in lowered:
+        return InvalidArgumentError(text)
     if "unauthorized" in lowered or "authentication required" in lowered \
             or "denied" in lowered:
         return InvalidArgumentError(text + " (log in first: dockyard login REGISTRY)")
