@@ -44,6 +44,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "Thaw paused containers."),
     "exec": ("dockyard_cli.containers:exec_",
              "Run a command in a running container; exit with its exit code."),
+    "diff": ("dockyard_cli.containers:diff",
+             "List what a container changed in its image's filesystem, like `docker diff`."),
     "load": ("dockyard_cli.images:load",
              "Load images from an archive, like `docker load`."),
     "import": ("dockyard_cli.images:import_",

@@ -186,6 +186,18 @@ def logs(follow: bool, container: str) -> None:
         out.flush()
 
 
+@click.command("diff")
+@click.argument("container")
+def diff(container: str) -> None:
+    """List what a container changed in its image's filesystem, like `docker diff`.
+
+    One line per path: A added, C changed, D deleted.
+    """
+    kinds = "CAD"  # Docker's Kind numbers 0, 1, 2
+    for change in connect().call("GET", f"/containers/{container}/changes"):
+        click.echo(f"{kinds[change['Kind']]} {change['Path']}")
+
+
 @click.command("inspect")
 @click.argument("containers", nargs=-1, required=True)
 def inspect(containers: tuple[str, ...]) -> None:
@@ -261,4 +273,4 @@ def stats(fmt: str, containers: tuple[str, ...]) -> None:
 
 
 commands = [run, create, start, ps, logs, stop, kill, rm, wait, inspect, stats, pause, unpause,
-            exec_]
+            exec_, diff]

@@ -271,3 +271,21 @@ def test_a_detached_rm_container_is_removed_when_it_exits(node: Node) -> None:
     while node.dockyard("ps", "-a", "-q").stdout:
         assert time.monotonic() < deadline, "the container was not removed"
         time.sleep(0.1)
+
+
+def test_diff_shows_the_containers_changes_and_not_the_runtimes_mount_points(
+        node: Node) -> None:
+    node.dockyard("run", "--name", "changer", "busybox", "sh", "-c",
+                  "echo hi > /hello; rm /bin/true", check=True)
+    assert node.dockyard("diff", "changer", check=True).stdout.splitlines() == [
+        "C /bin", "D /bin/true", "A /hello"]
+    node.dockyard("rm", "changer", check=True)
+
+
+def test_removing_the_image_also_collects_the_runtimes_init_layer(node: Node) -> None:
+    node.dockyard("run", "--rm", "busybox", "true", check=True)
+    snapshots = node.root / "root" / "overlay" / "snapshots"
+    kept = [p for p in snapshots.iterdir() if not p.name.startswith("trash-")]  # swept soon
+    assert len(kept) == 2  # the image's layer and the init layer
+    node.dockyard("rmi", "busybox", check=True)
+    assert list(snapshots.iterdir()) == []

@@ -97,3 +97,37 @@ def test_a_container_sees_what_it_sees_under_docker(docker: dict[str, str],
     assert only_docker <= set(ONLY_DOCKER), f"Docker has, we lack: {only_docker}"
     assert only_dockyard <= set(ONLY_DOCKYARD), f"we have, Docker lacks: {only_dockyard}"
     assert "CapEff:\t00000000a80425fb" in ours  # the probe really ran
+
+
+# Adds, changes and deletes files, directories and links, deep and shallow.
+CHANGES = """set -e
+echo new > /added.txt
+mkdir -p /newdir/sub && echo x > /newdir/sub/file
+echo more >> /etc/passwd
+rm /etc/group
+rm -r /root
+ln -s /etc/passwd /link
+chmod 700 /tmp
+touch /tmp/scratch
+"""
+
+
+def test_diff_lists_what_docker_diff_lists(docker: dict[str, str],
+                                           dockyard: dict[str, str],
+                                           image_tar: Path) -> None:
+    subprocess.run(["docker", "import", str(image_tar), "probe"], env=docker, check=True,
+                   capture_output=True)
+    subprocess.run([sys.executable, "-m", "dockyard_cli", "import", str(image_tar), "probe"],
+                   env=dockyard, check=True, capture_output=True)
+    run = ["run", "--name", "changer", "--network", "none", "probe", "sh", "-c", CHANGES]
+    subprocess.run(["docker", *run], env=docker, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "dockyard_cli", *run], env=dockyard, check=True,
+                   capture_output=True)
+    theirs = subprocess.run(["docker", "diff", "changer"], env=docker, check=True,
+                            capture_output=True, text=True).stdout
+    ours = subprocess.run([sys.executable, "-m", "dockyard_cli", "diff", "changer"],
+                          env=dockyard, check=True, capture_output=True, text=True).stdout
+    subprocess.run([sys.executable, "-m", "dockyard_cli", "rm", "changer"], env=dockyard,
+                   check=True, capture_output=True)
+    assert "A /added.txt" in theirs  # the changes really were made
+    assert _lines(ours) == _lines(theirs)

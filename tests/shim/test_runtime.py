@@ -287,4 +287,4 @@ def test_in_the_background_delete_returns_before_the_disk_is_freed_and_nothing_i
         background.close()  # waits for the queued deletions
         cgroups.delete_parent()
     assert list((tmp_path / "containers").iterdir()) == []
-    assert len(list((tmp_path / "snapshots" / "snapshots").iterdir())) == 1  # the image's
+    assert len(list((tmp_path / "snapshots" / "snapshots").iterdir())) == 2  # image, init

@@ -130,6 +130,15 @@ async def listing(request: web.Request) -> web.Response:
     return web.json_response([record_json(r) for r in records])
 
 
+_CHANGE_KINDS = {"C": 0, "A": 1, "D": 2}  # Docker's Engine API numbers
+
+
+async def changes(request: web.Request) -> web.Response:
+    """What the container changed, as Docker's GET /containers/{id}/changes."""
+    found = await _call(request, request.app[RUNTIME].diff, request.match_info["ref"])
+    return web.json_response([{"Path": c.path, "Kind": _CHANGE_KINDS[c.kind]} for c in found])
+
+
 async def logs(request: web.Request) -> web.StreamResponse:
     """The container's output; with follow=1 it streams until the container stops."""
     runtime = request.app[RUNTIME]
@@ -249,6 +258,7 @@ def make_app(runtime: Runtime) -> web.Application:
     app.router.add_post("/containers/{ref}/unpause", unpause)
     app.router.add_post("/containers/{ref}/wait", wait)
     app.router.add_get("/containers/{ref}/logs", logs)
+    app.router.add_get("/containers/{ref}/changes", changes)
     app.router.add_get("/containers/{ref}/stats", stats)
     app.router.add_delete("/containers/{ref}", remove)
     app.router.add_post("/containers/{ref}/exec", exec_create)

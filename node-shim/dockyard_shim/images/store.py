@@ -56,7 +56,12 @@ from dockyard_shim.images.oci import (
 )
 from dockyard_shim.images.platform import Platform, node_platform
 from dockyard_shim.images.reference import Reference, parse_reference
-from dockyard_shim.images.unpack import LAYER_LABEL, stale_extractions, unpack_layers
+from dockyard_shim.images.unpack import (
+    INIT_LABEL,
+    LAYER_LABEL,
+    stale_extractions,
+    unpack_layers,
+)
 from dockyard_shim.snapshots import Kind, SnapshotKey, Snapshotter
 
 _HEX_PREFIX = re.compile(r"[0-9a-f]{1,64}")
@@ -314,8 +319,12 @@ class ImageStore:
                          ) -> tuple[builtins.list[SnapshotKey], builtins.list[SnapshotKey]]:
         # Under the exclusive lock no unpack runs: an extract snapshot is a crash's leftover.
         garbage = stale_extractions(self.snapshotter)
-        garbage += [info.key for info in self.snapshotter.walk(kind=Kind.COMMITTED)
-                    if LAYER_LABEL in info.labels and ChainId(info.key) not in referenced]
+        for info in self.snapshotter.walk(kind=Kind.COMMITTED):
+            if LAYER_LABEL in info.labels and ChainId(info.key) not in referenced:
+                garbage.append(info.key)
+            elif INIT_LABEL in info.labels and ChainId(info.labels[INIT_LABEL]) \
+                    not in referenced:
+                garbage.append(info.key)  # its layer goes: so does the runtime's layer on it
         removed: list[SnapshotKey] = []
         kept: list[SnapshotKey] = []
         # A child is always created after its parent, so newest first removes children first.

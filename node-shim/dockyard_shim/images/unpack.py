@@ -37,6 +37,9 @@ UNPACK_LABEL = "dockyard.dev/unpack"
 """On an extract snapshot: the chain id being unpacked into it."""
 LAYER_LABEL = "dockyard.dev/layer"
 """On a committed layer snapshot: its diff id. Marks it as the image store's to collect."""
+INIT_LABEL = "dockyard.dev/init-layer"
+"""On a runtime's init layer (`runtime.initlayer`): the chain id of the image layer it
+sits on. The image store collects it with that layer."""
 
 EXTRACT_PREFIX = "extract-"
 

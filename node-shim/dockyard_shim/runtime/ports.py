@@ -8,7 +8,9 @@ lets either side change. (cgroups are used through their own interface, `CgroupD
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from dockyard_shim.mounts import Mount
@@ -44,3 +46,13 @@ class Snapshots(Protocol):
 
     def remove(self, key: str) -> None:
         """Remove a snapshot."""
+
+    def layers(self, key: str) -> tuple[Path, list[Path]]:
+        """A writable snapshot's own directory and its parents' directories."""
+
+    def commit(self, name: str, key: str,
+               labels: Mapping[str, str] | None = None) -> None:
+        """Turn the writable snapshot `key` into the committed snapshot `name`."""
+
+    def stat(self, key: str) -> object:
+        """A snapshot's information; NotFoundError when there is none."""

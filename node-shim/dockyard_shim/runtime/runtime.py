@@ -19,6 +19,7 @@ Transitions of state are serialised by one lock; waiting happens outside it.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
@@ -51,6 +52,7 @@ from dockyard_shim.runtime import procfs
 from dockyard_shim.runtime.command import process_spec
 from dockyard_shim.runtime.config import ContainerConfig, validate
 from dockyard_shim.runtime.execs import Execs
+from dockyard_shim.runtime.initlayer import init_layer
 from dockyard_shim.runtime.names import random_name
 from dockyard_shim.runtime.ports import Images, RunnableImage, Snapshots
 from dockyard_shim.runtime.process import StartError, become_subreaper, read_exit
@@ -67,6 +69,7 @@ from dockyard_shim.runtime.state import (
     can_unpause,
     require,
 )
+from dockyard_shim.snapshots.changes import Change, changes
 
 _EXIT_RECORD_GRACE = 1.0  # how long to wait for another reaper's exit record
 _TRASH = "trash-"  # the name prefix of a removed container's bundle until it is deleted
@@ -123,7 +126,8 @@ class Runtime:
             bundle.mkdir(parents=True)
             self._write_etc(bundle, config.hostname or container_id[:12])
             (bundle / "image.json").write_text(json.dumps(image.__dict__))
-            self._snapshots.prepare(container_id, image.top_layer)
+            self._snapshots.prepare(container_id,
+                                    init_layer(self._snapshots, self.kernel, image.top_layer))
         except BaseException:
             shutil.rmtree(bundle, ignore_errors=True)
             self.store.delete(container_id)
@@ -393,6 +397,12 @@ class Runtime:
             raise FailedPreconditionError(
                 f"cannot read stats of container {record.name}: it is {record.status}")
         return cgroup.stats()
+
+    def diff(self, ref: str) -> builtins.list[Change]:
+        """What the container changed in its image's filesystem (docker diff)."""
+        record = self.store.get(ref)
+        upper, lowers = self._snapshots.layers(record.id)
+        return changes(upper, lowers)
 
     def image_of(self, record: ContainerRecord) -> RunnableImage:
         """The image a container was created from, as recorded in its bundle."""

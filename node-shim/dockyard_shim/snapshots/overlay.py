@@ -220,6 +220,13 @@ class OverlaySnapshotter:
         with self._meta.read() as tx:
             return self._fs(self._active(tx, key, "write into").id)
 
+    def layers(self, key: str) -> tuple[Path, list[Path]]:
+        """An ACTIVE snapshot's writable directory and its parents' (nearest first): what
+        a diff compares. Read them only; the snapshot may be mounted and in use."""
+        with self._meta.read() as tx:
+            row = self._active(tx, key, "compare")
+            return self._fs(row.id), [self._fs(a.id) for a in tx.ancestors(row)]
+
     # Resource management -------------------------------------------------------------------
 
     def close(self) -> None:
