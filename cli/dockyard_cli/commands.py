@@ -46,6 +46,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "Run a command in a running container; exit with its exit code."),
     "diff": ("dockyard_cli.containers:diff",
              "List what a container changed in its image's filesystem, like `docker diff`."),
+    "commit": ("dockyard_cli.containers:commit",
+               "Create a new image from a container's changes, like `docker commit`."),
     "load": ("dockyard_cli.images:load",
              "Load images from an archive, like `docker load`."),
     "import": ("dockyard_cli.images:import_",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -198,6 +199,36 @@ def diff(container: str) -> None:
         click.echo(f"{kinds[change['Kind']]} {change['Path']}")
 
 
+@click.command("commit")
+@click.option("-m", "--message", default="", help="Commit message (in the image history).")
+@click.option("-a", "--author", default="", help="Author, such as 'Ann <ann@example.com>'.")
+@click.option("-c", "--change", "changes", multiple=True, metavar="INSTRUCTION",
+              help="Apply a Dockerfile instruction to the image config: CMD, ENTRYPOINT, "
+                   "ENV, LABEL, WORKDIR, USER, EXPOSE, VOLUME, STOPSIGNAL (repeatable).")
+@click.option("-p", "--pause", type=click.BOOL, default=True, show_default=True,
+              help="Freeze the container while its changes are read.")
+@click.argument("container")
+@click.argument("repository", metavar="[REPOSITORY[:TAG]]", required=False)
+def commit(*, message: str, author: str, changes: tuple[str, ...], pause: bool,
+           container: str, repository: str | None) -> None:
+    """Create a new image from a container's changes, like `docker commit`.
+
+    The image is the container's image plus one layer holding what the container changed
+    (see `dockyard diff`); the container's command, environment and working directory
+    become the image's defaults. Prints the new image id.
+
+    \b
+    Example:
+      dockyard commit -m "add config" -c 'CMD ["httpd", "-f"]' web team/web:2
+    """
+    query = [("container", container), ("comment", message), ("author", author),
+             ("pause", "1" if pause else "0"), *(("changes", c) for c in changes)]
+    if repository:
+        query.append(("repo", repository))
+    made = connect().call("POST", "/commit?" + urllib.parse.urlencode(query))
+    click.echo(made["Id"])
+
+
 @click.command("inspect")
 @click.argument("containers", nargs=-1, required=True)
 def inspect(containers: tuple[str, ...]) -> None:
@@ -273,4 +304,4 @@ def stats(fmt: str, containers: tuple[str, ...]) -> None:
 
 
 commands = [run, create, start, ps, logs, stop, kill, rm, wait, inspect, stats, pause, unpause,
-            exec_, diff]
+            exec_, diff, commit]

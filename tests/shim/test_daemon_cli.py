@@ -289,3 +289,20 @@ def test_removing_the_image_also_collects_the_runtimes_init_layer(node: Node) ->
     assert len(kept) == 2  # the image's layer and the init layer
     node.dockyard("rmi", "busybox", check=True)
     assert list(snapshots.iterdir()) == []
+
+
+def test_commit_makes_an_image_that_runs_with_the_containers_changes(node: Node) -> None:
+    node.dockyard("run", "--name", "maker", "busybox", "sh", "-c",
+                  "echo made > /made.txt", check=True)
+    made = node.dockyard("commit", "-m", "made a file", "-c", 'CMD ["cat", "/made.txt"]',
+                         "maker", "made:1", check=True)
+    assert made.stdout.startswith("sha256:")
+    assert node.dockyard("run", "--rm", "made:1", check=True).stdout == "made\n"
+    assert "made " in node.dockyard("images", check=True).stdout
+    node.dockyard("rm", "maker", check=True)
+
+
+def test_commit_of_a_missing_container_says_so(node: Node) -> None:
+    result = node.dockyard("commit", "ghost", "x:1")
+    assert result.returncode == 1
+    assert "no such container: ghost" in result.stderr

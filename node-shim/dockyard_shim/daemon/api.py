@@ -20,13 +20,16 @@ from typing import Any
 
 from aiohttp import web
 
+from dockyard_shim.daemon.commit import commit_container
 from dockyard_shim.errors import InvalidArgumentError, ShimError
+from dockyard_shim.images import ImageStore, parse_reference
 from dockyard_shim.runtime.config import ContainerConfig
 from dockyard_shim.runtime.process import StartError
 from dockyard_shim.runtime.runtime import Runtime
 from dockyard_shim.runtime.state import ContainerRecord
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+IMAGES: web.AppKey[ImageStore] = web.AppKey("images", ImageStore)
 _FIRST_POLL = 0.005
 _MAX_POLL = 0.2
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -128,6 +131,23 @@ async def listing(request: web.Request) -> web.Response:
     all_ = request.query.get("all", "") in ("1", "true")
     records = await _call(request, request.app[RUNTIME].list, all_=all_)
     return web.json_response([record_json(r) for r in records])
+
+
+async def commit(request: web.Request) -> web.Response:
+    """An image from a container's changes, as Docker's POST /commit."""
+    query = request.query
+    container = query.get("container", "")
+    if not container:
+        raise InvalidArgumentError("say which container to commit: ?container=NAME")
+    repo = query.get("repo", "")
+    name = parse_reference(f"{repo}:{query['tag']}" if query.get("tag") else repo) \
+        if repo else None
+    record = await _call(request, commit_container, request.app[RUNTIME],
+                         request.app[IMAGES], container, name=name,
+                         comment=query.get("comment", ""), author=query.get("author", ""),
+                         changes=query.getall("changes", []),
+                         pause=query.get("pause", "1") not in ("0", "false"))
+    return web.json_response({"Id": record.id}, status=201)
 
 
 _CHANGE_KINDS = {"C": 0, "A": 1, "D": 2}  # Docker's Engine API numbers
@@ -244,9 +264,10 @@ async def _json(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def make_app(runtime: Runtime) -> web.Application:
+def make_app(runtime: Runtime, images: ImageStore) -> web.Application:
     app = web.Application(middlewares=[errors])
     app[RUNTIME] = runtime
+    app[IMAGES] = images
     app.router.add_get("/_ping", ping)
     app.router.add_post("/containers/create", create)
     app.router.add_get("/containers/json", listing)
@@ -259,6 +280,7 @@ def make_app(runtime: Runtime) -> web.Application:
     app.router.add_post("/containers/{ref}/wait", wait)
     app.router.add_get("/containers/{ref}/logs", logs)
     app.router.add_get("/containers/{ref}/changes", changes)
+    app.router.add_post("/commit", commit)
     app.router.add_get("/containers/{ref}/stats", stats)
     app.router.add_delete("/containers/{ref}", remove)
     app.router.add_post("/containers/{ref}/exec", exec_create)

@@ -111,7 +111,7 @@ class ExitWatcher:
 
 async def serve(node: Node, socket: Path, *, ready: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM or SIGINT; containers keep running afterwards."""
-    app = make_app(node.runtime)
+    app = make_app(node.runtime, node.images)
     loop = asyncio.get_running_loop()
     ports = PublishedPorts(node.runtime)
     tasks: set[asyncio.Task[None]] = set()

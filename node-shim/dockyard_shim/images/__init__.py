@@ -6,8 +6,11 @@
 to create a container). Values: `ImageRecord`, `ImageConfig`, `RemoveReport`, `Reference`,
 `Platform`; ids are `Digest` and `ChainId`.
 
+Beside it: `distribution` (pull, push and save; registry transport through skopeo in
+`transport`) and `commit` (an image from a container's changes).
+
 Imports `archive`, `snapshots`, `mounts` and `errors` from the shim; only the runtime, the
-daemon and the CLI import this package. Registry transport is not here yet.
+daemon and the CLI import this package.
 """
 
 from dockyard_shim.images.content import ContentStore

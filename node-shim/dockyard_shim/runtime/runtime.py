@@ -31,7 +31,9 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import IO
 
+from dockyard_shim.archive.writer import write_layer
 from dockyard_shim.background import Later, now
 from dockyard_shim.cgroups import Cgroup, CgroupDriver, Limits, Stats, V1Cgroup
 from dockyard_shim.errors import (
@@ -397,6 +399,23 @@ class Runtime:
             raise FailedPreconditionError(
                 f"cannot read stats of container {record.name}: it is {record.status}")
         return cgroup.stats()
+
+    def write_changes(self, ref: str, out: IO[bytes], *, pause: bool = True) -> str:
+        """Write what the container changed as a layer tar to `out` (the first half of
+        docker commit); the tar's digest. With `pause`, a running container is frozen
+        meanwhile, so the layer is one consistent moment of it."""
+        with self.lock:
+            record = self.observe(self.store.get(ref))
+            frozen = pause and record.status is Status.RUNNING
+            if frozen:
+                self._pause(record)
+        try:
+            upper, _ = self._snapshots.layers(record.id)
+            digest, _ = write_layer(upper, out)
+        finally:
+            if frozen:
+                self.unpause(record.id)
+        return digest
 
     def diff(self, ref: str) -> builtins.list[Change]:
         """What the container changed in its image's filesystem (docker diff)."""
