@@ -48,6 +48,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "List what a container changed in its image's filesystem, like `docker diff`."),
     "commit": ("dockyard_cli.containers:commit",
                "Create a new image from a container's changes, like `docker commit`."),
+    "image": ("dockyard_cli.images:image",
+              "Manage images (more image commands are top-level: images, rmi, tag, pull...)."),
     "load": ("dockyard_cli.images:load",
              "Load images from an archive, like `docker load`."),
     "import": ("dockyard_cli.images:import_",

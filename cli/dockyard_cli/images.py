@@ -20,7 +20,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
-from dockyard_shim.daemon.node import open_images
+from dockyard_shim.daemon.node import images_in_use, open_images
 from dockyard_shim.daemon.paths import state_root
 from dockyard_shim.errors import ShimError
 from dockyard_shim.images import ImageRecord, ImageStore, parse_reference
@@ -265,5 +265,40 @@ def tag(source: str, target: str) -> None:
         store.tag(source, target)
 
 
-commands: list[click.Command] = [load, import_, images, rmi, tag]
+@click.group("image")
+def image() -> None:
+    """Manage images (more image commands are top-level: images, rmi, tag, pull...)."""
+
+
+@image.command("prune")
+@click.option("-a", "--all", "all_images", is_flag=True,
+              help="Remove every image no container uses, not only unnamed ones.")
+@click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
+@reported
+def prune(all_images: bool, force: bool) -> None:
+    """Remove unused images and free what nothing references, like `docker image prune`.
+
+    Deletes unnamed images (with -a, every image) that no container was created from,
+    then every blob and unpacked layer that no image references. A layer a container is
+    built on is never removed.
+    """
+    what = "all images without a container" if all_images else "all dangling images"
+    if not force and not click.confirm(f"WARNING! This will remove {what}. Are you sure "
+                                       "you want to continue?"):
+        return
+    root = state_root()
+    in_use = images_in_use(root)
+    with open_store() as store:
+        report = store.prune(in_use, all_images=all_images)
+    for name in report.untagged:
+        click.echo(f"Untagged: {_familiar(name)}")
+    for image_id in report.deleted:
+        click.echo(f"Deleted: {image_id}")
+    freed = len(report.blobs_removed) + len(report.snapshots_removed)
+    click.echo(f"Removed {len(report.blobs_removed)} blob(s) and "
+               f"{len(report.snapshots_removed)} layer snapshot(s)" if freed else
+               "Nothing else to free")
+
+
+commands: list[click.Command] = [load, import_, images, rmi, tag, image]
 """The commands to register on the `dockyard` group."""

@@ -306,3 +306,19 @@ def test_commit_of_a_missing_container_says_so(node: Node) -> None:
     result = node.dockyard("commit", "ghost", "x:1")
     assert result.returncode == 1
     assert "no such container: ghost" in result.stderr
+
+
+def test_image_prune_keeps_what_containers_use_and_frees_the_rest(node: Node) -> None:
+    node.dockyard("run", "--name", "user", "busybox", "sh", "-c", "echo x > /x", check=True)
+    dangling = node.dockyard("commit", "user", check=True).stdout.strip()  # no name
+    pruned = node.dockyard("image", "prune", "-f", check=True).stdout
+    assert f"Deleted: {dangling}" in pruned
+    kept = node.dockyard("image", "prune", "-a", "-f", check=True).stdout
+    assert "Deleted:" not in kept  # busybox: the container "user" was created from it
+    node.dockyard("rm", "user", check=True)
+    assert "Deleted: sha256:" in node.dockyard("image", "prune", "-a", "-f", check=True).stdout
+    root = node.root / "root"
+    assert node.dockyard("images", "-q", check=True).stdout == ""
+    assert [p for p in (root / "overlay" / "snapshots").iterdir()
+            if not p.name.startswith("trash-")] == []
+    assert list((root / "images" / "content" / "blobs" / "sha256").iterdir()) == []

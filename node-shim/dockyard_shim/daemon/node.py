@@ -12,6 +12,7 @@ here, so there is one definition of where things live.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from dockyard_shim.images import ImageStore, parse_reference
 from dockyard_shim.kernel import LinuxKernel
 from dockyard_shim.runtime.ports import RunnableImage
 from dockyard_shim.runtime.runtime import Runtime
+from dockyard_shim.runtime.state import StateStore
 from dockyard_shim.snapshots import OverlaySnapshotter
 
 
@@ -65,6 +67,21 @@ class Node:
         self.runtime.store.close()
         self.images.close()
         self.snapshots.close()
+
+
+def images_in_use(root: Path) -> set[str]:
+    """The ids of the images that the containers under `root` were created from, read
+    from their records (whether or not a daemon runs): what an image prune must keep."""
+    store = StateStore(root / "containers.db")
+    try:
+        records = store.all()
+    finally:
+        store.close()
+    used = set()
+    for record in records:
+        with contextlib.suppress(OSError, ValueError, TypeError):  # a bundle half gone
+            used.add(Runtime.image_of(record).id)
+    return used
 
 
 def open_images(root: Path, *, sweep: Later = now) -> tuple[OverlaySnapshotter, ImageStore]:

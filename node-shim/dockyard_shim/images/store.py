@@ -28,7 +28,7 @@ import hashlib
 import json
 import re
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -309,6 +309,24 @@ class ImageStore:
             removed, kept = self._sweep_snapshots(chains)
         return RemoveReport(tuple(untagged), (image_id,), tuple(removed_blobs), tuple(removed),
                             tuple(kept))
+
+    def prune(self, in_use: Set[str], *, all_images: bool = False) -> RemoveReport:
+        """Delete unnamed images (with `all_images`, every image) that no container uses
+        (`in_use`: image ids), then collect every blob and layer snapshot no image
+        references, as `docker image prune [-a]`. A layer a container is built on is never
+        collected: it is kept and reported."""
+        with self._lock.exclusive():
+            with self._db.write() as tx:
+                doomed = [record.id for record in tx.all()
+                          if record.id not in in_use and (all_images or not record.names)]
+                untagged = [name for image_id in doomed for name in tx.names_of(image_id)]
+                for image_id in doomed:
+                    tx.delete_image(image_id)
+                blobs, chains = tx.referenced_blobs(), tx.referenced_chains()
+            removed_blobs = self._sweep_blobs(blobs)
+            removed, kept = self._sweep_snapshots(chains)
+        return RemoveReport(tuple(untagged), tuple(doomed), tuple(removed_blobs),
+                            tuple(removed), tuple(kept))
 
     def _sweep_blobs(self, referenced: set[Digest]) -> builtins.list[Digest]:
         # Under the exclusive lock nobody is ingesting: what is in ingest/ is a crash's.

@@ -423,7 +423,8 @@ class Runtime:
         upper, lowers = self._snapshots.layers(record.id)
         return changes(upper, lowers)
 
-    def image_of(self, record: ContainerRecord) -> RunnableImage:
+    @staticmethod
+    def image_of(record: ContainerRecord) -> RunnableImage:
         """The image a container was created from, as recorded in its bundle."""
         return RunnableImage(**json.loads((Path(record.bundle) / "image.json").read_text()))
 
