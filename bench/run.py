@@ -1,7 +1,7 @@
 """Dockyard's benchmarks for the runtime, side by side with its peers, as ratios.
 
     .venv/bin/python bench/run.py [--samples 30] [--containers 500] [--cycles 1000]
-                                  [--only start,snapshot,memory,leaks]
+                                  [--only start,snapshot,memory,leaks,pull,commit]
 
 Measures, in one run on this machine (absolute times are noise here; ratios are not):
 - start: /bin/true in a busybox image, create -> start -> exit -> delete, through the
@@ -10,7 +10,9 @@ Measures, in one run on this machine (absolute times are noise here; ratios are 
 - snapshot: preparing a container's snapshot on a 1 GiB image vs a 2 MiB image;
 - memory: runtime-side memory (keeper + server PSS) with N sleeping containers;
 - leaks: mounts, cgroups, namespaces, directories and processes after N create/delete
-  cycles.
+  cycles;
+- pull and commit: see bench/images.py (image pulls from a private registry, sharing of
+  base layers, commit of 10,000 changed files; against skopeo and Docker).
 It runs its own daemon on a private state root, and removes everything it made.
 """
 
@@ -26,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,32 +36,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 import busybox_image  # noqa: E402 -- script modules, found through the path above
 from dockerd import DockerdUnavailableError, private_dockerd  # noqa: E402
+from measure import interleaved, report_times, timed  # noqa: E402 -- bench/ is on the path
 
 DOCKYARD = [sys.executable, "-m", "dockyard_cli"]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def timed(fn: Callable[[], None], samples: int) -> list[float]:
-    return interleaved([("", fn)], samples)[0][1]
-
-
-def interleaved(contenders: list[tuple[str, Callable[[], None]]],
-                samples: int) -> list[tuple[str, list[float]]]:
-    """Time each contender `samples` times, taking turns: a noisy spell of the machine then
-    slows every contender alike instead of one of them, so the ratios hold."""
-    for _, fn in contenders:
-        fn()  # warm up caches and lazy paths; not counted
-    times: list[list[float]] = [[] for _ in contenders]
-    for _ in range(samples):
-        for (_, fn), out in zip(contenders, times, strict=True):
-            start = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - start)
-    return [(name, out) for (name, _), out in zip(contenders, times, strict=True)]
 
 
 # ------------------------------------------------------------------------ the daemon
@@ -271,18 +250,22 @@ def bench_leaks(cycles: int) -> dict[str, tuple[int, int]]:
     return {name: (before[name], after[name]) for name in before}
 
 
-# ------------------------------------------------------------------------- report
+def bench_images(work: Path, env: dict[str, str], wanted: set[str], samples: int) -> None:
+    from images import LAYER_MIB, LAYERS, bench_commit, bench_pull  # noqa: PLC0415
 
-
-def report_times(title: str, rows: list[tuple[str, list[float]]], baseline: str) -> None:
-    base = statistics.median(dict(rows)[baseline])
-    print(f"\n### {title}\n")
-    print(f"| what | p50 ms | p90 ms | p50 / {baseline} |")
-    print("|---|---:|---:|---:|")
-    for name, values in rows:
-        p50 = statistics.median(values)
-        print(f"| {name} | {p50 * 1000:.1f} | {percentile(values, 0.9) * 1000:.1f} | "
-              f"{p50 / base:.2f} |")
+    with docker_with_busybox(work) as docker:
+        if "pull" in wanted:
+            rows, sharing = bench_pull(work, samples, docker)
+            report_times(f"Pull + unpack of a {LAYER_MIB * LAYERS} MiB image in {LAYERS} "
+                         "layers from a local registry", rows,
+                         "skopeo copy + tar -x")
+            print("\n### A second image on the same base layers\n")
+            for key, value in sharing.items():
+                print(f"- {key}: {value}")
+        if "commit" in wanted:
+            report_times("Commit of a container that changed 10,000 files",
+                         bench_commit(env, samples, docker),
+                         "docker commit" if docker is not None else "dockyard commit")
 
 
 def main() -> None:
@@ -290,7 +273,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--containers", type=int, default=500)
     parser.add_argument("--cycles", type=int, default=1000)
-    parser.add_argument("--only", default="start,snapshot,memory,leaks")
+    parser.add_argument("--only", default="start,snapshot,memory,leaks,pull,commit")
     args = parser.parse_args()
     wanted = set(args.only.split(","))
     if os.geteuid() != 0:
@@ -318,6 +301,8 @@ def main() -> None:
                 rows = bench_snapshot(work, args.samples)
                 report_times("Snapshot creation vs image size", rows,
                              "prepare on a 2 MiB image")
+            if wanted & {"pull", "commit"}:
+                bench_images(work, env, wanted, max(3, args.samples // 6))
             if "memory" in wanted:
                 memory = bench_memory(args.containers)
                 print(f"\n### Memory with {args.containers} sleeping containers\n")
