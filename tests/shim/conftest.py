@@ -54,6 +54,16 @@ def _children() -> set[int]:
     return found
 
 
+def _describe(pid: int) -> str:
+    """`pid (state) command line`, for a leak report."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return f"{pid} (gone)"
+    return f"{pid} ({state}) {command.strip() or '?'}"
+
+
 def _daemons(base: Path) -> set[int]:
     """Dockyard daemons serving a state root under `base` (this run's temporary files).
 
@@ -94,5 +104,7 @@ def no_leaks(request: pytest.FixtureRequest,
     yield
     assert _mount_points() - mounts == set(), "the test leaked mounts"
     assert _dockyard_cgroups() - cgroups == set(), "the test leaked cgroups"
-    assert _children() - children == set(), "the test leaked child processes"
+    leaked = _children() - children
+    assert leaked == set(), "the test leaked child processes: " + "; ".join(
+        _describe(pid) for pid in sorted(leaked))
     assert _daemons(base) - daemons == set(), "the test left a dockyard daemon running"
