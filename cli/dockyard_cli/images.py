@@ -20,8 +20,8 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
-from dockyard_shim.daemon.node import images_in_use, open_images
 from dockyard_shim.daemon.paths import state_root
+from dockyard_shim.daemon.storage import images_in_use, open_images
 from dockyard_shim.errors import ShimError
 from dockyard_shim.images import ImageRecord, ImageStore, parse_reference
 

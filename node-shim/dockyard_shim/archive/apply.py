@@ -93,11 +93,14 @@ def apply_layer(stream: BinaryIO, root: Path, *, limits: Limits = _DEFAULT_LIMIT
     whole snapshot.
     """
     source = TarBytes(stream, limits)
-    reader = TarReader(source, limits)
-    with _Applier(root, limits) as applier:
-        while (header := reader.next()) is not None:
-            applier.apply(header, reader)
-        applier.finish()
+    try:
+        reader = TarReader(source, limits)
+        with _Applier(root, limits) as applier:
+            while (header := reader.next()) is not None:
+                applier.apply(header, reader)
+            applier.finish()
+    finally:
+        source.close()  # its hashing thread; the digest stays readable
     return ApplyStats(diff_id=source.diff_id, entries=reader.entries,
                       bytes_written=applier.bytes_written, whiteouts=applier.whiteouts,
                       inodes=applier.inodes, compression=source.compression)

@@ -9,7 +9,9 @@ message that says so; bzip2 and xz, which only pre-OCI Docker tools ever wrote, 
 whole stream, padding included, is the layer's OCI diff_id), turns decoder failures into
 InvalidArgumentError, and, when the caller asks for it, refuses a stream that expands more
 than a given ratio. The gzip decoder works in bounded chunks, so memory stays flat however
-large the stream is.
+large the stream is. Hashing runs on a thread of its own (`_Sha256Behind`): hashlib and
+zlib both let go of the GIL while they work, so a second core hashes what the first has
+just inflated, and unpacking takes the time of the slower of the two, not of both.
 
 Reads only from the stream it is given; never touches the filesystem.
 """
@@ -19,7 +21,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import queue
 import re
+import threading
 import zlib
 from typing import BinaryIO
 
@@ -69,6 +73,44 @@ def _peek(stream: BinaryIO, size: int) -> bytes:
     return data
 
 
+class _Sha256Behind:
+    """sha256 of the chunks given to `update`, computed on a worker thread, in order.
+
+    At most `_BACKLOG` chunks wait, so memory stays bounded when hashing is the slower side.
+    `hexdigest` waits for the backlog and ends the worker (later chunks are hashed at
+    once); `close` ends the worker of a stream given up early.
+    """
+
+    _BACKLOG = 8
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(self._BACKLOG)
+        self._worker: threading.Thread | None = threading.Thread(
+            target=self._run, name="dockyard-sha256", daemon=True)
+        self._worker.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._sha.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        if self._worker is None:
+            self._sha.update(chunk)
+        else:
+            self._queue.put(chunk)
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._queue.put(None)
+            self._worker.join()
+            self._worker = None
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._sha.hexdigest()
+
+
 class TarBytes:
     """The uncompressed tar stream of a layer blob: exact reads, a running sha256.
 
@@ -92,13 +134,17 @@ class TarBytes:
             self._gzip = gzip.GzipFile(fileobj=self._raw, mode="rb")
             self.compression = "gzip"
         self._ratio = limits.max_compressed_ratio
-        self._sha = hashlib.sha256()
+        self._sha = _Sha256Behind()
         self.position = 0
 
     @property
     def diff_id(self) -> str:
         """sha256 of the bytes read so far; the diff_id once the stream is read to its end."""
         return "sha256:" + self._sha.hexdigest()
+
+    def close(self) -> None:
+        """End the hashing worker (a stream given up before its end needs this)."""
+        self._sha.close()
 
     def read(self, size: int) -> bytes:
         parts: list[bytes] = []

@@ -12,19 +12,18 @@ here, so there is one definition of where things live.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockyard_shim.background import Background, Later, now
+from dockyard_shim.background import Background
 from dockyard_shim.cgroups import CgroupDriver, detect
 from dockyard_shim.daemon.paths import state_root
+from dockyard_shim.daemon.storage import open_images
 from dockyard_shim.errors import NotFoundError
 from dockyard_shim.images import ImageStore, parse_reference
 from dockyard_shim.kernel import LinuxKernel
 from dockyard_shim.runtime.ports import RunnableImage
 from dockyard_shim.runtime.runtime import Runtime
-from dockyard_shim.runtime.state import StateStore
 from dockyard_shim.snapshots import OverlaySnapshotter
 
 
@@ -67,27 +66,6 @@ class Node:
         self.runtime.store.close()
         self.images.close()
         self.snapshots.close()
-
-
-def images_in_use(root: Path) -> set[str]:
-    """The ids of the images that the containers under `root` were created from, read
-    from their records (whether or not a daemon runs): what an image prune must keep."""
-    store = StateStore(root / "containers.db")
-    try:
-        records = store.all()
-    finally:
-        store.close()
-    used = set()
-    for record in records:
-        with contextlib.suppress(OSError, ValueError, TypeError):  # a bundle half gone
-            used.add(Runtime.image_of(record).id)
-    return used
-
-
-def open_images(root: Path, *, sweep: Later = now) -> tuple[OverlaySnapshotter, ImageStore]:
-    """The node's snapshotter and image store under `root`; the caller closes both."""
-    snapshots = OverlaySnapshotter(root / "overlay", sweep=sweep)
-    return snapshots, ImageStore(root / "images", snapshots)
 
 
 def open_node(root: Path | None = None, *, cgroup_parent: str = "dockyard") -> Node:

@@ -8,6 +8,7 @@ lets either side change. (cgroups are used through their own interface, `CgroupD
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,15 @@ class RunnableImage:
     working_dir: str = ""
     user: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+
+    def save(self, bundle: Path) -> None:
+        """Record it in a container's bundle (`image.json`)."""
+        (bundle / "image.json").write_text(json.dumps(self.__dict__))
+
+    @classmethod
+    def of_bundle(cls, bundle: Path) -> RunnableImage:
+        """The image recorded in a container's bundle by `save`."""
+        return cls(**json.loads((bundle / "image.json").read_text()))
 
 
 class Images(Protocol):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -127,7 +126,7 @@ class Runtime:
         try:
             bundle.mkdir(parents=True)
             self._write_etc(bundle, config.hostname or container_id[:12])
-            (bundle / "image.json").write_text(json.dumps(image.__dict__))
+            image.save(bundle)
             self._snapshots.prepare(container_id,
                                     init_layer(self._snapshots, self.kernel, image.top_layer))
         except BaseException:
@@ -426,7 +425,7 @@ class Runtime:
     @staticmethod
     def image_of(record: ContainerRecord) -> RunnableImage:
         """The image a container was created from, as recorded in its bundle."""
-        return RunnableImage(**json.loads((Path(record.bundle) / "image.json").read_text()))
+        return RunnableImage.of_bundle(Path(record.bundle))
 
     def log_path(self, ref: str) -> Path:
         return Path(self.store.get(ref).bundle) / "container.log"
