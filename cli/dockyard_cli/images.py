@@ -213,15 +213,17 @@ def _human_size(size: int) -> str:
 @click.command("rmi")
 @click.argument("refs", nargs=-1, required=True, metavar="IMAGE...")
 @click.option("-f", "--force", is_flag=True,
-              help="Remove an image given by id even when it has several names.")
+              help="Remove an image given by id even when it has several names; untag an "
+                   "image a container uses (the image stays for the container).")
 @reported
 def rmi(refs: tuple[str, ...], force: bool) -> None:
     """Remove images, like `docker rmi`.
 
     An IMAGE given by name loses that name; the image itself is deleted when no name is
     left, and its blobs and unpacked layers are collected unless another image shares them.
-    Layers a container still uses are kept (and reported). Given by id, the image is deleted
-    with all its names, which needs --force when it has more than one.
+    An image a container was created from is not deleted: remove the container first
+    (with --force the image only loses its names). Given by id, the image is deleted with
+    all its names, which needs --force when it has more than one.
 
     \b
     Examples:
@@ -229,10 +231,11 @@ def rmi(refs: tuple[str, ...], force: bool) -> None:
       dockyard rmi -f 3f57d9401f8d
     """
     failed = False
+    in_use = images_in_use(state_root())
     with open_store() as store:
         for ref in refs:  # like docker: go on with the others, fail at the end
             try:
-                report = store.remove(ref, force=force)
+                report = store.remove(ref, force=force, in_use=in_use)
             except ShimError as e:
                 click.echo(f"Error: {e}", err=True)
                 failed = True

@@ -322,3 +322,15 @@ def test_image_prune_keeps_what_containers_use_and_frees_the_rest(node: Node) ->
     assert [p for p in (root / "overlay" / "snapshots").iterdir()
             if not p.name.startswith("trash-")] == []
     assert list((root / "images" / "content" / "blobs" / "sha256").iterdir()) == []
+
+
+def test_rmi_of_an_image_a_container_uses_is_refused_unless_forced(node: Node) -> None:
+    node.dockyard("create", "--name", "holder", "busybox", "true", check=True)
+    refused = node.dockyard("rmi", "busybox")
+    assert refused.returncode == 1
+    assert "used by a container: remove the container first" in refused.stderr
+    forced = node.dockyard("rmi", "-f", "busybox", check=True)
+    assert "Untagged: busybox:latest" in forced.stdout
+    assert "Deleted" not in forced.stdout
+    assert node.dockyard("start", "holder", check=True).returncode == 0  # still runs
+    node.dockyard("rm", "holder", check=True)

@@ -281,11 +281,14 @@ class ImageStore:
 
     # Removing -------------------------------------------------------------------------------
 
-    def remove(self, ref: str, *, force: bool = False) -> RemoveReport:
+    def remove(self, ref: str, *, force: bool = False,
+               in_use: Set[str] = frozenset()) -> RemoveReport:
         """Untag `ref`; delete the image when no name is left, then collect garbage.
 
         `ref` as a name removes that name only. As an id, it deletes the image with all its
-        names, which needs `force` when it has more than one (as `docker rmi`).
+        names, which needs `force` when it has more than one (as `docker rmi`). An image in
+        `in_use` (ids of images containers were created from) is not deleted: that is
+        refused, or with `force` it only loses its names, as with Docker.
         """
         with self._lock.exclusive():
             with self._db.write() as tx:
@@ -299,9 +302,13 @@ class ImageStore:
                         f"({', '.join(names)}): remove them by name, or force")
                 else:
                     untagged = names
+                if len(untagged) == len(names) and image_id in in_use and not force:
+                    raise FailedPreconditionError(
+                        f"image {image_id[:19]} is used by a container: remove the "
+                        "container first, or force (the image then only loses its names)")
                 for name in untagged:
                     tx.delete_name(name)
-                if len(untagged) < len(names):
+                if len(untagged) < len(names) or image_id in in_use:
                     return RemoveReport(untagged=tuple(untagged))
                 tx.delete_image(image_id)
                 blobs, chains = tx.referenced_blobs(), tx.referenced_chains()
