@@ -75,6 +75,15 @@ def dockyard(tmp_path: Path) -> Iterator[dict[str, str]]:
         keeper.wait(timeout=30)
 
 
+def _import_into_both(image_tar: Path, docker: dict[str, str],
+                      dockyard: dict[str, str]) -> None:
+    """The same root filesystem as the image `probe` in both."""
+    subprocess.run(["docker", "import", str(image_tar), "probe"], env=docker, check=True,
+                   capture_output=True)
+    subprocess.run([sys.executable, "-m", "dockyard_cli", "import", str(image_tar), "probe"],
+                   env=dockyard, check=True, capture_output=True)
+
+
 def _lines(output: str) -> set[str]:
     return {line.rstrip() for line in output.splitlines() if line.strip()}
 
@@ -82,10 +91,7 @@ def _lines(output: str) -> set[str]:
 def test_a_container_sees_what_it_sees_under_docker(docker: dict[str, str],
                                                       dockyard: dict[str, str],
                                                       image_tar: Path) -> None:
-    subprocess.run(["docker", "import", str(image_tar), "probe"], env=docker, check=True,
-                   capture_output=True)
-    subprocess.run([sys.executable, "-m", "dockyard_cli", "import", str(image_tar), "probe"],
-                   env=dockyard, check=True, capture_output=True)
+    _import_into_both(image_tar, docker, dockyard)
     run = ["run", "--rm", "--network", "none", "-v", f"{PROBE}:/probe.sh:ro", "probe", "sh",
            "/probe.sh"]
     theirs = subprocess.run(["docker", *run], env=docker, capture_output=True, text=True,
@@ -115,10 +121,7 @@ touch /tmp/scratch
 def test_diff_lists_what_docker_diff_lists(docker: dict[str, str],
                                            dockyard: dict[str, str],
                                            image_tar: Path) -> None:
-    subprocess.run(["docker", "import", str(image_tar), "probe"], env=docker, check=True,
-                   capture_output=True)
-    subprocess.run([sys.executable, "-m", "dockyard_cli", "import", str(image_tar), "probe"],
-                   env=dockyard, check=True, capture_output=True)
+    _import_into_both(image_tar, docker, dockyard)
     run = ["run", "--name", "changer", "--network", "none", "probe", "sh", "-c", CHANGES]
     subprocess.run(["docker", *run], env=docker, check=True, capture_output=True)
     subprocess.run([sys.executable, "-m", "dockyard_cli", *run], env=dockyard, check=True,

@@ -64,11 +64,11 @@ from dockyard_shim.errors import (
     NotFoundError,
     UnavailableError,
 )
+from dockyard_shim.snapshots.changes import OPAQUE_XATTR
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 _AUFS_META = ".wh..wh."
-OPAQUE_XATTR = "trusted.overlay.opaque"
 _CHUNK = 1 * MiB
 _NS_LIMIT = 2**63 - 1
 _MAX_ID = 2**32 - 2  # (uid_t)-1 means "leave unchanged" to chown(2)

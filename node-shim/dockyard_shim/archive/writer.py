@@ -22,10 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from dockyard_shim.archive.apply import OPAQUE_XATTR
+from dockyard_shim.archive.apply import OPAQUE_MARKER, WHITEOUT_PREFIX
+from dockyard_shim.snapshots.changes import OPAQUE_XATTR
 
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
 _OVERLAY_XATTRS = "trusted.overlay."
 
 
