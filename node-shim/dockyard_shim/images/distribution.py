@@ -27,14 +27,10 @@ from dockyard_shim.images.metadata import ImageRecord
 from dockyard_shim.images.oci import Descriptor
 from dockyard_shim.images.reference import Reference, parse_reference
 from dockyard_shim.images.store import ImageStore
-from dockyard_shim.images.transport import Progress, pull_to_layout, push_from_layout
+from dockyard_shim.images.transport import Progress, pull_to_layout, push_from_layout, quiet
 
 
-def _quiet(line: str) -> None:
-    """Progress nobody watches."""
-
-
-def pull(store: ImageStore, ref: str, *, progress: Progress = _quiet) -> ImageRecord:
+def pull(store: ImageStore, ref: str, *, progress: Progress = quiet) -> ImageRecord:
     """Pull `ref` (a name as `docker pull` takes it) into `store`; the image pulled."""
     reference = parse_reference(ref)
     if reference.tag is None and reference.digest is None:
@@ -60,7 +56,7 @@ def pull(store: ImageStore, ref: str, *, progress: Progress = _quiet) -> ImageRe
 
 
 def push(store: ImageStore, ref: str, target: str | None = None, *,
-         progress: Progress = _quiet) -> Reference:
+         progress: Progress = quiet) -> Reference:
     """Push the image `ref` to the registry as `target` (default: `ref` itself, which must
     then be a name); the reference pushed to."""
     record = store.get(ref)

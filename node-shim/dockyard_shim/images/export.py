@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard_shim.errors import InvalidArgumentError
 from dockyard_shim.images.content import ContentStore
 from dockyard_shim.images.digest import Digest, hex_of
 from dockyard_shim.images.oci import (
@@ -69,7 +70,7 @@ def blobs_of(content: ContentStore, manifest: Descriptor) -> list[Digest]:
     """The manifest's blobs: itself, its config and its layers."""
     document = parse_manifest_or_index(content.read(manifest.digest, MAX_DOCUMENT), manifest)
     if not isinstance(document, Manifest):
-        raise TypeError(f"{manifest.digest} is not an image manifest")
+        raise InvalidArgumentError(f"{manifest.digest} is not an image manifest")
     return [manifest.digest, document.config.digest, *(d.digest for d in document.layers)]
 
 

@@ -37,7 +37,7 @@ Progress = Callable[[str], None]
 """Receives skopeo's progress lines (`Copying blob sha256:…`), one at a time."""
 
 
-def _quiet(line: str) -> None:
+def quiet(line: str) -> None:
     """Progress nobody watches."""
 
 
@@ -61,7 +61,7 @@ def plain_http_allowed(domain: str) -> bool:
 
 
 def pull_to_layout(reference: Reference, layout: Path, blobs: Path, platform: Platform, *,
-                   progress: Progress = _quiet) -> None:
+                   progress: Progress = quiet) -> None:
     """Copy the image `reference` for `platform` into the OCI layout `layout`, its blobs
     into `blobs` (a content store's `blobs/` folder: `sha256/<hex>` files)."""
     tag = reference.tag or "latest"
@@ -72,7 +72,7 @@ def pull_to_layout(reference: Reference, layout: Path, blobs: Path, platform: Pl
 
 
 def push_from_layout(layout: Path, tag: str, reference: Reference, blobs: Path, *,
-                     progress: Progress = _quiet) -> None:
+                     progress: Progress = quiet) -> None:
     """Copy the image tagged `tag` in the OCI layout `layout`, whose blobs are in `blobs`,
     to the registry as `reference`."""
     _run(["copy", *_registry_options("dest", reference), "--src-shared-blob-dir", str(blobs),
@@ -109,7 +109,7 @@ def _platform_options(platform: Platform) -> list[str]:
     return options
 
 
-def _run(arguments: list[str], what: str, *, progress: Progress = _quiet,
+def _run(arguments: list[str], what: str, *, progress: Progress = quiet,
          stdin: str | None = None) -> None:
     """Run skopeo; its stdout lines go to `progress`, its errors into ours."""
     binary = shutil.which("skopeo")
@@ -135,7 +135,8 @@ def _run(arguments: list[str], what: str, *, progress: Progress = _quiet,
 def _error(what: str, errors: str) -> Exception:
     """skopeo's failure as one of our error categories, with its own words."""
     message = " ".join(errors.split()) or "skopeo failed without a message"
-    message = message.removeprefix("time=").split('msg="', 1)[-1].rstrip('"')
+    # skopeo logs as `time="…" level=fatal msg="…"`: keep the message, unescaped
+    message = message.split('msg="', 1)[-1].rstrip('"').replace('\\"', '"')
     text = f"cannot {what}: {message}"
     lowered = message.lower()
     if "manifest unknown" in lowered or "name unknown" in lowered or "not found" in lowered:
