@@ -23,9 +23,12 @@ import pytest
 
 from dockyard_shim.daemon.commit import commit_container
 from dockyard_shim.daemon.node import Node, open_node
+from dockyard_shim.daemon.storage import open_images
 from dockyard_shim.images import parse_reference
+from dockyard_shim.images.distribution import pull, push
 from dockyard_shim.mounts import Mount
 from dockyard_shim.runtime.config import ContainerConfig
+from tests.registry import running_registry
 from tests.shim.imagefactory import mounted
 from tests.shim.rootfs_dir import busybox_rootfs
 
@@ -155,3 +158,20 @@ def test_an_unknown_change_instruction_is_refused_and_adds_no_image(node: Node) 
     with pytest.raises(Exception, match="supported: CMD, ENTRYPOINT"):
         commit_container(runtime, node.images, record.id, changes=["RUN rm -rf /"])
     assert node.images.list() == before
+
+
+def test_a_committed_image_pushes_and_pulls_back_the_same(node: Node, tmp_path: Path) -> None:
+    runtime = node.runtime
+    record = runtime.run(ContainerConfig(image="busybox", command=("touch", "/pushed"),
+                                         network="none"))
+    runtime.wait(record.id, timeout=30)
+    with running_registry(tmp_path / "registry") as registry:
+        name = parse_reference(f"{registry.host}/team/committed:1")
+        committed = commit_container(runtime, node.images, record.id, name=name)
+        push(node.images, str(name))
+        snapshots, other = open_images(tmp_path / "other-node")
+        with snapshots, other:
+            back = pull(other, str(name))
+    # The same image (its config, so its layers' diff ids); the manifest differs, as with
+    # docker push: the uncompressed layer a commit stores travels gzip-compressed.
+    assert back.id == committed.id
