@@ -16,6 +16,7 @@ import os
 import secrets
 import stat
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -175,3 +176,31 @@ def test_a_committed_image_pushes_and_pulls_back_the_same(node: Node, tmp_path: 
     # The same image (its config, so its layers' diff ids); the manifest differs, as with
     # docker push: the uncompressed layer a commit stores travels gzip-compressed.
     assert back.id == committed.id
+
+
+def test_a_running_container_is_frozen_for_its_commit_and_runs_on(node: Node) -> None:
+    runtime = node.runtime
+    record = runtime.run(ContainerConfig(
+        image="busybox", command=("sh", "-c", "echo ready > /state; exec sleep 60"),
+        network="none"))
+    deadline = time.monotonic() + 10
+    upper, _ = node.snapshots.layers(record.id)
+    while not (upper / "state").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    frozen_during: list[bool] = []
+    cgroup = runtime.cgroup_of(record)
+    assert cgroup is not None
+    original = runtime._snapshots.layers
+
+    def layers_while_frozen(key: str) -> tuple[Path, list[Path]]:
+        frozen_during.append(cgroup.is_frozen())
+        return original(key)
+
+    runtime._snapshots.layers = layers_while_frozen  # type: ignore[method-assign]
+    committed = commit_container(runtime, node.images, record.id)
+    assert frozen_during == [True]
+    assert runtime.observe(runtime.store.get(record.id)).status.value == "running"
+    assert not cgroup.is_frozen()
+    config = node.images.config(committed.id)
+    assert config.cmd == ("sh", "-c", "echo ready > /state; exec sleep 60")
