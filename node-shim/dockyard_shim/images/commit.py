@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard_shim.errors import InvalidArgumentError
-from dockyard_shim.images.digest import Digest
+from dockyard_shim.images.digest import ChainId, Digest
 from dockyard_shim.images.loaders import LoadedImage
 from dockyard_shim.images.metadata import ImageRecord
 from dockyard_shim.images.oci import (
@@ -84,7 +84,7 @@ def commit_image(store: ImageStore, base: str, layer: Path, diff_id: str, *,
         entry["author"] = document["author"] = author
     document.setdefault("history", []).append(entry)
 
-    def read(added: set[Digest]) -> list[LoadedImage]:
+    def read(added: set[Digest], _: list[ChainId]) -> list[LoadedImage]:
         with layer.open("rb") as stream:
             blob, size = content.ingest(stream, Digest(diff_id))
         added.add(blob)

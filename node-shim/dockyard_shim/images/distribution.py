@@ -1,11 +1,13 @@
 """Images to and from registries and archives: pull, push and save, on an `ImageStore`.
 
-A pull copies the image for this node's platform with skopeo (`transport`) into a scratch
-OCI layout under the store's root, its blobs straight into the content store, so a layer
-the node has already is neither fetched nor stored again; then the store verifies the
-documents (manifest and config: digest and size), records the image under the name that
-was pulled, and unpacks the layers, each checked against its diff id. A failure at any
-step takes back the blobs and snapshots the pull added.
+A pull first reads the manifest (choosing this node's platform from an index or manifest
+list) and the config, and pins the reference to the chosen manifest's digest. Then skopeo
+(`transport`) copies that manifest into a scratch OCI layout under the store's root, its
+blobs straight into the content store, so a layer the node has already is neither
+fetched nor stored again; each layer is unpacked, checked against its diff id, as soon as
+its blob is in, while the others still download. At the end the store verifies the
+documents (digest and size) and records the image under the name that was pulled. A
+failure at any step takes back the blobs and snapshots the pull added.
 
 A push writes an `index.json` naming the image into a scratch layout and lets skopeo
 read the blobs from the content store. A save writes an OCI image-layout tar.
@@ -16,18 +18,42 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from dockyard_shim.errors import InvalidArgumentError, ShimError
-from dockyard_shim.images.digest import Digest
+from dockyard_shim.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    ShimError,
+    UnavailableError,
+)
+from dockyard_shim.images.content import ContentStore
+from dockyard_shim.images.digest import ChainId, Digest, sha256_of
 from dockyard_shim.images.export import Entry, write_archive, write_layout_index
 from dockyard_shim.images.loaders import LoadedImage, read_layout
-from dockyard_shim.images.metadata import ImageRecord
-from dockyard_shim.images.oci import Descriptor
+from dockyard_shim.images.metadata import ImageRecord, LayerRow
+from dockyard_shim.images.oci import (
+    Descriptor,
+    Index,
+    Manifest,
+    parse_config,
+    parse_manifest_or_index,
+)
+from dockyard_shim.images.platform import Platform, select
 from dockyard_shim.images.reference import Reference, parse_reference
 from dockyard_shim.images.store import ImageStore
-from dockyard_shim.images.transport import Progress, pull_to_layout, push_from_layout, quiet
+from dockyard_shim.images.transport import (
+    Progress,
+    Skopeo,
+    inspect_raw,
+    push_from_layout,
+    quiet,
+    start_pull,
+)
+from dockyard_shim.images.unpack import unpack_layers
+
+_BLOB_POLL = 0.01  # seconds between looks for the next layer's blob
 
 
 def pull(store: ImageStore, ref: str, *, progress: Progress = quiet) -> ImageRecord:
@@ -35,24 +61,69 @@ def pull(store: ImageStore, ref: str, *, progress: Progress = quiet) -> ImageRec
     reference = parse_reference(ref)
     if reference.tag is None and reference.digest is None:
         reference = reference.with_tag("latest")
+    pinned, manifest = _manifest_for(reference, store.platform)
+    config = parse_config(inspect_raw(pinned, config=True), manifest.config.digest)
+    if config.id != manifest.config.digest:
+        raise InvalidArgumentError(f"the config of {pinned} does not match its manifest")
+    layers = [LayerRow(n, d.digest, d.media_type, d.size, diff_id, chain_id)
+              for n, (d, diff_id, chain_id) in enumerate(zip(
+                  manifest.layers, config.diff_ids, config.chain_ids, strict=True))]
     scratch = Path(tempfile.mkdtemp(dir=store.root, prefix="pull-"))
     content = store.content
 
-    def read(added: set[Digest]) -> list[LoadedImage]:
+    def read(added: set[Digest], unpacked: list[ChainId]) -> list[LoadedImage]:
         before = set(content.list())
+        copy = start_pull(pinned, scratch / "layout", content.blob_dir, progress=progress)
         try:
-            pull_to_layout(reference, scratch / "layout", content.blob_dir, store.platform,
-                           progress=progress)
+            # Each layer is unpacked as soon as its blob is in, while the others download.
+            for top in range(len(layers)):
+                _await_blob(content, layers[top].blob, copy)
+                unpack_layers(store.snapshotter, content, layers[:top + 1], unpacked)
+            copy.finish()
+        except BaseException:
+            copy.stop()
+            raise
         finally:
             added.update(set(content.list()) - before)
         return [dataclasses.replace(image, names=(reference,))
                 for image in read_layout(scratch / "layout", content, store.platform, added)]
 
     try:
-        (record,) = store.add(read, unpack=True)
+        (record,) = store.add(read, unpack=True)  # the layers are there: a check only
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return record
+
+
+def _manifest_for(reference: Reference, platform: Platform) -> tuple[Reference, Manifest]:
+    """The manifest of `reference` for `platform` (chosen from an index or manifest list),
+    and the reference pinned to its digest, so that what is copied is what was chosen."""
+    data = inspect_raw(reference)
+    digest = sha256_of(data)
+    if reference.digest is not None and digest != reference.digest:
+        raise InvalidArgumentError(f"the registry sent {reference} with digest {digest}")
+    document = parse_manifest_or_index(data, Descriptor("", digest, len(data)))
+    if isinstance(document, Index):
+        candidates = [(d.platform, d) for d in document.manifests if d.platform is not None]
+        chosen = select(platform, candidates)
+        if chosen is None:
+            offered = ", ".join(sorted({str(p) for p, _ in candidates})) or "none"
+            raise NotFoundError(f"{reference} has no image for this node's platform "
+                                f"{platform} (it offers: {offered})")
+        pinned = Reference(reference.domain, reference.path, None, chosen.digest)
+        return _manifest_for(pinned, platform)
+    return Reference(reference.domain, reference.path, None, digest), document
+
+
+def _await_blob(content: ContentStore, digest: Digest, copy: Skopeo) -> None:
+    """Wait until skopeo has put `digest` in the store (renamed in once complete)."""
+    while not content.has(digest):
+        if not copy.running():
+            copy.finish()  # raises if it failed
+            if not content.has(digest):
+                raise UnavailableError(f"skopeo finished without copying layer {digest}")
+            return
+        time.sleep(_BLOB_POLL)
 
 
 def push(store: ImageStore, ref: str, target: str | None = None, *,

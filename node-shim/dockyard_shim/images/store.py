@@ -103,21 +103,23 @@ class ImageStore:
         Multi-platform images are resolved to this node's platform. With `unpack`, layers
         are unpacked too, and a layer that does not unpack to its diff id fails the load.
         """
-        return self.add(lambda added: read_archive(Path(path), self.content, self.platform,
-                                                   added), unpack=unpack)
+        return self.add(lambda added, _: read_archive(Path(path), self.content,
+                                                      self.platform, added), unpack=unpack)
 
-    def add(self, read: Callable[[set[Digest]], builtins.list[LoadedImage]], *,
+    def add(self, read: Callable[[set[Digest], builtins.list[ChainId]],
+                                 builtins.list[LoadedImage]], *,
             unpack: bool = False) -> builtins.list[ImageRecord]:
         """Add the images that `read` puts into the content store, all or nothing.
 
         `read` stores the images' blobs and adds to the set it is given every blob it
-        added, so that a failure (its own, an unpack's) takes them back out.
+        added (and to the list every layer it unpacked, if it unpacks some itself), so that
+        a failure (its own, an unpack's) takes them back out.
         """
         added: set[Digest] = set()
         unpacked: list[ChainId] = []
         try:
             with self._lock.shared():
-                found = read(added)
+                found = read(added, unpacked)
                 if unpack:
                     for image in found:
                         unpack_layers(self.snapshotter, self.content, _layer_rows(image),

@@ -1,10 +1,11 @@
 """Moving images between registries and this node, through `skopeo` (Debian package).
 
-skopeo speaks the registry protocol (token auth, redirects, chunked uploads, manifest
-lists); Dockyard chooses what to move and verifies what arrives. A pull copies into an OCI
-layout directory whose blobs go straight into the node's content store
-(`--dest-shared-blob-dir`): a blob the store holds already is neither fetched nor written
-again. A push copies from a layout directory that the store fills with hard links.
+skopeo speaks the registry protocol (token auth, redirects, chunked uploads); Dockyard
+chooses what to move (`inspect_raw` reads manifests, indexes and configs) and verifies
+what arrives. A pull copies into an OCI layout directory whose blobs go straight into the
+node's content store (`--dest-shared-blob-dir`): a blob the store holds already is neither
+fetched nor written again. A push copies from a layout directory whose blobs skopeo reads
+from the content store (`--src-shared-blob-dir`).
 
 Registry settings follow Docker's rules:
 - A registry on a loopback address (`localhost`, 127.0.0.0/8, `[::1]`) may speak plain
@@ -12,7 +13,6 @@ Registry settings follow Docker's rules:
   valid certificate.
 - Credentials come from Docker's `config.json` (`$DOCKER_CONFIG/config.json`, else
   `~/.docker/config.json`), as written by `docker login` or `dockyard login`.
-- The platform chosen from a manifest list or image index is this node's.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +31,6 @@ from dockyard_shim.errors import (
     NotFoundError,
     UnavailableError,
 )
-from dockyard_shim.images.platform import Platform
 from dockyard_shim.images.reference import Reference
 
 Progress = Callable[[str], None]
@@ -60,24 +60,35 @@ def plain_http_allowed(domain: str) -> bool:
         return False
 
 
-def pull_to_layout(reference: Reference, layout: Path, blobs: Path, platform: Platform, *,
-                   progress: Progress = quiet) -> None:
-    """Copy the image `reference` for `platform` into the OCI layout `layout`, its blobs
-    into `blobs` (a content store's `blobs/` folder: `sha256/<hex>` files)."""
-    tag = reference.tag or "latest"
-    _run([*_platform_options(platform), "copy", *_registry_options("src", reference),
-          "--dest-shared-blob-dir", str(blobs),
-          f"docker://{reference}", f"oci:{layout}:{tag}"], f"pull {reference}",
-         progress=progress)
+def inspect_raw(reference: Reference, *, config: bool = False) -> bytes:
+    """The manifest (or index, or manifest list) `reference` names, as the registry serves
+    it; with `config`, the config of the image for this machine's platform instead."""
+    arguments = ["inspect", "--raw", *(["--config"] if config else []),
+                 *_registry_options("", reference), f"docker://{reference}"]
+    done = subprocess.run([_binary(), *arguments], capture_output=True, check=False)
+    if done.returncode != 0:
+        raise _error(f"pull {reference}", done.stderr.decode(errors="replace"))
+    return done.stdout
+
+
+def start_pull(reference: Reference, layout: Path, blobs: Path, *,
+               progress: Progress = quiet) -> Skopeo:
+    """Start copying the image `reference` (a single-platform manifest) into the OCI
+    layout `layout`, its blobs into `blobs` (a content store's `blobs/` folder of
+    `sha256/<hex>` files, each renamed in once complete). Runs in the background."""
+    return Skopeo(["copy", *_registry_options("src-", reference),
+                   "--dest-shared-blob-dir", str(blobs),
+                   f"docker://{reference}", f"oci:{layout}:pulled"], f"pull {reference}",
+                  progress)
 
 
 def push_from_layout(layout: Path, tag: str, reference: Reference, blobs: Path, *,
                      progress: Progress = quiet) -> None:
     """Copy the image tagged `tag` in the OCI layout `layout`, whose blobs are in `blobs`,
     to the registry as `reference`."""
-    _run(["copy", *_registry_options("dest", reference), "--src-shared-blob-dir", str(blobs),
-          f"oci:{layout}:{tag}", f"docker://{reference}"], f"push {reference}",
-         progress=progress)
+    Skopeo(["copy", *_registry_options("dest-", reference), "--src-shared-blob-dir",
+            str(blobs), f"oci:{layout}:{tag}", f"docker://{reference}"], f"push {reference}",
+           progress).finish()
 
 
 def login(domain: str, username: str, password: str) -> Path:
@@ -88,48 +99,78 @@ def login(domain: str, username: str, password: str) -> Path:
     command = ["login", "--authfile", str(config), "--username", username, "--password-stdin"]
     if plain_http_allowed(domain):
         command.append("--tls-verify=false")
-    _run([*command, domain], f"log in to {domain}", stdin=password + "\n")
+    Skopeo([*command, domain], f"log in to {domain}", quiet, stdin=password + "\n").finish()
     return config
 
 
 def _registry_options(side: str, reference: Reference) -> list[str]:
+    """TLS and credentials for the registry of `reference`; `side` is `src-`, `dest-` or
+    `` (inspect)."""
     options = []
     if plain_http_allowed(reference.domain):
-        options.append(f"--{side}-tls-verify=false")
+        options.append(f"--{side}tls-verify=false")
     if docker_config().is_file():
-        options += [f"--{side}-authfile", str(docker_config())]
+        options += [f"--{side}authfile", str(docker_config())]
     return options
 
 
-def _platform_options(platform: Platform) -> list[str]:
-    """skopeo's global options choosing `platform` from a manifest list or index."""
-    options = ["--override-os", platform.os, "--override-arch", platform.architecture]
-    if platform.variant:
-        options += ["--override-variant", platform.variant]
-    return options
-
-
-def _run(arguments: list[str], what: str, *, progress: Progress = quiet,
-         stdin: str | None = None) -> None:
-    """Run skopeo; its stdout lines go to `progress`, its errors into ours."""
+def _binary() -> str:
     binary = shutil.which("skopeo")
     if binary is None:
         raise UnavailableError("skopeo is not installed: apt-get install skopeo")
-    # stderr to a file: a pipe that nobody reads while we read stdout could fill and hang.
-    with tempfile.TemporaryFile("w+") as errors, subprocess.Popen(
-            [binary, *arguments], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=errors, text=True) as process:
-        stdin_pipe, stdout_pipe = process.stdin, process.stdout
-        if stdin_pipe is None or stdout_pipe is None:
-            raise UnavailableError("cannot talk to skopeo")
-        stdin_pipe.write(stdin or "")
-        stdin_pipe.close()
-        for line in stdout_pipe:
-            progress(line.rstrip("\n"))
-        process.wait()
-        errors.seek(0)
-        if process.returncode != 0:
-            raise _error(what, errors.read())
+    return binary
+
+
+class Skopeo:
+    """One skopeo command, started at once: its stdout lines go to `progress` (from a
+    thread of their own), its stderr to a file; `finish` waits and raises its failure in
+    our error categories, `stop` ends it early."""
+
+    def __init__(self, arguments: list[str], what: str, progress: Progress, *,
+                 stdin: str | None = None) -> None:
+        self._what = what
+        self._errors = tempfile.TemporaryFile("w+")  # noqa: SIM115 -- closed in finish
+        self._process = subprocess.Popen(
+            [_binary(), *arguments], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self._errors, text=True)
+        stdin_pipe = self._process.stdin
+        if stdin_pipe is not None:
+            stdin_pipe.write(stdin or "")
+            stdin_pipe.close()
+        self._reader = threading.Thread(target=self._forward, args=(progress,), daemon=True)
+        self._reader.start()
+
+    def _forward(self, progress: Progress) -> None:
+        if self._process.stdout is not None:
+            for line in self._process.stdout:
+                progress(line.rstrip("\n"))
+
+    def running(self) -> bool:
+        return self._process.poll() is None
+
+    def finish(self) -> None:
+        """Wait for the end; raise if skopeo failed."""
+        try:
+            self._process.wait()
+            self._reader.join()
+            self._errors.seek(0)
+            if self._process.returncode != 0:
+                raise _error(self._what, self._errors.read())
+        finally:
+            self._close()
+
+    def stop(self) -> None:
+        """End it now (a pull given up)."""
+        if self.running():
+            self._process.kill()
+        self._process.wait()
+        self._reader.join()
+        self._close()
+
+    def _close(self) -> None:
+        self._errors.close()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
 
 
 def _error(what: str, errors: str) -> Exception:
