@@ -12,10 +12,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def timed(fn: Callable[[], None], samples: int) -> list[float]:
-    return interleaved([("", fn)], samples)[0][1]
-
-
 def interleaved(contenders: list[tuple[str, Callable[[], None]]],
                 samples: int) -> list[tuple[str, list[float]]]:
     """Time each contender `samples` times, taking turns: a noisy spell of the machine then
