@@ -10,9 +10,9 @@ it, such as 127.
 
 from __future__ import annotations
 
+import _socket
 import json
 import os
-import socket
 import sys
 import time
 
@@ -38,12 +38,48 @@ class DaemonError(Exception):
         print(f"Error: {self.message}", file=sys.stderr)
 
 
+class _Reader:
+    """Buffered reads from a socket: lines, exact sizes, or what has arrived. (The socket
+    module's `makefile` would do, but importing `socket` rather than `_socket` costs each
+    CLI command milliseconds.)"""
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self._sock = sock
+        self._buffer = b""
+
+    def _fill(self) -> bool:
+        chunk = self._sock.recv(65536)
+        self._buffer += chunk
+        return bool(chunk)
+
+    def readline(self, limit: int) -> bytes:
+        while b"\n" not in self._buffer[:limit] and len(self._buffer) < limit:
+            if not self._fill():
+                break
+        end = self._buffer.find(b"\n", 0, limit)
+        end = min(limit, len(self._buffer)) if end == -1 else end + 1
+        line, self._buffer = self._buffer[:end], self._buffer[end:]
+        return line
+
+    def read(self, size: int) -> bytes:
+        while len(self._buffer) < size and self._fill():
+            pass
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def read1(self, size: int) -> bytes:
+        if not self._buffer:
+            self._fill()
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+
 class _Response:
     """One response: status, headers, and a body read on demand."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self._sock = sock
-        self._file = sock.makefile("rb")
+        self._file = _Reader(sock)
         status_line = self._file.readline(65536)
         parts = status_line.split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
@@ -76,7 +112,6 @@ class _Response:
         return b"".join(self.chunks())
 
     def close(self) -> None:
-        self._file.close()
         self._sock.close()
 
 
@@ -87,7 +122,7 @@ class Client:
         self.path = os.fspath(path)
 
     def _open(self, method: str, url: str, body: Any, timeout: float | None) -> _Response:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.settimeout(timeout)
             sock.connect(self.path)
@@ -126,7 +161,7 @@ class Client:
 
     def listening(self) -> bool:
         """Whether a daemon accepts connections: a connect, without a request's round trip."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.connect(self.path)
         except OSError:
