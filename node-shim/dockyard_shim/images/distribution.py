@@ -62,12 +62,6 @@ def pull(store: ImageStore, ref: str, *, progress: Progress = quiet) -> ImageRec
     if reference.tag is None and reference.digest is None:
         reference = reference.with_tag("latest")
     pinned, manifest = _manifest_for(reference, store.platform)
-    config = parse_config(inspect_raw(pinned, config=True), manifest.config.digest)
-    if config.id != manifest.config.digest:
-        raise InvalidArgumentError(f"the config of {pinned} does not match its manifest")
-    layers = [LayerRow(n, d.digest, d.media_type, d.size, diff_id, chain_id)
-              for n, (d, diff_id, chain_id) in enumerate(zip(
-                  manifest.layers, config.diff_ids, config.chain_ids, strict=True))]
     scratch = Path(tempfile.mkdtemp(dir=store.root, prefix="pull-"))
     content = store.content
 
@@ -75,6 +69,7 @@ def pull(store: ImageStore, ref: str, *, progress: Progress = quiet) -> ImageRec
         before = set(content.list())
         copy = start_pull(pinned, scratch / "layout", content.blob_dir, progress=progress)
         try:
+            layers = _layer_rows(pinned, manifest)  # read while the layers download
             # Each layer is unpacked as soon as its blob is in, while the others download.
             for top in range(len(layers)):
                 _await_blob(content, layers[top].blob, copy)
@@ -93,6 +88,17 @@ def pull(store: ImageStore, ref: str, *, progress: Progress = quiet) -> ImageRec
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return record
+
+
+def _layer_rows(pinned: Reference, manifest: Manifest) -> list[LayerRow]:
+    """The layers to unpack: the manifest's blobs with the config's diff ids."""
+    data = inspect_raw(pinned, config=True)
+    if sha256_of(data) != manifest.config.digest:
+        raise InvalidArgumentError(f"the config of {pinned} does not match its manifest")
+    config = parse_config(data, manifest.config.digest)
+    return [LayerRow(n, d.digest, d.media_type, d.size, diff_id, chain_id)
+            for n, (d, diff_id, chain_id) in enumerate(zip(
+                manifest.layers, config.diff_ids, config.chain_ids, strict=True))]
 
 
 def _manifest_for(reference: Reference, platform: Platform) -> tuple[Reference, Manifest]:
