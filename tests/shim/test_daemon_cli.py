@@ -334,3 +334,12 @@ def test_rmi_of_an_image_a_container_uses_is_refused_unless_forced(node: Node) -
     assert "Deleted" not in forced.stdout
     assert node.dockyard("start", "holder", check=True).returncode == 0  # still runs
     node.dockyard("rm", "holder", check=True)
+
+
+def test_an_image_removed_and_loaded_again_runs_again(node: Node) -> None:
+    node.dockyard("run", "--rm", "busybox", "true", check=True)  # the daemon knows it now
+    archive = node.root / "busybox-saved.tar"
+    node.dockyard("save", "-o", str(archive), "busybox", check=True)
+    node.dockyard("rmi", "busybox", check=True)  # its layers are collected
+    node.dockyard("load", "--no-unpack", "-i", str(archive), check=True)
+    assert node.dockyard("run", "--rm", "busybox", "echo", "back", check=True).stdout == "back\n"

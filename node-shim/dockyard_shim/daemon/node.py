@@ -12,6 +12,7 @@ here, so there is one definition of where things live.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +29,16 @@ from dockyard_shim.snapshots import OverlaySnapshotter
 
 
 class StoreImages:
-    """The runtime's view of the image store: unpack on first use, then run."""
+    """The runtime's view of the image store: unpack on first use, then run.
+
+    What an image runs with is read once per image id: an id is its config's digest, so
+    it never changes. Names are resolved every time (tags move), and the top layer is
+    checked to be there still (an image removed and loaded again must be unpacked again).
+    """
 
     def __init__(self, store: ImageStore) -> None:
         self._store = store
+        self._known: dict[str, RunnableImage] = {}
 
     def runnable(self, name: str) -> RunnableImage:
         try:
@@ -40,14 +47,26 @@ class StoreImages:
             raise NotFoundError(
                 f"{e}: load it with `dockyard load -i FILE` or make it from a root "
                 f"filesystem with `dockyard import ROOTFS.tar {name}`") from e
+        shown = parse_reference(record.names[0]).familiar() if record.names else record.id
+        known = self._known.get(record.id)
+        if known is not None and self._unpacked(known.top_layer):
+            return dataclasses.replace(known, name=shown)
         chain_id = self._store.unpack(record.id)
         config = self._store.config(record.id)
-        return RunnableImage(
-            id=str(config.id),
-            name=parse_reference(record.names[0]).familiar() if record.names else record.id,
-            top_layer=str(chain_id or ""), entrypoint=config.entrypoint, cmd=config.cmd,
-            env=config.env, working_dir=config.working_dir, user=config.user,
-            labels=dict(config.labels))
+        image = self._known[record.id] = RunnableImage(
+            id=str(config.id), name=shown, top_layer=str(chain_id or ""),
+            entrypoint=config.entrypoint, cmd=config.cmd, env=config.env,
+            working_dir=config.working_dir, user=config.user, labels=dict(config.labels))
+        return image
+
+    def _unpacked(self, top_layer: str) -> bool:
+        if not top_layer:
+            return True  # an image without layers
+        try:
+            self._store.snapshotter.stat(top_layer)
+        except NotFoundError:
+            return False
+        return True
 
 
 @dataclass
