@@ -11,7 +11,9 @@ crash, which their start-up cleanup removes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from dockyard_common import get_logger
 
 Later = Callable[[Callable[[], object]], None]
 """Something that runs a chore, now or later."""
@@ -23,14 +25,21 @@ def now(chore: Callable[[], object]) -> None:
 
 
 class Background:
-    """Runs chores on one background thread; the chores must not raise."""
+    """Runs chores on one background thread; a chore that fails is logged, not raised."""
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dockyard-chores")
 
     def __call__(self, chore: Callable[[], object]) -> None:
-        self._pool.submit(chore)
+        self._pool.submit(chore).add_done_callback(_report)
 
     def close(self) -> None:
         """Wait for every queued chore, then stop the thread."""
         self._pool.shutdown(wait=True)
+
+
+def _report(done: Future[object]) -> None:
+    error = done.exception()
+    if error is not None:
+        get_logger(__name__).warning("a background chore failed", error=str(error),
+                                     kind=type(error).__name__)

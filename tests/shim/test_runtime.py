@@ -288,3 +288,18 @@ def test_in_the_background_delete_returns_before_the_disk_is_freed_and_nothing_i
         cgroups.delete_parent()
     assert list((tmp_path / "containers").iterdir()) == []
     assert len(list((tmp_path / "snapshots" / "snapshots").iterdir())) == 2  # image, init
+
+
+def test_a_failing_background_chore_is_logged_and_the_next_ones_run(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    background, done = Background(), []
+
+    def fail() -> None:
+        raise OSError("disk gone")
+
+    background(fail)
+    background(lambda: done.append(True))
+    background.close()
+    assert done == [True]
+    logged = capsys.readouterr()
+    assert "a background chore failed" in logged.out + logged.err
