@@ -258,7 +258,6 @@ class Runtime:
                                   finished_at=outcome.finished_at, pid=0,
                                   ip_address="")
             self.store.put(record)
-            self._later(partial(self._release_cgroup, record.id))
             return record
 
     def _reap(self, record: ContainerRecord) -> None:
@@ -266,28 +265,16 @@ class Runtime:
         reap_into(record.pid, record.pid_start, Path(record.bundle))
 
     def _collect(self, record: ContainerRecord) -> Exit:
-        """How the container's first process ended. Its cgroup and its `pids/` entry are
-        cleaned up afterwards (`_release_cgroup`, and a chore), off the caller's path."""
         ended = read_exit(Path(record.bundle), grace=_EXIT_RECORD_GRACE)
-        self._later(partial((self.pids_dir / str(record.pid)).unlink, missing_ok=True))
+        (self.pids_dir / str(record.pid)).unlink(missing_ok=True)
         cgroup = self.cgroup_of(record)
-        oom = cgroup is not None and (cgroup.oom_kills() or 0) > 0
-        return Exit(ended.code, oom, ended.finished_at)
-
-    def _release_cgroup(self, container_id: str) -> None:
-        """Remove the cgroup of a container that stopped, unless it runs again meanwhile:
-        kill what is left in it first (PID 1's death ends its pid namespace; this is a
-        safety net)."""
-        with self.lock:
-            with contextlib.suppress(NotFoundError):  # removed meanwhile: clean up anyway
-                if self.store.get(container_id).status in (Status.RUNNING, Status.PAUSED):
-                    return  # started again: the cgroup is the new run's
-            if not self.cgroups.exists(container_id):
-                return
-            cgroup = self.cgroups.load(container_id)
-            if cgroup.pids():
+        oom = False
+        if cgroup is not None:
+            oom = (cgroup.oom_kills() or 0) > 0
+            if cgroup.pids():  # PID 1's death ends its pid namespace; this is a safety net
                 cgroup.kill_all()
             cgroup.delete()
+        return Exit(ended.code, oom, ended.finished_at)
 
     def wait(self, ref: str, timeout: float | None = None) -> ContainerRecord:
         """Block until the container stops; return its final record (docker wait)."""
