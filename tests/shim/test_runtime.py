@@ -6,6 +6,7 @@ exercise the runtime without depending on the image store (which has its own tes
 
 from __future__ import annotations
 
+import io
 import secrets
 import shutil
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common import configure_logging
 from dockyard_shim.background import Background
 from dockyard_shim.cgroups import detect
 from dockyard_shim.errors import (
@@ -290,16 +292,19 @@ def test_in_the_background_delete_returns_before_the_disk_is_freed_and_nothing_i
     assert len(list((tmp_path / "snapshots" / "snapshots").iterdir())) == 2  # image, init
 
 
-def test_a_failing_background_chore_is_logged_and_the_next_ones_run(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    background, done = Background(), []
+def test_a_failing_background_chore_is_logged_and_the_next_ones_run() -> None:
+    logged = io.StringIO()
+    configure_logging(fmt="json", stream=logged)
+    try:
+        background, done = Background(), []
 
-    def fail() -> None:
-        raise OSError("disk gone")
+        def fail() -> None:
+            raise OSError("disk gone")
 
-    background(fail)
-    background(lambda: done.append(True))
-    background.close()
+        background(fail)
+        background(lambda: done.append(True))
+        background.close()
+    finally:
+        configure_logging(lazy=True)  # back to the default, applied on next use
     assert done == [True]
-    logged = capsys.readouterr()
-    assert "a background chore failed" in logged.out + logged.err
+    assert '"event": "a background chore failed"' in logged.getvalue()
