@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Set up (scripts/setup.sh), then show Dockyard end to end as far as it goes today: real
 # containers on this machine (namespaces, overlay snapshots, cgroup limits) from a busybox
-# image built from Debian's busybox-static, then the Kubernetes API: CRDs generated from
-# the models, examples checked as the API server will, and bad input refused.
+# image built from Debian's busybox-static, diff and commit, a push and pull through a
+# private registry it starts on 127.0.0.1 (and stops), then the Kubernetes API: CRDs
+# generated from the models, examples checked as the API server will, and bad input
+# refused.
 #
 # The node daemon keeps its state in $DOCKYARD_ROOT (default /var/lib/dockyard) and is
 # started on first use, as the CLI says; it keeps running afterwards, like dockerd.
@@ -48,6 +50,31 @@ dockyard logs demo-web | head -2
 dockyard exec demo-web sh -c 'echo "exec sees PID 1 = $(cat /proc/1/comm), hostname $(hostname)"'
 dockyard stop -t 1 demo-web && dockyard ps -a
 dockyard rm demo-web
+
+step "docker diff and docker commit: a container's changes become an image"
+dockyard rm -f demo-change >/dev/null 2>&1 || true
+dockyard run --name demo-change busybox sh -c 'echo tuned > /etc/motd; rm /bin/true'
+dockyard diff demo-change
+dockyard commit -m "tuned" -c 'CMD ["cat", "/etc/motd"]' demo-change demo/tuned:1
+dockyard rm demo-change
+
+step "Push, pull and run through a private registry (Debian's docker-registry on 127.0.0.1)"
+registry_dir=$(mktemp -d /tmp/dockyard-demo-registry.XXXXXX)
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf 'version: 0.1\nlog: {level: warn}\nstorage: {filesystem: {rootdirectory: %s/data}}\nhttp: {addr: "127.0.0.1:%s"}\n' \
+  "$registry_dir" "$port" > "$registry_dir/config.yml"
+docker-registry serve "$registry_dir/config.yml" >"$registry_dir/log" 2>&1 &
+registry_pid=$!
+trap 'kill "$registry_pid" 2>/dev/null || true; rm -rf "$registry_dir"' EXIT
+until python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/v2/')" 2>/dev/null; do
+  sleep 0.1
+done
+dockyard push demo/tuned:1 "127.0.0.1:$port/demo/tuned:1"
+dockyard rmi demo/tuned:1
+dockyard pull "127.0.0.1:$port/demo/tuned:1"
+dockyard run --rm "127.0.0.1:$port/demo/tuned:1"
+dockyard rmi "127.0.0.1:$port/demo/tuned:1"
+kill "$registry_pid"; wait "$registry_pid" 2>/dev/null || true
 
 step "Declared, not typed: dockyard up runs the Container manifests of examples/standalone"
 dockyard up -f examples/standalone
