@@ -1,7 +1,7 @@
 """Talk to the node daemon over its unix socket; start one when none is listening.
 
 A minimal HTTP/1.1 client over AF_UNIX, enough for our own daemon (bodies with a
-Content-Length or chunked, one request per connection): `http.client` would add 40 ms of
+Content-Length or chunked, one kept-alive connection): `http.client` would add 40 ms of
 imports (it pulls in the email parser) to every CLI command, and this module avoids click
 too, for the fast path of `dockyard run`. Error responses become `DaemonError`, printed as
 one line (`Error: …`) with exit code 1, or the container's own code where Docker would use
@@ -74,13 +74,22 @@ class _Reader:
         return data
 
 
-class _Response:
-    """One response: status, headers, and a body read on demand."""
+class _ClosedError(ConnectionError):
+    """The daemon closed the connection before answering."""
 
-    def __init__(self, sock: _socket.socket) -> None:
+
+class _Response:
+    """One response: status, headers, and a body read on demand. `complete` turns true
+    once a body of known length has been read to its end, so the connection can serve the
+    next request."""
+
+    def __init__(self, sock: _socket.socket, reader: _Reader) -> None:
         self._sock = sock
-        self._file = _Reader(sock)
+        self._file = reader
+        self.complete = False
         status_line = self._file.readline(65536)
+        if not status_line:
+            raise _ClosedError("the daemon closed the connection without answering")
         parts = status_line.split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
             raise DaemonError(f"the daemon sent a malformed response: {status_line!r}")
@@ -92,11 +101,16 @@ class _Response:
 
     def chunks(self) -> Iterator[bytes]:
         """The body, piece by piece as it arrives."""
+        reusable = self.headers.get("connection", "").lower() != "close"
+        if self.status in (204, 304) or 100 <= self.status < 200:
+            self.complete = reusable  # no body, whatever the headers say (RFC 9112 6.3)
+            return
         if self.headers.get("transfer-encoding", "").lower() == "chunked":
             while True:
                 size = int(self._file.readline(1024).split(b";")[0], 16)
                 if size == 0:
                     self._file.readline(1024)
+                    self.complete = reusable
                     return
                 yield self._file.read(size)
                 self._file.readline(1024)  # the CRLF after each chunk
@@ -104,6 +118,7 @@ class _Response:
         if length is not None:
             if int(length):
                 yield self._file.read(int(length))
+            self.complete = reusable
             return
         while chunk := self._file.read1(65536):
             yield chunk
@@ -111,31 +126,53 @@ class _Response:
     def read(self) -> bytes:
         return b"".join(self.chunks())
 
-    def close(self) -> None:
-        self._sock.close()
-
 
 class Client:
-    """One request per connection: simple, and the daemon is a local socket away."""
+    """Requests to the daemon over one kept-alive connection (a new one when the daemon
+    has closed it: a request that found it closed is sent again, once)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
+        self._idle: tuple[_socket.socket, _Reader] | None = None
 
     def _open(self, method: str, url: str, body: Any, timeout: float | None) -> _Response:
+        payload = json.dumps(body).encode() if body is not None else b""
+        head = (f"{method} {url} HTTP/1.1\r\nHost: dockyard\r\n"
+                f"Content-Length: {len(payload)}\r\n")
+        if payload:
+            head += "Content-Type: application/json\r\n"
+        request = head.encode() + b"\r\n" + payload
+        if self._idle is not None:
+            sock, reader = self._idle
+            self._idle = None
+            try:
+                sock.settimeout(timeout)
+                sock.sendall(request)
+                return _Response(sock, reader)
+            except (_ClosedError, BrokenPipeError, ConnectionResetError):
+                sock.close()  # the daemon closed it while idle: the request never arrived
+            except BaseException:
+                sock.close()
+                raise
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.settimeout(timeout)
             sock.connect(self.path)
-            payload = json.dumps(body).encode() if body is not None else b""
-            head = (f"{method} {url} HTTP/1.1\r\nHost: dockyard\r\nConnection: close\r\n"
-                    f"Content-Length: {len(payload)}\r\n")
-            if payload:
-                head += "Content-Type: application/json\r\n"
-            sock.sendall(head.encode() + b"\r\n" + payload)
-            return _Response(sock)
+            sock.sendall(request)
+            return _Response(sock, _Reader(sock))
+        except _ClosedError as e:
+            sock.close()
+            raise DaemonError(str(e)) from None
         except BaseException:
             sock.close()
             raise
+
+    def _done(self, response: _Response) -> None:
+        """Keep the connection for the next request if the response ended cleanly."""
+        if response.complete and self._idle is None:
+            self._idle = (response._sock, response._file)
+        else:
+            response._sock.close()
 
     def call(self, method: str, url: str, body: Any = None,
              timeout: float | None = 120.0) -> Any:
@@ -144,7 +181,7 @@ class Client:
         try:
             data = response.read()
         finally:
-            response.close()
+            self._done(response)
         if response.status >= 400:
             raise _error(data)
         return json.loads(data) if data else None
@@ -157,7 +194,16 @@ class Client:
                 raise _error(response.read())
             yield from response.chunks()
         finally:
-            response.close()
+            self._done(response)
+
+    def close(self) -> None:
+        """Close the kept-alive connection, if any."""
+        if self._idle is not None:
+            self._idle[0].close()
+            self._idle = None
+
+    def __del__(self) -> None:
+        self.close()
 
     def listening(self) -> bool:
         """Whether a daemon accepts connections: a connect, without a request's round trip."""
@@ -180,7 +226,7 @@ class Client:
         except OSError:
             return False
         finally:
-            response.close()
+            self._done(response)
         return response.status == 200
 
 

@@ -343,3 +343,14 @@ def test_an_image_removed_and_loaded_again_runs_again(node: Node) -> None:
     node.dockyard("rmi", "busybox", check=True)  # its layers are collected
     node.dockyard("load", "--no-unpack", "-i", str(archive), check=True)
     assert node.dockyard("run", "--rm", "busybox", "echo", "back", check=True).stdout == "back\n"
+
+
+def test_a_kept_alive_client_carries_on_after_the_daemon_restarts(node: Node) -> None:
+    client = Client(Path(node.env["DOCKYARD_HOST"]))
+    try:
+        assert client.call("GET", "/containers/json?all=1") == []
+        node.stop_daemon()  # closes the connection the client keeps
+        node.start_daemon()
+        assert client.call("GET", "/containers/json?all=1") == []  # sent again, once
+    finally:
+        client.close()
