@@ -66,10 +66,15 @@ def pull(store: ImageStore, ref: str, *, progress: Progress = quiet) -> ImageRec
     content = store.content
 
     def read(added: set[Digest], unpacked: list[ChainId]) -> list[LoadedImage]:
-        before = set(content.list())
+        # What this pull brings in is counted among the blobs it needs, not by listing the
+        # store: another pull may be adding blobs meanwhile, and those are not ours to take
+        # back if this one fails.
+        needed = {manifest.config.digest, *(d.digest for d in manifest.layers),
+                  *([pinned.digest] if pinned.digest else [])}
+        had = {d for d in needed if content.has(d)}
         copy = start_pull(pinned, scratch / "layout", content.blob_dir, progress=progress)
         try:
-            layers = _layer_rows(pinned, manifest)  # read while the layers download
+            layers = _planned_layers(pinned, manifest)  # read while the layers download
             # Each layer is unpacked as soon as its blob is in, while the others download.
             for top in range(len(layers)):
                 _await_blob(content, layers[top].blob, copy)
@@ -79,9 +84,12 @@ def pull(store: ImageStore, ref: str, *, progress: Progress = quiet) -> ImageRec
             copy.stop()
             raise
         finally:
-            added.update(set(content.list()) - before)
-        return [dataclasses.replace(image, names=(reference,))
-                for image in read_layout(scratch / "layout", content, store.platform, added)]
+            added.update(d for d in needed - had if content.has(d))
+        images = [dataclasses.replace(image, names=(reference,))
+                  for image in read_layout(scratch / "layout", content, store.platform, added)]
+        for image in images:  # with the manifest skopeo wrote, if it rewrote it
+            added.update(image.blobs - had)
+        return images
 
     try:
         (record,) = store.add(read, unpack=True)  # the layers are there: a check only
@@ -90,7 +98,7 @@ def pull(store: ImageStore, ref: str, *, progress: Progress = quiet) -> ImageRec
     return record
 
 
-def _layer_rows(pinned: Reference, manifest: Manifest) -> list[LayerRow]:
+def _planned_layers(pinned: Reference, manifest: Manifest) -> list[LayerRow]:
     """The layers to unpack: the manifest's blobs with the config's diff ids."""
     data = inspect_raw(pinned, config=True)
     if sha256_of(data) != manifest.config.digest:
