@@ -29,12 +29,9 @@ from dockyard_shim.images.loaders import LoadedImage
 from dockyard_shim.images.metadata import ImageRecord
 from dockyard_shim.images.oci import (
     MAX_DOCUMENT,
-    OCI_CONFIG,
     OCI_LAYER,
-    OCI_MANIFEST,
     Descriptor,
     Manifest,
-    parse_config,
     parse_manifest_or_index,
 )
 from dockyard_shim.images.reference import Reference
@@ -88,23 +85,8 @@ def commit_image(store: ImageStore, base: str, layer: Path, diff_id: str, *,
         with layer.open("rb") as stream:
             blob, size = content.ingest(stream, Digest(diff_id))
         added.add(blob)
-        config_bytes = json.dumps(document).encode()
-        config_digest = content.ingest_bytes(config_bytes)
-        added.add(config_digest)
         layers = (*manifest.layers, Descriptor(OCI_LAYER, blob, size))
-        manifest_bytes = json.dumps({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": config_digest,
-                       "size": len(config_bytes)},
-            "layers": [{"mediaType": d.media_type, "digest": d.digest, "size": d.size}
-                       for d in layers]}).encode()
-        manifest_digest = content.ingest_bytes(manifest_bytes)
-        added.add(manifest_digest)
-        return [LoadedImage(
-            names=(name,) if name is not None else (),
-            manifest=Descriptor(OCI_MANIFEST, manifest_digest, len(manifest_bytes)),
-            config=parse_config(config_bytes, config_digest), layers=layers,
-            blobs=frozenset({manifest_digest, config_digest, *(d.digest for d in layers)}))]
+        return [store.new_image(document, layers, [name] if name is not None else [], added)]
 
     (committed,) = store.add(read)  # unpacked when a container first runs it
     return committed

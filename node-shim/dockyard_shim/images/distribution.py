@@ -42,7 +42,7 @@ from dockyard_shim.images.oci import (
 )
 from dockyard_shim.images.platform import Platform, select
 from dockyard_shim.images.reference import Reference, parse_reference
-from dockyard_shim.images.store import ImageStore
+from dockyard_shim.images.store import ImageStore, layer_rows
 from dockyard_shim.images.transport import (
     Progress,
     Skopeo,
@@ -103,10 +103,7 @@ def _planned_layers(pinned: Reference, manifest: Manifest) -> list[LayerRow]:
     data = inspect_raw(pinned, config=True)
     if sha256_of(data) != manifest.config.digest:
         raise InvalidArgumentError(f"the config of {pinned} does not match its manifest")
-    config = parse_config(data, manifest.config.digest)
-    return [LayerRow(n, d.digest, d.media_type, d.size, diff_id, chain_id)
-            for n, (d, diff_id, chain_id) in enumerate(zip(
-                manifest.layers, config.diff_ids, config.chain_ids, strict=True))]
+    return layer_rows(manifest.layers, parse_config(data, manifest.config.digest))
 
 
 def _manifest_for(reference: Reference, platform: Platform) -> tuple[Reference, Manifest]:

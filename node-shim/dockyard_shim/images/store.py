@@ -28,7 +28,7 @@ import hashlib
 import json
 import re
 import zlib
-from collections.abc import Callable, Iterable, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,8 +122,8 @@ class ImageStore:
                 found = read(added, unpacked)
                 if unpack:
                     for image in found:
-                        unpack_layers(self.snapshotter, self.content, _layer_rows(image),
-                                      unpacked)
+                        unpack_layers(self.snapshotter, self.content,
+                                      layer_rows(image.layers, image.config), unpacked)
                 with self._db.write() as tx:
                     ids = [self._record(tx, image) for image in found]
         except BaseException:
@@ -138,40 +138,38 @@ class ImageStore:
         ref = _taggable(name)
         tar_path = Path(tar_path)
         diff_id, compressed = _diff_id_of_tar(tar_path)
-        added: set[Digest] = set()
-        unpacked: list[ChainId] = []
-        try:
-            with self._lock.shared():
-                with open(tar_path, "rb") as f:
-                    blob, size = self.content.ingest(f)
-                added.add(blob)
-                now = datetime.now(UTC)
-                config_bytes = _document(self._import_config(diff_id, now, tar_path.name))
-                config_digest = self.content.ingest_bytes(config_bytes)
-                added.add(config_digest)
-                layer = {"mediaType": OCI_LAYER_GZIP if compressed else OCI_LAYER,
-                         "digest": blob, "size": size}
-                manifest_bytes = _document({
-                    "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                    "config": {"mediaType": OCI_CONFIG, "digest": config_digest,
-                               "size": len(config_bytes)},
-                    "layers": [layer]})
-                manifest_digest = self.content.ingest_bytes(manifest_bytes)
-                added.add(manifest_digest)
-                image = LoadedImage(
-                    names=(ref,),
-                    manifest=Descriptor(OCI_MANIFEST, manifest_digest, len(manifest_bytes)),
-                    config=parse_config(config_bytes, config_digest),
-                    layers=(Descriptor(str(layer["mediaType"]), blob, size),),
-                    blobs=frozenset({blob, config_digest, manifest_digest}))
-                if unpack:
-                    unpack_layers(self.snapshotter, self.content, _layer_rows(image), unpacked)
-                with self._db.write() as tx:
-                    image_id = self._record(tx, image)
-        except BaseException:
-            self._take_back(added, unpacked)
-            raise
-        return self.get(image_id)
+
+        def read(added: set[Digest], _: builtins.list[ChainId]) -> builtins.list[LoadedImage]:
+            with open(tar_path, "rb") as f:
+                blob, size = self.content.ingest(f)
+            added.add(blob)
+            config = self._import_config(diff_id, datetime.now(UTC), tar_path.name)
+            layer = Descriptor(OCI_LAYER_GZIP if compressed else OCI_LAYER, blob, size)
+            return [self.new_image(config, (layer,), (ref,), added)]
+
+        (record,) = self.add(read, unpack=unpack)
+        return record
+
+    def new_image(self, config: Mapping[str, object], layers: Sequence[Descriptor],
+                  names: Sequence[Reference], added: set[Digest]) -> LoadedImage:
+        """Store `config` and an OCI manifest over it and `layers` (blobs stored already);
+        the image, for `add`'s `read` to return. `added` receives the two new blobs."""
+        config_bytes = _document(config)
+        config_digest = self.content.ingest_bytes(config_bytes)
+        added.add(config_digest)
+        manifest_bytes = _document({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config_digest,
+                       "size": len(config_bytes)},
+            "layers": [{"mediaType": d.media_type, "digest": d.digest, "size": d.size}
+                       for d in layers]})
+        manifest_digest = self.content.ingest_bytes(manifest_bytes)
+        added.add(manifest_digest)
+        return LoadedImage(
+            names=tuple(names),
+            manifest=Descriptor(OCI_MANIFEST, manifest_digest, len(manifest_bytes)),
+            config=parse_config(config_bytes, config_digest), layers=tuple(layers),
+            blobs=frozenset({manifest_digest, config_digest, *(d.digest for d in layers)}))
 
     def _import_config(self, diff_id: Digest, now: datetime, source: str) -> dict[str, object]:
         created = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -192,7 +190,7 @@ class ImageStore:
             id=image.config.id, names=(), manifest_digest=image.manifest.digest,
             manifest_media_type=image.manifest.media_type, created=image.config.created,
             loaded=datetime.now(UTC), size=size)
-        tx.add_image(record, _layer_rows(image), image.blobs)
+        tx.add_image(record, layer_rows(image.layers, image.config), image.blobs)
         for name in image.names:
             tx.set_name(str(name), image.config.id)
         return image.config.id
@@ -381,10 +379,11 @@ class ImageStore:
         self.close()
 
 
-def _layer_rows(image: LoadedImage) -> builtins.list[LayerRow]:
+def layer_rows(layers: Sequence[Descriptor], config: ImageConfig) -> builtins.list[LayerRow]:
+    """An image's layers as the store keeps them: each blob with its diff and chain ids."""
     return [LayerRow(n, layer.digest, layer.media_type, layer.size, diff_id, chain_id)
             for n, (layer, diff_id, chain_id) in enumerate(zip(
-                image.layers, image.config.diff_ids, image.config.chain_ids, strict=True))]
+                layers, config.diff_ids, config.chain_ids, strict=True))]
 
 
 def _taggable(name: str) -> Reference:
