@@ -21,7 +21,8 @@ from dockyard_shim.cgroups import CgroupDriver, detect
 from dockyard_shim.daemon.paths import state_root
 from dockyard_shim.daemon.storage import open_images
 from dockyard_shim.errors import NotFoundError
-from dockyard_shim.images import ImageStore, parse_reference
+from dockyard_shim.images import ChainId, ImageStore, parse_reference
+from dockyard_shim.images.unpack import unpacked_layer
 from dockyard_shim.kernel import LinuxKernel
 from dockyard_shim.runtime.ports import RunnableImage
 from dockyard_shim.runtime.runtime import Runtime
@@ -49,7 +50,8 @@ class StoreImages:
                 f"filesystem with `dockyard import ROOTFS.tar {name}`") from e
         shown = parse_reference(record.names[0]).familiar() if record.names else record.id
         known = self._known.get(record.id)
-        if known is not None and self._unpacked(known.top_layer):
+        if known is not None and (not known.top_layer or unpacked_layer(
+                self._store.snapshotter, ChainId(known.top_layer))):
             return dataclasses.replace(known, name=shown)
         chain_id = self._store.unpack(record.id)
         config = self._store.config(record.id)
@@ -58,15 +60,6 @@ class StoreImages:
             entrypoint=config.entrypoint, cmd=config.cmd, env=config.env,
             working_dir=config.working_dir, user=config.user, labels=dict(config.labels))
         return image
-
-    def _unpacked(self, top_layer: str) -> bool:
-        if not top_layer:
-            return True  # an image without layers
-        try:
-            self._store.snapshotter.stat(top_layer)
-        except NotFoundError:
-            return False
-        return True
 
 
 @dataclass

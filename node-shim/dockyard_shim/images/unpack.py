@@ -53,7 +53,7 @@ def unpack_layers(snapshotter: Snapshotter, content: ContentStore, layers: Seque
     """
     parent: ChainId | None = None
     for layer in layers:
-        if (not _present(snapshotter, layer.chain_id)
+        if (not unpacked_layer(snapshotter, layer.chain_id)
                 and _unpack_one(snapshotter, content, layer, parent)
                 and unpacked is not None):
             unpacked.append(layer.chain_id)
@@ -61,7 +61,8 @@ def unpack_layers(snapshotter: Snapshotter, content: ContentStore, layers: Seque
     return parent
 
 
-def _present(snapshotter: Snapshotter, chain_id: ChainId) -> bool:
+def unpacked_layer(snapshotter: Snapshotter, chain_id: ChainId) -> bool:
+    """Whether the layer `chain_id` is unpacked (a committed snapshot)."""
     try:
         info = snapshotter.stat(chain_id)
     except NotFoundError:
