@@ -79,6 +79,20 @@ def resolve_in_root(root: Path, path: str) -> Path:
     return Path(base, *resolved)
 
 
+def make_in_root(root: Path, path: str, *, directory: bool) -> Path:
+    """The host path of `path` inside `root` (`resolve_in_root`), made if missing: a
+    directory, or an empty file in a directory, as mount points are (0755 and 0644, as
+    runc makes them)."""
+    target = resolve_in_root(root, path)
+    if directory:
+        target.mkdir(mode=0o755, parents=True, exist_ok=True)
+    else:
+        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if not target.exists():
+            target.touch(mode=0o644)
+    return target
+
+
 # mount(8) option words that are flags; everything else is filesystem data.
 _FLAGS = {
     "ro": k.MS_RDONLY, "rw": 0, "nosuid": k.MS_NOSUID, "nodev": k.MS_NODEV,

@@ -23,7 +23,7 @@ from dockyard_shim.errors import AlreadyExistsError, NotFoundError
 from dockyard_shim.images.unpack import INIT_LABEL
 from dockyard_shim.kernel import Kernel
 from dockyard_shim.kernel import consts as k
-from dockyard_shim.mounts import perform, resolve_in_root
+from dockyard_shim.mounts import make_in_root, perform
 from dockyard_shim.runtime.ports import Snapshots
 
 MOUNT_POINT_DIRS = ("/proc", "/dev", "/sys")
@@ -59,11 +59,6 @@ def init_layer(snapshots: Snapshots, kernel: Kernel, top: str) -> str:
 
 def _make_mount_points(root: Path) -> None:
     for path in MOUNT_POINT_DIRS:
-        target = resolve_in_root(root, path)
-        if not target.exists():
-            target.mkdir(mode=0o755, parents=True)
+        make_in_root(root, path, directory=True)
     for path in MOUNT_POINT_FILES:
-        target = resolve_in_root(root, path)
-        if not target.exists():
-            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            target.touch(mode=0o644)
+        make_in_root(root, path, directory=False)

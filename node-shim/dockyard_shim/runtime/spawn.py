@@ -41,7 +41,7 @@ from pathlib import Path
 
 from dockyard_shim.kernel import Kernel
 from dockyard_shim.kernel import consts as k
-from dockyard_shim.mounts import Mount, perform, resolve_in_root
+from dockyard_shim.mounts import Mount, make_in_root, perform, resolve_in_root
 from dockyard_shim.network.loopback import loopback_up
 from dockyard_shim.runtime import capabilities, rootfs
 from dockyard_shim.runtime.process import (
@@ -225,11 +225,11 @@ def _setup_filesystem(kernel: Kernel, spec: SandboxSpec) -> None:
     # so that pivot_root accepts it.
     kernel.mount(root, root, "", k.MS_BIND | k.MS_REC, "")
     for volume in spec.volumes:
-        target = _ensure(spec.root, volume.target, directory=Path(volume.source).is_dir())
+        target = make_in_root(spec.root, volume.target, directory=Path(volume.source).is_dir())
         perform(kernel, volume.at(str(target)))
     plan = rootfs.plan(new_netns=spec.network != "host", cgroup_v2=spec.cgroup_v2)
     for mount in plan.mounts:
-        target = _ensure(spec.root, mount.target, directory=True)
+        target = make_in_root(spec.root, mount.target, directory=True)
         perform(kernel, mount.at(str(target)))
     if spec.cgroup_v1_dirs:
         _mount_cgroup_v1(kernel, spec)
@@ -242,7 +242,7 @@ def _setup_filesystem(kernel: Kernel, spec: SandboxSpec) -> None:
     for name in ("hostname", "hosts", "resolv.conf"):
         host_file = spec.bundle / name
         if host_file.exists():
-            target = _ensure(spec.root, f"/etc/{name}", directory=False)
+            target = make_in_root(spec.root, f"/etc/{name}", directory=False)
             perform(kernel, Mount("bind", str(host_file), str(target), ("bind",)))
     if spec.readonly_rootfs:
         kernel.mount("", root, "", k.MS_REMOUNT | k.MS_BIND | k.MS_RDONLY, "")
@@ -257,7 +257,7 @@ def _mount_cgroup_v1(kernel: Kernel, spec: SandboxSpec) -> None:
     """A tmpfs at /sys/fs/cgroup holding the container's own cgroup of each hierarchy,
     read-only; co-mounted hierarchies get Docker's links (`cpu` -> `cpu,cpuacct`). The
     tmpfs itself ends read-only too, stricter than Docker's."""
-    base = _ensure(spec.root, "/sys/fs/cgroup", directory=True)
+    base = make_in_root(spec.root, "/sys/fs/cgroup", directory=True)
     flags = k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC
     kernel.mount("tmpfs", str(base), "tmpfs", flags, "mode=755")
     for name, host in spec.cgroup_v1_dirs:
@@ -269,18 +269,6 @@ def _mount_cgroup_v1(kernel: Kernel, spec: SandboxSpec) -> None:
             if part != name and not (base / part).exists():
                 (base / part).symlink_to(name)
     kernel.mount("", str(base), "", k.MS_REMOUNT | k.MS_RDONLY | flags, "mode=755")
-
-
-def _ensure(root: Path, path: str, *, directory: bool) -> Path:
-    """The host path of container path `path`, created (as dir or empty file) if missing."""
-    target = resolve_in_root(root, path)
-    if directory:
-        target.mkdir(parents=True, exist_ok=True)
-    else:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists():
-            target.touch()
-    return target
 
 
 def _mask_and_protect(kernel: Kernel, root: Path, plan: rootfs.Plan) -> None:
