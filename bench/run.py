@@ -75,18 +75,25 @@ def api_client() -> object:
     return connect(autostart=False)
 
 
+TRUE_CONFIG = {"image": "busybox", "command": ["true"], "network": "none"}
+
+
+def api_cycle(client: object) -> None:
+    """/bin/true through the daemon's API: create, start, wait, delete."""
+    cid = client.call("POST", "/containers/create", TRUE_CONFIG)["Id"]  # type: ignore[attr-defined]
+    client.call("POST", f"/containers/{cid}/start")  # type: ignore[attr-defined]
+    client.call("POST", f"/containers/{cid}/wait")  # type: ignore[attr-defined]
+    client.call("DELETE", f"/containers/{cid}")  # type: ignore[attr-defined]
+
+
 # -------------------------------------------------------------------------- start
 
 
 def bench_start(work: Path, env: dict[str, str], samples: int) -> list[tuple[str, list[float]]]:
     client = api_client()
-    config = {"image": "busybox", "command": ["true"], "network": "none"}
 
     def via_api() -> None:
-        cid = client.call("POST", "/containers/create", config)["Id"]  # type: ignore[attr-defined]
-        client.call("POST", f"/containers/{cid}/start")  # type: ignore[attr-defined]
-        client.call("POST", f"/containers/{cid}/wait")  # type: ignore[attr-defined]
-        client.call("DELETE", f"/containers/{cid}")  # type: ignore[attr-defined]
+        api_cycle(client)
 
     def via_cli() -> None:
         subprocess.run([str(REPO / ".venv/bin/dockyard"), "run", "--rm", "--network", "none",
@@ -249,19 +256,11 @@ def _readable(path: Path) -> bool:
 def bench_leaks(cycles: int) -> dict[str, tuple[int, int]]:
     client = api_client()
     root = Path(os.environ["DOCKYARD_ROOT"])
-    config = {"image": "busybox", "command": ["true"], "network": "none"}
-
-    def cycle() -> None:
-        cid = client.call("POST", "/containers/create", config)["Id"]  # type: ignore[attr-defined]
-        client.call("POST", f"/containers/{cid}/start")  # type: ignore[attr-defined]
-        client.call("POST", f"/containers/{cid}/wait")  # type: ignore[attr-defined]
-        client.call("DELETE", f"/containers/{cid}")  # type: ignore[attr-defined]
-
-    cycle()  # what stays once per image (its init layer) is there before counting
+    api_cycle(client)  # what stays once per image (its init layer) is there before counting
     time.sleep(0.5)
     before = _census(root)
     for _ in range(cycles):
-        cycle()
+        api_cycle(client)
     time.sleep(0.5)
     after = _census(root)
     return {name: (before[name], after[name]) for name in before}
