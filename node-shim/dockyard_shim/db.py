@@ -15,14 +15,15 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from dockyard_shim.errors import UnavailableError
 
 BUSY_TIMEOUT = 30.0
+T = TypeVar("T")
 """Seconds to wait for another process's write lock; stores commit in milliseconds, so a
 longer wait means something is stuck."""
 
@@ -104,3 +105,31 @@ class Database:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+class TransactionStore(Generic[T]):
+    """A `Database` whose transactions come as a store's own query object: `wrap(conn)`.
+
+    What every store built on one file needs (the image index, the snapshot metadata):
+    `write` and `read` blocks that hand out the store's typed transaction, and `close`.
+    """
+
+    def __init__(self, database: Database, wrap: Callable[[sqlite3.Connection], T]) -> None:
+        self._db = database
+        self._wrap = wrap
+
+    @contextmanager
+    def write(self) -> Iterator[T]:
+        """A write transaction: committed when the block ends normally, else rolled back."""
+        with self._db.write() as conn:
+            yield self._wrap(conn)
+
+    @contextmanager
+    def read(self) -> Iterator[T]:
+        """A consistent read that never blocks writers (WAL)."""
+        with self._db.read() as conn:
+            yield self._wrap(conn)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()

@@ -13,14 +13,13 @@ blobs and snapshots are someone else's.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dockyard_shim.db import Database
+from dockyard_shim.db import Database, TransactionStore
 from dockyard_shim.images.digest import ChainId, Digest
 
 _SCHEMA_VERSION = 1
@@ -196,24 +195,9 @@ class Transaction:
         return {ChainId(c) for c in self._column("SELECT DISTINCT chain_id FROM layers")}
 
 
-class ImageDB:
+class ImageDB(TransactionStore[Transaction]):
     """The image metadata at `path`, created on first use (see `dockyard_shim.db`)."""
 
     def __init__(self, path: Path) -> None:
-        self._db = Database(path, what="image metadata", schema=_SCHEMA, version=_SCHEMA_VERSION)
-
-    @contextmanager
-    def write(self) -> Iterator[Transaction]:
-        """A write transaction: committed when the block ends normally, else rolled back."""
-        with self._db.write() as conn:
-            yield Transaction(conn)
-
-    @contextmanager
-    def read(self) -> Iterator[Transaction]:
-        """A consistent read that never blocks writers (WAL)."""
-        with self._db.read() as conn:
-            yield Transaction(conn)
-
-    def close(self) -> None:
-        """Close the connection."""
-        self._db.close()
+        super().__init__(Database(path, what="image metadata", schema=_SCHEMA,
+                                  version=_SCHEMA_VERSION), Transaction)

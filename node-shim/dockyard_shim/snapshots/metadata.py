@@ -17,12 +17,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dockyard_shim.db import Database
+from dockyard_shim.db import Database, TransactionStore
 from dockyard_shim.errors import UnavailableError
 from dockyard_shim.snapshots.api import Kind, SnapshotKey, Usage
 
@@ -145,24 +144,9 @@ class Transaction:
         self._conn.execute("DELETE FROM snapshots WHERE id = ?", (row.id,))
 
 
-class MetaStore:
+class MetaStore(TransactionStore[Transaction]):
     """The snapshot metadata at `path`, created on first use (see `dockyard_shim.db`)."""
 
     def __init__(self, path: Path) -> None:
-        self._db = Database(path, what="snapshot metadata", schema=_SCHEMA, version=_SCHEMA_VERSION)
-
-    @contextmanager
-    def write(self) -> Iterator[Transaction]:
-        """A write transaction: committed when the block ends normally, else rolled back."""
-        with self._db.write() as conn:
-            yield Transaction(conn)
-
-    @contextmanager
-    def read(self) -> Iterator[Transaction]:
-        """A consistent read that never blocks writers (WAL)."""
-        with self._db.read() as conn:
-            yield Transaction(conn)
-
-    def close(self) -> None:
-        """Close the connection."""
-        self._db.close()
+        super().__init__(Database(path, what="snapshot metadata", schema=_SCHEMA,
+                                  version=_SCHEMA_VERSION), Transaction)
