@@ -60,6 +60,14 @@ def test_the_command_is_pid_1_with_the_containers_hostname(run: Run) -> None:
     assert (code, out.split()) == (0, ["1", "c0ffee123456"])
 
 
+def test_the_command_starts_with_no_signal_blocked_or_ignored(run: Run) -> None:
+    """As Docker's: Python's own SIGPIPE and SIGXFSZ dispositions must not leak in."""
+    process = ProcessSpec(args=("grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"),
+                          env=("PATH=/bin",))
+    code, out = run("", process=process)
+    assert (code, out.split()) == (0, ["SigBlk:", "0" * 16, "SigIgn:", "0" * 16])
+
+
 def test_the_exit_code_of_the_command_is_reported(run: Run) -> None:
     assert run("exit 42")[0] == 42
 
