@@ -8,7 +8,7 @@ Measures, in one run on this machine (absolute times are noise here; ratios are 
   daemon's API, through `dockyard run --rm`, and with `runc run` on the same root
   filesystem (and `docker run --rm` when a Docker engine answers);
 - snapshot: preparing a container's snapshot on a 1 GiB image vs a 2 MiB image;
-- memory: runtime-side memory (keeper + server PSS) with N sleeping containers;
+- memory: runtime-side memory (keeper, server and fork server PSS) with N sleeping containers;
 - leaks: mounts, cgroups, namespaces, directories and processes after N create/delete
   cycles;
 - pull and commit: see bench/images.py (image pulls from a private registry, sharing of
@@ -186,7 +186,7 @@ def bench_memory(count: int) -> dict[str, float]:
     root = Path(os.environ["DOCKYARD_ROOT"])
     keeper = int((root / "daemon.lock").read_text())
     server = int(Path(f"/proc/{keeper}/task/{keeper}/children").read_text().split()[0])
-    before = _pss(keeper) + _pss(server)
+    before = _runtime_pss(keeper, server, inits=set())
     ids = []
     for _ in range(count):
         cid = client.call("POST", "/containers/create",  # type: ignore[attr-defined]
@@ -195,8 +195,8 @@ def bench_memory(count: int) -> dict[str, float]:
         client.call("POST", f"/containers/{cid}/start")  # type: ignore[attr-defined]
         ids.append(cid)
     time.sleep(1)
-    after = _pss(keeper) + _pss(server)
     inits = _container_inits(ids, client)
+    after = _runtime_pss(keeper, server, inits)
     extra = [p for p in _descendants(server) if p not in inits]
     for cid in ids:
         client.call("DELETE", f"/containers/{cid}?force=1")  # type: ignore[attr-defined]
@@ -204,6 +204,12 @@ def bench_memory(count: int) -> dict[str, float]:
             "growth_per_container_kib": (after - before) / count,
             "total_per_container_kib": after / count,
             "runtime_processes_per_container": len(extra) / count}
+
+
+def _runtime_pss(keeper: int, server: int, inits: set[int]) -> int:
+    """The PSS of the keeper, the server and the server's helpers (its fork server)."""
+    helpers = [p for p in _descendants(server) if p not in inits]
+    return _pss(keeper) + _pss(server) + sum(_pss(p) for p in helpers)
 
 
 def _descendants(pid: int) -> list[int]:

@@ -34,7 +34,7 @@ def _serve() -> int:
     from dockyard_shim.daemon.node import open_node  # noqa: PLC0415 -- in the child only
     from dockyard_shim.daemon.server import serve  # noqa: PLC0415
 
-    node = open_node(state_root())
+    node = open_node(state_root(), fork_server=True)
     try:
         asyncio.run(serve(node, socket_path()))
     finally:

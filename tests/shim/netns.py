@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dockyard_shim.kernel import CLONE_NEWNET, LinuxKernel
-from dockyard_shim.network.loopback import loopback_up
+from dockyard_shim.runtime.loopback import loopback_up
 
 _KERNEL = LinuxKernel()
 _IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")

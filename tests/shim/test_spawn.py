@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,12 +13,13 @@ import pytest
 from dockyard_shim.kernel import LinuxKernel, RecordingKernel
 from dockyard_shim.mounts import Mount
 from dockyard_shim.runtime import capabilities
+from dockyard_shim.runtime.forkserver import ForkServer
 from dockyard_shim.runtime.process import (
     ProcessSpec,
     StartError,
     record_exit,
 )
-from dockyard_shim.runtime.spawn import SandboxSpec, spawn
+from dockyard_shim.runtime.spawn import Fork, SandboxSpec, spawn
 from tests.shim.rootfs_dir import busybox_rootfs
 
 DOCKER_DEFAULT_CAPS = 0xA80425FB  # CapEff of `docker run busybox` with default settings
@@ -31,8 +32,21 @@ def _reap(pid: int, spec: SandboxSpec) -> None:
     record_exit(spec.bundle, status)
 
 
+@pytest.fixture(scope="module")
+def fork_server() -> Iterator[ForkServer]:
+    server = ForkServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["fork here", "fork server"])
+def fork(request: pytest.FixtureRequest, fork_server: ForkServer) -> Fork | None:
+    """Each isolation test runs with init forked by the caller and by a ForkServer."""
+    return None if request.param == "fork here" else fork_server
+
+
 @pytest.fixture
-def run(tmp_path: Path) -> Run:
+def run(tmp_path: Path, fork: Fork | None) -> Run:
     root = busybox_rootfs(tmp_path / "image")
 
     def run(script: str, **options: object) -> tuple[int, str]:
@@ -41,7 +55,7 @@ def run(tmp_path: Path) -> Run:
         spec = SandboxSpec(bundle=tmp_path / "bundle",
                            rootfs=(Mount("bind", str(root), "", ("rbind",)),),
                            process=process, hostname="c0ffee123456", **options)  # type: ignore[arg-type]
-        spawned = spawn(LinuxKernel(), spec)
+        spawned = spawn(LinuxKernel(), spec, fork=fork)
         _reap(spawned.pid, spec)
         exit_record = json.loads(spec.exit_path.read_text())
         log = spec.log_path.read_text()
@@ -241,6 +255,32 @@ def test_init_is_pid_1_of_its_own_namespace_and_the_caller_keeps_its_own(
         _reap(spawned.pid, spec)
     assert len(namespaces) == 2
     assert ours not in namespaces
+
+
+def test_init_from_the_fork_server_is_the_callers_own_child(
+        tmp_path: Path, fork_server: ForkServer) -> None:
+    """CLONE_PARENT: the caller reaps init as if it had forked it itself."""
+    spec = _spec(tmp_path, "sleep", "10")
+    spawned = spawn(LinuxKernel(), spec, fork=fork_server)
+    parent = Path(f"/proc/{spawned.pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+    assert int(parent) == os.getpid()
+    assert os.readlink(f"/proc/{spawned.pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
+    os.kill(spawned.pid, signal.SIGKILL)
+    _reap(spawned.pid, spec)
+    assert json.loads(spec.exit_path.read_text())["exitCode"] == 137
+
+
+def test_a_fork_server_that_died_is_replaced_at_the_next_start(tmp_path: Path) -> None:
+    server = ForkServer()
+    try:
+        os.kill(server.pid, signal.SIGKILL)
+        spec = _spec(tmp_path, "true")
+        spawned = spawn(LinuxKernel(), spec, fork=server)
+        _reap(spawned.pid, spec)
+        assert json.loads(spec.exit_path.read_text())["exitCode"] == 0
+    finally:
+        server.close()
+    # the leak check asserts that neither the dead helper nor its successor is left
 
 
 def test_a_failing_hook_aborts_the_start_and_leaves_no_process(tmp_path: Path) -> None:

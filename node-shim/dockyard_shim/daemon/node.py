@@ -24,6 +24,7 @@ from dockyard_shim.errors import NotFoundError
 from dockyard_shim.images import ChainId, ImageStore, parse_reference
 from dockyard_shim.images.unpack import unpacked_layer
 from dockyard_shim.kernel import LinuxKernel
+from dockyard_shim.runtime.forkserver import ForkServer
 from dockyard_shim.runtime.ports import RunnableImage
 from dockyard_shim.runtime.runtime import Runtime
 from dockyard_shim.snapshots import OverlaySnapshotter
@@ -72,21 +73,28 @@ class Node:
     cgroups: CgroupDriver
     runtime: Runtime
     background: Background
+    fork_server: ForkServer | None = None
 
     def close(self) -> None:
         self.background.close()  # the chores it still holds, before the stores close
+        if self.fork_server is not None:
+            self.fork_server.close()
         self.runtime.store.close()
         self.images.close()
         self.snapshots.close()
 
 
-def open_node(root: Path | None = None, *, cgroup_parent: str = "dockyard") -> Node:
-    """Open (creating if needed) the node state under `root`."""
+def open_node(root: Path | None = None, *, cgroup_parent: str = "dockyard",
+              fork_server: bool = False) -> Node:
+    """Open (creating if needed) the node state under `root`. With `fork_server` (the
+    daemon), containers' init processes come from a `ForkServer`, which starts faster
+    than a fork of a large process."""
     root = root or state_root()
     # Removed containers' and snapshots' directories are deleted in the background.
     background = Background()
     snapshots, images = open_images(root, sweep=background)
     cgroups = detect(parent=cgroup_parent)
+    forker = ForkServer() if fork_server else None
     runtime = Runtime(root, kernel=LinuxKernel(), images=StoreImages(images),
-                      snapshots=snapshots, cgroups=cgroups, later=background)
-    return Node(root, snapshots, images, cgroups, runtime, background)
+                      snapshots=snapshots, cgroups=cgroups, later=background, fork=forker)
+    return Node(root, snapshots, images, cgroups, runtime, background, forker)

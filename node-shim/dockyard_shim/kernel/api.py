@@ -14,6 +14,13 @@ class Kernel(Protocol):
     def setns(self, fd: int, nstype: int) -> None:
         """Join the namespace open at `fd`."""
 
+    def clone(self, flags: int) -> int:
+        """A new process, as fork(2) makes it, with clone `flags` (`CLONE_NEW*`,
+        `CLONE_PARENT`); SIGCHLD when it ends. Its pid, and 0 in the child.
+
+        No libc or Python fork handlers run in the child: call it only from a
+        single-threaded process, and leave the child through exec or os._exit."""
+
     def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
         """mount(2)."""
 

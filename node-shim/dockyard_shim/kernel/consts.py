@@ -10,6 +10,7 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+CLONE_PARENT = 0x00008000
 
 # mount.h: mount(2) flags
 MS_RDONLY = 1
@@ -42,6 +43,8 @@ LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 # Syscalls without a glibc wrapper, by machine.
 SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "pidfd_open": 434},
-    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "pidfd_open": 434},
+    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "pidfd_open": 434,
+               "clone3": 435},
+    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "pidfd_open": 434,
+                "clone3": 435},
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,10 @@ class RecordingKernel:
 
     def setns(self, fd: int, nstype: int) -> None:
         self._record("setns", fd, nstype)
+
+    def clone(self, flags: int) -> int:
+        self._record("clone", flags)
+        raise OSError(errno.ENOSYS, "a RecordingKernel makes no processes")
 
     def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
         self._record("mount", source, target, fstype, flags, data)

@@ -5,9 +5,18 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import signal
 
 from dockyard_shim.errors import UnavailableError
-from dockyard_shim.kernel.consts import LINUX_CAPABILITY_VERSION_3, SYSCALLS
+from dockyard_shim.kernel.consts import CLONE_PARENT, LINUX_CAPABILITY_VERSION_3, SYSCALLS
+
+
+class _CloneArgs(ctypes.Structure):
+    """struct clone_args, version 0 (the fields up to `tls`)."""
+
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size",
+        "tls")]
 
 
 class _CapHeader(ctypes.Structure):
@@ -47,6 +56,15 @@ class LinuxKernel:
 
     def setns(self, fd: int, nstype: int) -> None:
         _check(self._libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)))
+
+    def clone(self, flags: int) -> int:
+        # clone3 rather than clone: one syscall number and argument order on every machine.
+        # With CLONE_PARENT the child takes its exit signal from the caller (SIGCHLD when
+        # the caller was forked), and clone3 wants none given.
+        signum = 0 if flags & CLONE_PARENT else signal.SIGCHLD
+        args = _CloneArgs(flags=flags, exit_signal=signum)
+        return _check(self._libc.syscall(ctypes.c_long(self._nr["clone3"]),
+                                         ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args))))
 
     def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
         _check(self._libc.mount(source.encode(), target.encode(),

@@ -58,7 +58,7 @@ from dockyard_shim.runtime.names import random_name
 from dockyard_shim.runtime.ports import Images, RunnableImage, Snapshots
 from dockyard_shim.runtime.process import StartError, become_subreaper, read_exit
 from dockyard_shim.runtime.reaping import await_pid, reap_into
-from dockyard_shim.runtime.spawn import SandboxSpec, Spawned, spawn
+from dockyard_shim.runtime.spawn import Fork, SandboxSpec, Spawned, spawn
 from dockyard_shim.runtime.state import (
     ContainerRecord,
     StateStore,
@@ -88,10 +88,11 @@ class Runtime:
 
     def __init__(self, root: Path, *, kernel: Kernel, images: Images, snapshots: Snapshots,
                  cgroups: CgroupDriver, network: NetworkConfig | None = None,
-                 later: Later = now) -> None:
+                 later: Later = now, fork: Fork | None = None) -> None:
         """`later` runs chores no call waits for (deleting a removed container's renamed
         bundle): at once by default, or on a `Background` thread so that calls return
-        sooner."""
+        sooner. `fork` makes containers' init processes: this process forks them by
+        default, a `ForkServer` faster."""
         self.root = root
         self.kernel = kernel
         self._images = images
@@ -105,6 +106,7 @@ class Runtime:
         self.pids_dir.mkdir(parents=True, exist_ok=True)
         self.lock = threading.RLock()
         self._later = later
+        self._fork = fork
         for leftover in (root / "containers").glob(f"{_TRASH}*"):  # from a crash
             later(partial(shutil.rmtree, leftover, ignore_errors=True))
         become_subreaper(kernel)
@@ -200,7 +202,7 @@ class Runtime:
                 attachments.append(attach(self.network, self.network_dir, record.id, pid))
 
         try:
-            spawned = spawn(self.kernel, spec, place=place, connect=connect)
+            spawned = spawn(self.kernel, spec, place=place, connect=connect, fork=self._fork)
         except StartError as e:
             self._detach(record, bool(attachments))
             cgroup.delete()

@@ -7,10 +7,12 @@ Process tree, as seen from the host:
                 ipc, net (and cgroup) namespaces, builds the root filesystem, pivots
                 into it, drops to Docker's capability set and execs the command
 
-The calling thread forks init straight into a new pid namespace: `unshare(CLONE_NEWPID)`
-only sets the namespace of the thread's future children, and `setns` back to its own
-namespace right after the fork restores it. Without a middle process (as containerd-shim
-and conmon double-fork) a start costs one fork of the caller instead of two. init is the
+By default the calling thread forks init straight into a new pid namespace
+(`fork_here`): `unshare(CLONE_NEWPID)` only sets the namespace of the thread's future
+children, and `setns` back to its own namespace right after the fork restores it. The
+daemon passes a `ForkServer` as `fork` instead, which clones init with CLONE_PARENT from
+a small helper process (cheaper than a fork of the daemon, see `forkserver`). Either
+way there is no middle process (containerd-shim and conmon double-fork), and init is the
 caller's child; when the caller dies, its own subreaper ancestor (the daemon's keeper)
 adopts the containers and records their exits (`record_exit`).
 
@@ -38,12 +40,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from dockyard_shim.kernel import Kernel
 from dockyard_shim.kernel import consts as k
 from dockyard_shim.mounts import Mount, make_in_root, perform, resolve_in_root
-from dockyard_shim.network.loopback import loopback_up
 from dockyard_shim.runtime import capabilities, rootfs
+from dockyard_shim.runtime.loopback import loopback_up
 from dockyard_shim.runtime.process import (
     SETUP_FAILED,
     ProcessSpec,
@@ -104,29 +107,45 @@ class Spawned:
 Hook = Callable[[int], None]
 
 
+@dataclass(frozen=True)
+class InitPipes:
+    """init's ends of spawn's three pipes (see the module doc)."""
+
+    status_w: int
+    go_r: int
+    err_w: int
+
+
+Fork = Callable[[SandboxSpec, InitPipes], int]
+"""Makes init, the caller's child (a `ForkServer`, or `fork_here` by default); its pid."""
+
+
 def spawn(kernel: Kernel, spec: SandboxSpec, *, place: Hook | None = None,
-          connect: Hook | None = None, timeout: float = 10.0) -> Spawned:
+          connect: Hook | None = None, fork: Fork | None = None,
+          timeout: float = 10.0) -> Spawned:
     """Start the container and return once its command was exec'd (or raise StartError).
 
     init is the caller's child, which must reap it (`record_exit`). `place(pid)` runs
     before the command can start, `connect(pid)` once init's namespaces exist; an
     exception from either aborts the start (init exits, and is reaped here) and propagates.
+    `fork` makes init; by default this process forks it.
     """
     spec.root.mkdir(parents=True, exist_ok=True)
     spec.exit_path.unlink(missing_ok=True)
     status_r, status_w = os.pipe()          # init -> caller: "ready"
     go_r, go_w = os.pipe()                  # caller -> init: "go"
     err_r, err_w = os.pipe2(os.O_CLOEXEC)   # init -> caller: failure text; EOF on exec
-    pid = _fork_in_new_pid_namespace(kernel)
-    if pid == 0:  # ------------------------------------------------------------ init
-        try:
-            close_all(status_r, go_w, err_r)
-            _init_main(kernel, spec, status_w, go_r, err_w)
-        except BaseException as e:  # report anything, then exit
-            fail(err_w, SETUP_FAILED, f"container setup failed: {e}")
-        finally:
-            os._exit(SETUP_FAILED)
-    close_all(status_w, go_r, err_w)
+    pipes = InitPipes(status_w, go_r, err_w)
+    try:
+        if fork is None:
+            pid = fork_here(kernel, spec, pipes, parent_ends=(status_r, go_w, err_r))
+        else:
+            pid = fork(spec, pipes)
+    except BaseException:
+        close_all(status_r, go_w, err_r)
+        raise
+    finally:
+        close_all(status_w, go_r, err_w)
     try:
         (place or _nothing)(pid)
         if await_line(status_r, "ready", timeout) is not None:  # None: init failed
@@ -154,6 +173,17 @@ def _nothing(pid: int) -> None:
     """The hook that does nothing."""
 
 
+def fork_here(kernel: Kernel, spec: SandboxSpec, pipes: InitPipes, *,
+              parent_ends: tuple[int, ...] = ()) -> int:
+    """Fork init from this process, which may have threads; `parent_ends` are closed in
+    init (so that the caller's death is EOF to it)."""
+    pid = _fork_in_new_pid_namespace(kernel)
+    if pid == 0:
+        close_all(*parent_ends)
+        run_init(kernel, spec, pipes)
+    return pid
+
+
 def _fork_in_new_pid_namespace(kernel: Kernel) -> int:
     """fork(), the child becoming PID 1 of a new pid namespace; 0 in the child."""
     own = os.open("/proc/thread-self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
@@ -171,11 +201,21 @@ def _fork_in_new_pid_namespace(kernel: Kernel) -> int:
     return pid
 
 
+def run_init(kernel: Kernel, spec: SandboxSpec, pipes: InitPipes) -> NoReturn:
+    """Be init, in a child just forked: set up, then exec the command or exit failed."""
+    try:
+        _init_main(kernel, spec, pipes)
+    except BaseException as e:  # report anything, then exit
+        fail(pipes.err_w, SETUP_FAILED, f"container setup failed: {e}")
+    finally:
+        os._exit(SETUP_FAILED)
+
+
 # -------------------------------------------------------------------------------- init
 
 
-def _init_main(kernel: Kernel, spec: SandboxSpec, status_w: int, go_r: int,
-               err_w: int) -> None:
+def _init_main(kernel: Kernel, spec: SandboxSpec, pipes: InitPipes) -> None:
+    status_w, go_r, err_w = pipes.status_w, pipes.go_r, pipes.err_w
     os.setsid()  # a signal to the caller's process group must not reach the container
     for path in spec.cgroup_join:
         _join_cgroup(path)
