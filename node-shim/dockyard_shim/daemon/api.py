@@ -246,7 +246,14 @@ def _exit_event(pid: int) -> Iterator[asyncio.Event]:
         yield event
         return
     loop = asyncio.get_running_loop()
-    loop.add_reader(fd, event.set)
+
+    def exited() -> None:
+        # Once: an exited process's pidfd stays readable, and a reader left in place would
+        # spin the event loop, starving the threads that serve the calls (~50 ms a `run`).
+        loop.remove_reader(fd)
+        event.set()
+
+    loop.add_reader(fd, exited)
     try:
         yield event
     finally:
