@@ -69,6 +69,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "Save images to an OCI image-layout tar, like `docker save`."),
     "login": ("dockyard_cli.distribution:login",
               "Log in to a registry; the credentials go to Docker's config.json."),
+    "volume": ("dockyard_cli.volumes:volume",
+               "Manage volumes: data that outlives containers, mounted with -v NAME:/path."),
     "shim": ("dockyard_cli.shim:command",
              "Run the node daemon: the container runtime behind a local API."),
     "up": ("dockyard_cli.up:up",

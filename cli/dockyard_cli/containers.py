@@ -122,10 +122,13 @@ def kill(signame: str, containers: tuple[str, ...]) -> None:
 
 @click.command("rm")
 @click.option("-f", "--force", is_flag=True, help="Kill a running container first.")
+@click.option("-v", "--volumes", is_flag=True,
+              help="Remove its anonymous volumes too (named volumes are kept).")
 @click.argument("containers", nargs=-1, required=True)
-def rm(force: bool, containers: tuple[str, ...]) -> None:
+def rm(force: bool, volumes: bool, containers: tuple[str, ...]) -> None:
     """Remove containers (a running one only with -f)."""
-    _each("remove", containers, f"/containers/{{ref}}?force={int(force)}", "DELETE")
+    _each("remove", containers, f"/containers/{{ref}}?force={int(force)}&v={int(volumes)}",
+          "DELETE")
 
 
 @click.command("pause")

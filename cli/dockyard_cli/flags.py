@@ -68,18 +68,75 @@ def parse_count(text: str) -> int:
 
 
 def parse_volume(text: str) -> dict[str, Any]:
-    """`SRC:DST[:ro|rw]` with SRC an absolute host path."""
+    """Docker's `-v`: `HOST_PATH:DST[:ro]` (a bind), `NAME:DST[:ro]` (a named volume, made
+    if missing) or `DST` (an anonymous volume). The mount in its config shape, tagged with
+    `type` (bind or volume)."""
     parts = text.split(":")
+    if len(parts) == 1 and parts[0].startswith("/"):
+        return {"type": "volume", "name": "", "target": parts[0], "readonly": False}
     if len(parts) not in (2, 3) or not all(parts[:2]):
-        raise FlagError(f"{text!r}: write HOST_PATH:CONTAINER_PATH[:ro]")
+        raise FlagError(f"{text!r}: write HOST_PATH:CONTAINER_PATH[:ro], "
+                        "VOLUME:CONTAINER_PATH[:ro] or CONTAINER_PATH")
     mode = parts[2] if len(parts) == 3 else "rw"
     if mode not in ("ro", "rw"):
         raise FlagError(f"{text!r}: the mode must be ro or rw, not {mode!r}")
-    if not parts[0].startswith("/"):
-        raise FlagError(
-            f"{text!r}: the source must be an absolute host path (named volumes are not "
-            "supported yet)")
-    return {"source": parts[0], "target": parts[1], "readonly": mode == "ro"}
+    source, target, readonly = parts[0], parts[1], mode == "ro"
+    if source.startswith("/"):
+        return {"type": "bind", "source": source, "target": target, "readonly": readonly}
+    if source.startswith("."):
+        raise FlagError(f"{text!r}: a host path must be absolute (write {os.getcwd()}/…)")
+    return {"type": "volume", "name": source, "target": target, "readonly": readonly}
+
+
+_MOUNT_KEYS = {"source": "source", "src": "source", "target": "target", "dst": "target",
+               "destination": "target", "readonly": "readonly", "ro": "readonly",
+               "type": "type", "volume-subpath": "subpath", "tmpfs-size": "size",
+               "tmpfs-mode": "mode"}
+
+
+def parse_mount(text: str) -> dict[str, Any]:
+    """Docker's `--mount type=bind|volume|tmpfs,source=…,target=…[,readonly]
+    [,volume-subpath=DIR][,tmpfs-size=SIZE][,tmpfs-mode=OCTAL]`, as `parse_volume` tags it."""
+    given: dict[str, str] = {}
+    for item in text.split(","):
+        key, eq, value = item.partition("=")
+        if key.strip() not in _MOUNT_KEYS:
+            raise FlagError(f"{text!r}: unknown key {key.strip()!r}; use type, source, "
+                            "target, readonly, volume-subpath, tmpfs-size or tmpfs-mode")
+        given[_MOUNT_KEYS[key.strip()]] = value.strip() if eq else "true"
+    kind, target = given.pop("type", "volume"), given.pop("target", "")
+    if not target:
+        raise FlagError(f"{text!r}: a mount needs target=CONTAINER_PATH")
+    readonly = given.pop("readonly", "false") in ("true", "1")
+    if kind == "bind" and given.keys() <= {"source"} and given.get("source", "").startswith("/"):
+        return {"type": "bind", "source": given["source"], "target": target,
+                "readonly": readonly}
+    if kind == "volume" and given.keys() <= {"source", "subpath"}:
+        return {"type": "volume", "name": given.get("source", ""), "target": target,
+                "readonly": readonly, "subpath": given.get("subpath", "")}
+    if kind == "tmpfs" and given.keys() <= {"size", "mode"} and not readonly:
+        return _tmpfs(target, given.get("size"), given.get("mode"), text)
+    raise FlagError(f"{text!r}: write type=bind,source=/HOST/PATH,target=…; "
+                    "type=volume[,source=NAME],target=…[,volume-subpath=DIR]; or "
+                    "type=tmpfs,target=…[,tmpfs-size=64m][,tmpfs-mode=1777]")
+
+
+def parse_tmpfs(text: str) -> dict[str, Any]:
+    """Docker's `--tmpfs /run[:size=64m,mode=1777]`."""
+    target, _, options = text.partition(":")
+    given = dict(item.partition("=")[::2] for item in options.split(",") if item)
+    if not target.startswith("/") or not given.keys() <= {"size", "mode"}:
+        raise FlagError(f"{text!r}: write CONTAINER_PATH[:size=64m,mode=1777]")
+    return _tmpfs(target, given.get("size"), given.get("mode"), text)
+
+
+def _tmpfs(target: str, size: str | None, mode: str | None, text: str) -> dict[str, Any]:
+    try:
+        octal = int(mode, 8) if mode else 0o1777
+    except ValueError:
+        raise FlagError(f"{text!r}: the mode is octal, such as 1777") from None
+    return {"type": "tmpfs", "target": target,
+            "size_bytes": parse_size(size) if size else None, "mode": octal}
 
 
 def parse_port(text: str) -> dict[str, Any]:
@@ -164,7 +221,14 @@ RUN_FLAGS = (
     Flag("--pids-limit", dest="pids_limit", metavar="N", parse=parse_count,
          help="Most processes at once."),
     Flag("-v", "--volume", dest="volume", metavar="SRC:DST[:ro]", multiple=True,
-         parse=parse_volume, help="Bind-mount a host path (repeatable)."),
+         parse=parse_volume,
+         help="Mount a volume (NAME:DST), a host path (/PATH:DST) or a new anonymous "
+              "volume (DST); repeatable."),
+    Flag("--mount", dest="mount", metavar="type=…,target=…", multiple=True,
+         parse=parse_mount,
+         help="Mount a bind, volume or tmpfs, Docker's long form; repeatable."),
+    Flag("--tmpfs", dest="tmpfs", metavar="DST[:size=64m]", multiple=True,
+         parse=parse_tmpfs, help="Mount a private memory filesystem; repeatable."),
     Flag("--network", dest="network", metavar="[none|host|bridge]", default="none",
          choices=("none", "host", "bridge"),
          help="Networking: own loopback only, the host's, or a bridge."),

@@ -35,12 +35,22 @@ def container_json(options: dict[str, Any], *, auto_remove: bool = False) -> dic
         "env": list(parse_env(options["env"])), "working_dir": options["workdir"],
         "user": options["user"], "hostname": options["hostname"],
         "memory_bytes": options["memory"], "cpu_millis": options["cpus"],
-        "pids_limit": options["pids_limit"], "binds": list(options["volume"]),
+        "pids_limit": options["pids_limit"], **_mounts(options),
         "network": options["network"], "ports": list(options["publish"]),
         "read_only": options["read_only"], "restart": policy,
         "restart_max_retries": retries, "auto_remove": auto_remove,
         "cap_add": list(options["cap_add"]), "cap_drop": list(options["cap_drop"]),
     }
+
+
+def _mounts(options: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """-v, --mount and --tmpfs, sorted into the config's binds, volumes and tmpfs."""
+    sorted_out: dict[str, list[dict[str, Any]]] = {"binds": [], "volumes": [], "tmpfs": []}
+    field = {"bind": "binds", "volume": "volumes", "tmpfs": "tmpfs"}
+    for mount in (*options["volume"], *options["mount"], *options["tmpfs"]):
+        kind = mount["type"]
+        sorted_out[field[kind]].append({k: v for k, v in mount.items() if k != "type"})
+    return sorted_out
 
 
 def run(client: Client, options: dict[str, Any], *, detach: bool, auto_remove: bool) -> int:
@@ -57,7 +67,7 @@ def run(client: Client, options: dict[str, Any], *, detach: bool, auto_remove: b
         client.call("POST", f"/containers/{cid}/start")
     except DaemonError:
         if auto_remove:
-            client.call("DELETE", f"/containers/{cid}?force=1")
+            client.call("DELETE", f"/containers/{cid}?force=1&v=1")
         raise
     if detach:
         print(cid)
@@ -68,5 +78,5 @@ def run(client: Client, options: dict[str, Any], *, detach: bool, auto_remove: b
         out.flush()
     code = client.call("POST", f"/containers/{cid}/wait")["StatusCode"]
     if auto_remove:
-        client.call("DELETE", f"/containers/{cid}")
+        client.call("DELETE", f"/containers/{cid}?v=1")  # --rm takes its anonymous volumes too
     return code if code is not None else 255

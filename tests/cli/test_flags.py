@@ -9,12 +9,14 @@ from dockyard_cli.flags import (
     parse_count,
     parse_cpus,
     parse_env,
+    parse_mount,
     parse_port,
     parse_restart,
     parse_size,
+    parse_tmpfs,
     parse_volume,
 )
-from dockyard_shim.runtime.config import Bind, PortMapping
+from dockyard_shim.runtime.config import Bind, PortMapping, TmpfsMount, VolumeUse
 
 
 @pytest.mark.parametrize(("text", "value"), [
@@ -47,13 +49,43 @@ def test_cpus_become_millicores_within_the_machines_count(
         parse_cpus("half")
 
 
-def test_volumes_are_host_path_colon_container_path() -> None:
-    # In the JSON shape of the daemon's model: the same keys, or Bind(**…) fails.
-    assert Bind(**parse_volume("/srv:/data:ro")) == Bind("/srv", "/data", readonly=True)
-    assert Bind(**parse_volume("/srv:/data")) == Bind("/srv", "/data")
-    for bad in ("/srv", "/srv:/data:rx", "relative:/data", ":/data"):
+def _shaped(mount: dict[str, object]) -> Bind | VolumeUse | TmpfsMount:
+    """In the JSON shape of the daemon's model: the same keys, or the class fails."""
+    kind = mount.pop("type")
+    return {"bind": Bind, "volume": VolumeUse, "tmpfs": TmpfsMount}[kind](**mount)  # type: ignore[index, arg-type]
+
+
+def test_v_is_a_bind_a_named_volume_or_an_anonymous_one() -> None:
+    assert _shaped(parse_volume("/srv:/data:ro")) == Bind("/srv", "/data", readonly=True)
+    assert _shaped(parse_volume("/srv:/data")) == Bind("/srv", "/data")
+    assert _shaped(parse_volume("pgdata:/var/lib/pg")) == VolumeUse("pgdata", "/var/lib/pg")
+    assert _shaped(parse_volume("cache:/c:ro")) == VolumeUse("cache", "/c", readonly=True)
+    assert _shaped(parse_volume("/scratch")) == VolumeUse("", "/scratch")
+    for bad in ("/srv:/data:rx", "./rel:/data", ":/data", "name", "a:b:c:d"):
         with pytest.raises(FlagError):
             parse_volume(bad)
+
+
+def test_mount_takes_dockers_long_form() -> None:
+    assert _shaped(parse_mount("type=bind,source=/srv,target=/data,readonly")) == \
+        Bind("/srv", "/data", readonly=True)
+    assert _shaped(parse_mount("type=volume,src=db,dst=/d,volume-subpath=main")) == \
+        VolumeUse("db", "/d", subpath="main")
+    assert _shaped(parse_mount("target=/anon")) == VolumeUse("", "/anon")
+    assert _shaped(parse_mount("type=tmpfs,destination=/run,tmpfs-size=64m,tmpfs-mode=1770")) \
+        == TmpfsMount("/run", 64 << 20, 0o1770)
+    for bad in ("type=bind,target=/x", "type=bind,source=rel,target=/x", "source=db",
+                "type=nfs,target=/x", "type=tmpfs,target=/x,source=y", "colour=red"):
+        with pytest.raises(FlagError):
+            parse_mount(bad)
+
+
+def test_tmpfs_takes_a_path_and_its_options() -> None:
+    assert _shaped(parse_tmpfs("/run")) == TmpfsMount("/run")
+    assert _shaped(parse_tmpfs("/run:size=1g,mode=700")) == TmpfsMount("/run", 1 << 30, 0o700)
+    for bad in ("run", "/run:size=lots", "/run:mode=9", "/run:uid=0"):
+        with pytest.raises(FlagError):
+            parse_tmpfs(bad)
 
 
 @pytest.mark.parametrize(("text", "mapping"), [

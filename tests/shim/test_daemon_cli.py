@@ -11,72 +11,23 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
-import tarfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dockyard_cli.client import Client
-from tests.shim.rootfs_dir import busybox_rootfs
+from tests.shim.nodes import Node, busybox_node
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
 
-@dataclass
-class Node:
-    env: dict[str, str]
-    root: Path
-    daemon: subprocess.Popen[bytes] | None = None
-
-    def dockyard(self, *args: str, check: bool = False,
-                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "dockyard_cli", *args], env=self.env,
-                                capture_output=True, text=True, timeout=timeout, check=False)
-        if check:
-            assert result.returncode == 0, result.stdout + result.stderr
-        return result
-
-    def start_daemon(self) -> None:
-        with (self.root / "daemon.log").open("ab") as log:
-            self.daemon = subprocess.Popen([sys.executable, "-m", "dockyard_cli", "shim"],
-                                           env=self.env, stdout=log, stderr=log)
-        client = Client(Path(self.env["DOCKYARD_HOST"]))
-        deadline = time.monotonic() + 15
-        while not client.ping():  # a killed daemon's socket file may still be there
-            assert self.daemon.poll() is None, (self.root / "daemon.log").read_text()
-            assert time.monotonic() < deadline, (self.root / "daemon.log").read_text()
-            time.sleep(0.05)
-
-    def stop_daemon(self, signum: int = signal.SIGTERM) -> None:
-        assert self.daemon is not None
-        self.daemon.send_signal(signum)
-        self.daemon.wait(timeout=15)
-        self.daemon = None
-
-
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Node]:
-    env = {**os.environ, "DOCKYARD_ROOT": str(tmp_path / "root"),
-           "DOCKYARD_HOST": str(tmp_path / "dockyard.sock")}
-    node = Node(env, tmp_path)
-    rootfs = busybox_rootfs(tmp_path / "rootfs")
-    with tarfile.open(tmp_path / "busybox.tar", "w") as tar:
-        tar.add(rootfs, arcname=".")
-    node.dockyard("import", str(tmp_path / "busybox.tar"), "busybox:latest", check=True)
-    node.start_daemon()
-    yield node
-    if node.daemon is None:
-        node.start_daemon()
-    ids = node.dockyard("ps", "-a", "-q").stdout.split()
-    if ids:
-        node.dockyard("rm", "-f", *ids)
-    node.stop_daemon()
+    with busybox_node(tmp_path) as running:
+        yield running
 
 
 def test_run_streams_output_and_exits_with_the_containers_code(node: Node) -> None:
@@ -165,15 +116,6 @@ def test_a_second_daemon_on_the_same_root_is_refused(node: Node) -> None:
     assert node.dockyard("ps").returncode == 0  # the first one still serves
 
 
-def _server_pid(node: Node) -> int:
-    """The keeper's child: the process that serves the API and parents the containers."""
-    assert node.daemon is not None
-    children = Path(f"/proc/{node.daemon.pid}/task/{node.daemon.pid}/children").read_text()
-    (server,) = [int(pid) for pid in children.split()
-                 if b"shim" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-    return server
-
-
 def _await_api(node: Node) -> None:
     client = Client(Path(node.env["DOCKYARD_HOST"]))
     deadline = time.monotonic() + 15
@@ -188,11 +130,11 @@ def test_killing_the_server_loses_no_container_and_no_exit_code(node: Node) -> N
                       check=True)
     node.dockyard("run", "-d", "--name", "quick", "busybox", "sh", "-c",
                   "sleep 1; exit 42", check=True)
-    server = _server_pid(node)
+    server = node.server_pid()
     os.kill(server, signal.SIGKILL)
     time.sleep(1.5)  # `quick` exits while no server runs: the keeper records it
     _await_api(node)
-    assert _server_pid(node) != server  # the keeper started a new one
+    assert node.server_pid() != server  # the keeper started a new one
     table = node.dockyard("ps", "-a", check=True).stdout
     assert sum("Up " in line for line in table.splitlines()) == 50
     assert "Exited (42)" in table
@@ -201,7 +143,7 @@ def test_killing_the_server_loses_no_container_and_no_exit_code(node: Node) -> N
 
 def test_killing_the_keeper_leaves_the_server_serving(node: Node) -> None:
     node.dockyard("run", "-d", "--name", "survivor", "busybox", "sleep", "300", check=True)
-    server = _server_pid(node)
+    server = node.server_pid()
     assert node.daemon is not None
     node.daemon.kill()
     node.daemon.wait()

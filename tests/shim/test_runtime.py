@@ -1,14 +1,9 @@
-"""The runtime's verbs on real parts: overlay snapshots, cgroups and namespaces.
-
-Images come from a busybox layer committed straight into the snapshotter, so these tests
-exercise the runtime without depending on the image store (which has its own tests).
-"""
+"""The runtime's verbs on real parts: overlay snapshots, cgroups and namespaces."""
 
 from __future__ import annotations
 
 import io
 import secrets
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -27,73 +22,42 @@ from dockyard_shim.errors import (
 )
 from dockyard_shim.kernel import LinuxKernel
 from dockyard_shim.runtime.config import Bind, ContainerConfig
-from dockyard_shim.runtime.ports import RunnableImage
 from dockyard_shim.runtime.process import StartError
 from dockyard_shim.runtime.runtime import Runtime
 from dockyard_shim.runtime.state import Status
 from dockyard_shim.snapshots import OverlaySnapshotter
-from tests.shim.rootfs_dir import busybox_rootfs
+from tests.shim.runtimes import LayerImages, busybox_runtime, config
 
 pytestmark = pytest.mark.root
 
 
-class LayerImages:
-    """The one image these tests need: busybox, committed as a single layer."""
-
-    def __init__(self, snapshots: OverlaySnapshotter, scratch: Path) -> None:
-        snapshots.prepare("extract-busybox")
-        upper = snapshots.upper_dir("extract-busybox")
-        shutil.copytree(busybox_rootfs(scratch / "busybox"), upper, symlinks=True,
-                        dirs_exist_ok=True)
-        snapshots.commit("sha256:busybox-layer", "extract-busybox")
-
-    def runnable(self, name: str) -> RunnableImage:
-        if name != "busybox":
-            raise NotFoundError(f"no such image: {name}")
-        return RunnableImage(id="sha256:busybox", name="busybox",
-                             top_layer="sha256:busybox-layer", cmd=("sh",),
-                             env=("HOME=/root",))
-
-
 @pytest.fixture
 def runtime(tmp_path: Path) -> Iterator[Runtime]:
-    snapshots = OverlaySnapshotter(tmp_path / "snapshots")
-    cgroups = detect(parent=f"dockyard-test-{secrets.token_hex(4)}")
-    runtime = Runtime(tmp_path, kernel=LinuxKernel(), images=LayerImages(snapshots, tmp_path),
-                      snapshots=snapshots, cgroups=cgroups)
-    yield runtime
-    try:
-        for record in runtime.store.all():
-            runtime.delete(record.id, force=True)
-    finally:
-        cgroups.delete_parent()  # even when a failing test left a container behind
+    with busybox_runtime(tmp_path / "node") as opened:
+        yield opened
 
-
-def _config(*command: str, **options: object) -> ContainerConfig:
-    return ContainerConfig(image="busybox", command=command, network="none",
-                           **options)  # type: ignore[arg-type]
 
 
 def test_run_wait_and_read_the_log(runtime: Runtime) -> None:
-    record = runtime.run(_config("sh", "-c", "echo hello; exit 3", name="greeter"))
+    record = runtime.run(config("sh", "-c", "echo hello; exit 3", name="greeter"))
     final = runtime.wait(record.id, timeout=10)
     assert (final.status, final.exit_code) == (Status.STOPPED, 3)
     assert runtime.log_path("greeter").read_text() == "hello\n"
 
 
 def test_writes_go_to_the_containers_own_layer_only(runtime: Runtime) -> None:
-    one = runtime.run(_config("sh", "-c", "echo mine > /bin/marker"))
+    one = runtime.run(config("sh", "-c", "echo mine > /bin/marker"))
     runtime.wait(one.id, timeout=10)
-    two = runtime.run(_config("sh", "-c", "cat /bin/marker 2>&1 || true"))
+    two = runtime.run(config("sh", "-c", "cat /bin/marker 2>&1 || true"))
     runtime.wait(two.id, timeout=10)
     assert "No such file" in runtime.log_path(two.id).read_text()
 
 
 def test_a_name_in_use_is_refused_and_nothing_is_left(runtime: Runtime) -> None:
-    runtime.create(_config("true", name="twin"))
+    runtime.create(config("true", name="twin"))
     before = sorted(p.name for p in (runtime.root / "containers").iterdir())
     with pytest.raises(AlreadyExistsError, match="already in use"):
-        runtime.create(_config("true", name="twin"))
+        runtime.create(config("true", name="twin"))
     assert sorted(p.name for p in (runtime.root / "containers").iterdir()) == before
 
 
@@ -104,7 +68,7 @@ def test_an_unknown_image_is_refused_before_anything_is_made(runtime: Runtime) -
 
 
 def test_a_missing_command_exits_127_and_the_container_is_stopped(runtime: Runtime) -> None:
-    record = runtime.create(_config("no-such-command"))
+    record = runtime.create(config("no-such-command"))
     with pytest.raises(StartError, match="executable file not found"):
         runtime.start(record.id)
     final = runtime.store.get(record.id)
@@ -112,7 +76,7 @@ def test_a_missing_command_exits_127_and_the_container_is_stopped(runtime: Runti
 
 
 def test_stop_sends_term_then_kill_after_the_timeout(runtime: Runtime) -> None:
-    record = runtime.run(_config("sh", "-c", "trap '' TERM; sleep 60"))
+    record = runtime.run(config("sh", "-c", "trap '' TERM; sleep 60"))
     time.sleep(0.2)
     started = time.monotonic()
     final = runtime.stop(record.id, timeout=0.5)
@@ -122,27 +86,27 @@ def test_stop_sends_term_then_kill_after_the_timeout(runtime: Runtime) -> None:
 
 
 def test_a_term_handler_gets_to_exit_cleanly(runtime: Runtime) -> None:
-    record = runtime.run(_config("sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"))
+    record = runtime.run(config("sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"))
     time.sleep(0.3)
     assert runtime.stop(record.id, timeout=5).exit_code == 0
 
 
 def test_kill_sends_the_chosen_signal(runtime: Runtime) -> None:
-    record = runtime.run(_config("sh", "-c", "trap 'exit 5' USR1; while true; do sleep 0.05; done"))
+    record = runtime.run(config("sh", "-c", "trap 'exit 5' USR1; while true; do sleep 0.05; done"))
     time.sleep(0.3)
     runtime.kill(record.id, signal.SIGUSR1)
     assert runtime.wait(record.id, timeout=5).exit_code == 5
 
 
 def test_pid_1_without_a_handler_ignores_term_as_under_docker(runtime: Runtime) -> None:
-    record = runtime.run(_config("sleep", "60"))
+    record = runtime.run(config("sleep", "60"))
     runtime.kill(record.id, signal.SIGTERM)
     time.sleep(0.3)
     assert runtime.observe(runtime.store.get(record.id)).status is Status.RUNNING
 
 
 def test_pause_freezes_and_unpause_resumes(runtime: Runtime) -> None:
-    record = runtime.run(_config("sh", "-c", "while true; do echo t; sleep 0.05; done"))
+    record = runtime.run(config("sh", "-c", "while true; do echo t; sleep 0.05; done"))
     time.sleep(0.3)
     assert runtime.pause(record.id).status is Status.PAUSED
     frozen_size = runtime.log_path(record.id).stat().st_size
@@ -155,7 +119,7 @@ def test_pause_freezes_and_unpause_resumes(runtime: Runtime) -> None:
 
 
 def test_removing_a_running_container_needs_force(runtime: Runtime) -> None:
-    record = runtime.run(_config("sleep", "60"))
+    record = runtime.run(config("sleep", "60"))
     with pytest.raises(FailedPreconditionError, match="stop it first or force"):
         runtime.delete(record.id)
     runtime.delete(record.id, force=True)
@@ -167,7 +131,7 @@ def test_an_allocation_beyond_the_memory_limit_is_oom_killed_and_reported(
         runtime: Runtime) -> None:
     # busybox has no allocator tool: build a 64 MiB string in the shell's memory.
     script = "x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo survived"
-    record = runtime.run(_config("sh", "-c", script, memory_bytes=16 << 20))
+    record = runtime.run(config("sh", "-c", script, memory_bytes=16 << 20))
     final = runtime.wait(record.id, timeout=30)
     assert final.oom_killed is True
     assert final.exit_code == 137
@@ -175,7 +139,7 @@ def test_an_allocation_beyond_the_memory_limit_is_oom_killed_and_reported(
 
 def test_a_fork_bomb_is_stopped_by_the_pids_limit(runtime: Runtime) -> None:
     script = "(for i in $(seq 1 40); do sleep 30 & done); sleep 30"
-    record = runtime.run(_config("sh", "-c", script, pids_limit=10))
+    record = runtime.run(config("sh", "-c", script, pids_limit=10))
     time.sleep(1.0)
     assert 8 <= (runtime.stats(record.id).pids_current or 0) <= 10  # saturated, never above
     assert "can't fork" in runtime.log_path(record.id).read_text()
@@ -183,7 +147,7 @@ def test_a_fork_bomb_is_stopped_by_the_pids_limit(runtime: Runtime) -> None:
 
 
 def test_stats_report_memory_cpu_and_pids(runtime: Runtime) -> None:
-    record = runtime.run(_config("sleep", "60", memory_bytes=64 << 20))
+    record = runtime.run(config("sleep", "60", memory_bytes=64 << 20))
     stats = runtime.stats(record.id)
     assert stats.pids_current == 1
     assert stats.memory_limit_bytes == 64 << 20
@@ -193,8 +157,8 @@ def test_stats_report_memory_cpu_and_pids(runtime: Runtime) -> None:
 
 def test_the_list_shows_running_containers_and_all_shows_stopped_ones(
         runtime: Runtime) -> None:
-    running = runtime.run(_config("sleep", "60", name="sleeper"))
-    done = runtime.run(_config("true", name="quick"))
+    running = runtime.run(config("sleep", "60", name="sleeper"))
+    done = runtime.run(config("true", name="quick"))
     runtime.wait(done.id, timeout=5)
     assert [r.name for r in runtime.list()] == ["sleeper"]
     assert {r.name for r in runtime.list(all_=True)} == {"sleeper", "quick"}
@@ -203,11 +167,11 @@ def test_the_list_shows_running_containers_and_all_shows_stopped_ones(
 
 def test_a_config_the_image_cannot_run_is_refused(runtime: Runtime) -> None:
     with pytest.raises(InvalidArgumentError, match="-w"):
-        runtime.create(_config("true", working_dir="relative"))
+        runtime.create(config("true", working_dir="relative"))
 
 
 def test_exec_runs_in_the_containers_namespaces_and_cgroup(runtime: Runtime) -> None:
-    record = runtime.run(_config("sh", "-c", "echo inside > /tmp/marker; sleep 60",
+    record = runtime.run(config("sh", "-c", "echo inside > /tmp/marker; sleep 60",
                                  hostname="box", env=("FROM_CONTAINER=1",)))
     time.sleep(0.2)
     exec_id = runtime.execs.start(record.id, ("sh", "-c", "hostname; cat /tmp/marker; "
@@ -222,7 +186,7 @@ def test_exec_runs_in_the_containers_namespaces_and_cgroup(runtime: Runtime) -> 
 
 
 def test_exec_reports_the_exit_code_and_127_for_a_missing_command(runtime: Runtime) -> None:
-    record = runtime.run(_config("sleep", "60"))
+    record = runtime.run(config("sleep", "60"))
     exec_id = runtime.execs.start(record.id, ("sh", "-c", "exit 9"))
     assert runtime.execs.wait(exec_id, timeout=10) == 9
     with pytest.raises(StartError, match="executable file not found") as caught:
@@ -231,14 +195,14 @@ def test_exec_reports_the_exit_code_and_127_for_a_missing_command(runtime: Runti
 
 
 def test_exec_in_a_stopped_container_is_refused(runtime: Runtime) -> None:
-    record = runtime.run(_config("true"))
+    record = runtime.run(config("true"))
     runtime.wait(record.id, timeout=10)
     with pytest.raises(FailedPreconditionError, match="exec needs it running"):
         runtime.execs.start(record.id, ("true",))
 
 
 def test_exec_runs_with_the_containers_capabilities_and_user(runtime: Runtime) -> None:
-    record = runtime.run(_config("sleep", "60"))
+    record = runtime.run(config("sleep", "60"))
     exec_id = runtime.execs.start(record.id, ("sh", "-c", "id -u; grep CapEff /proc/self/status"),
                            user="1000")
     assert runtime.execs.wait(exec_id, timeout=10) == 0
@@ -250,7 +214,7 @@ def test_binds_are_mounted_read_write_or_read_only(runtime: Runtime, tmp_path: P
     data = tmp_path / "data"
     data.mkdir()
     (data / "in").write_text("from the host\n")
-    record = runtime.run(_config(
+    record = runtime.run(config(
         "sh", "-c", "cat /data/in; echo back > /data/out; touch /ro/x 2>&1; exit 0",
         binds=(Bind(str(data), "/data"), Bind(str(data), "/ro", readonly=True))))
     assert runtime.wait(record.id, timeout=10).exit_code == 0
@@ -263,9 +227,9 @@ def test_binds_are_mounted_read_write_or_read_only(runtime: Runtime, tmp_path: P
 
 def test_commands_that_exit_at_once_still_report_their_code(runtime: Runtime) -> None:
     """Their start time is read before they may exec: a zombie must still be matched."""
-    holder = runtime.run(_config("sleep", "60"))
+    holder = runtime.run(config("sleep", "60"))
     for code in range(20):
-        record = runtime.run(_config("sh", "-c", f"exit {code}"))
+        record = runtime.run(config("sh", "-c", f"exit {code}"))
         assert runtime.wait(record.id, timeout=10).exit_code == code
         exec_id = runtime.execs.start(holder.id, ("sh", "-c", f"exit {code}"))
         assert runtime.execs.wait(exec_id, timeout=10) == code
@@ -281,7 +245,7 @@ def test_in_the_background_delete_returns_before_the_disk_is_freed_and_nothing_i
     runtime = Runtime(tmp_path, kernel=LinuxKernel(), images=LayerImages(snapshots, tmp_path),
                       snapshots=snapshots, cgroups=cgroups, later=background)
     try:
-        record = runtime.run(_config("true"))
+        record = runtime.run(config("true"))
         runtime.wait(record.id, timeout=10)
         runtime.delete(record.id)
         assert not Path(record.bundle).exists()  # out of the way at once

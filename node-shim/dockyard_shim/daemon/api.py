@@ -107,7 +107,9 @@ async def wait(request: web.Request) -> web.Response:
 
 async def remove(request: web.Request) -> web.Response:
     force = request.query.get("force", "") in ("1", "true")
-    await _call(request, request.app[RUNTIME].delete, request.match_info["ref"], force=force)
+    volumes = request.query.get("v", "") in ("1", "true")
+    await _call(request, request.app[RUNTIME].delete, request.match_info["ref"], force=force,
+                volumes=volumes)
     return web.Response(status=204)
 
 

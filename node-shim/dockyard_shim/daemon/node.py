@@ -5,6 +5,7 @@
       images/                 content store (blobs) and images.db
       containers.db           container records
       containers/<id>/        bundles: rootfs mount point, log, exit record, /etc files
+      volumes/                volumes.db and local volumes' data (volumes/<name>/_data)
 
 Both the daemon and tools that work without it (tests, `dockyard images`) open the node
 here, so there is one definition of where things live.
@@ -19,7 +20,7 @@ from pathlib import Path
 from dockyard_shim.background import Background
 from dockyard_shim.cgroups import CgroupDriver, detect
 from dockyard_shim.daemon.paths import state_root
-from dockyard_shim.daemon.storage import open_images
+from dockyard_shim.daemon.storage import open_images, open_volumes
 from dockyard_shim.errors import NotFoundError
 from dockyard_shim.images import ChainId, ImageStore, parse_reference
 from dockyard_shim.images.unpack import unpacked_layer
@@ -80,6 +81,7 @@ class Node:
         if self.fork_server is not None:
             self.fork_server.close()
         self.runtime.store.close()
+        self.runtime.volumes.close()
         self.images.close()
         self.snapshots.close()
 
@@ -95,6 +97,8 @@ def open_node(root: Path | None = None, *, cgroup_parent: str = "dockyard",
     snapshots, images = open_images(root, sweep=background)
     cgroups = detect(parent=cgroup_parent)
     forker = ForkServer() if fork_server else None
+    volumes = open_volumes(root, later=background)
     runtime = Runtime(root, kernel=LinuxKernel(), images=StoreImages(images),
-                      snapshots=snapshots, cgroups=cgroups, later=background, fork=forker)
+                      snapshots=snapshots, cgroups=cgroups, later=background, fork=forker,
+                      volumes=volumes)
     return Node(root, snapshots, images, cgroups, runtime, background, forker)

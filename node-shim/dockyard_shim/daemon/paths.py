@@ -12,6 +12,8 @@ TYPE_CHECKING = False  # typing itself costs milliseconds to import
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from dockyard_shim.volumes import HostPaths
+
 DEFAULT_ROOT = "/var/lib/dockyard"
 DEFAULT_SOCKET = "/run/dockyard/dockyard.sock"
 
@@ -33,3 +35,13 @@ def socket_path() -> Path:
     from pathlib import Path  # noqa: PLC0415 -- see the module's docstring
 
     return Path(socket_file())
+
+
+def host_paths(root: Path) -> HostPaths:
+    """Which host directories containers may have: under `$DOCKYARD_HOST_PATHS` (roots
+    separated by `:`, default `/`: any), never the state root `root` or the socket."""
+    from dockyard_shim.volumes import HostPaths  # noqa: PLC0415 -- see the docstring
+
+    roots = os.environ.get("DOCKYARD_HOST_PATHS") or "/"
+    allowed = tuple(os.path.normpath(r) for r in roots.split(":") if r)
+    return HostPaths(allowed=allowed, protected=(os.path.abspath(root), socket_file()))

@@ -1,8 +1,9 @@
-"""The node's image storage, without its runtime: what image commands open.
+"""The node's image and volume storage, without its runtime: what those commands open.
 
-`dockyard images`, `pull`, `rmi` and the like work on the snapshotter and the image store
-directly; opening them must not cost the import of the whole runtime (network, cgroups,
-asyncio). The daemon opens the same two through `node.open_node`.
+`dockyard images`, `pull`, `rmi`, `volume ls` and the like work on the snapshotter, the
+image store and the volume store directly; opening them must not cost the import of the
+whole runtime (network, cgroups, asyncio). The daemon opens the same stores through
+`node.open_node`.
 """
 
 from __future__ import annotations
@@ -11,20 +12,27 @@ import contextlib
 from pathlib import Path
 
 from dockyard_shim.background import Later, now
+from dockyard_shim.daemon.paths import host_paths
 from dockyard_shim.images import ImageStore
+from dockyard_shim.runtime.datamounts import volumes_in_use as volumes_used_by
 from dockyard_shim.runtime.ports import RunnableImage
-from dockyard_shim.runtime.state import StateStore
+from dockyard_shim.runtime.state import ContainerRecord, StateStore
 from dockyard_shim.snapshots import OverlaySnapshotter
+from dockyard_shim.volumes import VolumeStore
+
+
+def _container_records(root: Path) -> list[ContainerRecord]:
+    store = StateStore(root / "containers.db")
+    try:
+        return store.all()
+    finally:
+        store.close()
 
 
 def images_in_use(root: Path) -> set[str]:
     """The ids of the images that the containers under `root` were created from, read
     from their records (whether or not a daemon runs): what an image prune must keep."""
-    store = StateStore(root / "containers.db")
-    try:
-        records = store.all()
-    finally:
-        store.close()
+    records = _container_records(root)
     used = set()
     for record in records:
         with contextlib.suppress(OSError, ValueError, TypeError):  # a bundle half gone
@@ -36,3 +44,14 @@ def open_images(root: Path, *, sweep: Later = now) -> tuple[OverlaySnapshotter, 
     """The node's snapshotter and image store under `root`; the caller closes both."""
     snapshots = OverlaySnapshotter(root / "overlay", sweep=sweep)
     return snapshots, ImageStore(root / "images", snapshots)
+
+
+def volumes_in_use(root: Path) -> set[str]:
+    """The volumes the containers under `root` refer to, running or not (whether or not a
+    daemon runs): what `volume rm` and `volume prune` must keep."""
+    return volumes_used_by(record.config for record in _container_records(root))
+
+
+def open_volumes(root: Path, *, later: Later = now) -> VolumeStore:
+    """The node's volume store under `root`; the caller closes it."""
+    return VolumeStore(root / "volumes", host_paths=host_paths(root), later=later)

@@ -9,6 +9,7 @@ Pure data: no I/O except the existence check of bind sources.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 from dockyard_shim.errors import InvalidArgumentError
 from dockyard_shim.runtime import capabilities
+from dockyard_shim.volumes import check_name, check_subpath
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")  # Docker's container name rule
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
@@ -32,6 +34,30 @@ class Bind:
     source: str
     target: str
     readonly: bool = False
+
+
+@dataclass(frozen=True)
+class VolumeUse:
+    """A named volume mounted into the container (`-v NAME:/path[:ro]`, `--mount
+    type=volume`). An empty name (`-v /path`) asks for an anonymous volume, made at create
+    and named then."""
+
+    name: str
+    target: str
+    readonly: bool = False
+    subpath: str = ""
+    """Mount only this directory of the volume (relative to its root)."""
+
+
+@dataclass(frozen=True)
+class TmpfsMount:
+    """A memory filesystem of the container's own (`--tmpfs /run:size=64m`), gone when it
+    stops."""
+
+    target: str
+    size_bytes: int | None = None
+    """At most this many bytes; None: the kernel's default, half of the memory."""
+    mode: int = 0o1777
 
 
 @dataclass(frozen=True)
@@ -62,6 +88,8 @@ class ContainerConfig:
     cpu_millis: int | None = None
     pids_limit: int | None = None
     binds: tuple[Bind, ...] = ()
+    volumes: tuple[VolumeUse, ...] = ()
+    tmpfs: tuple[TmpfsMount, ...] = ()
     network: str = "bridge"
     ports: tuple[PortMapping, ...] = ()
     read_only: bool = False
@@ -85,6 +113,8 @@ class ContainerConfig:
             if values.get("entrypoint") is not None:
                 values["entrypoint"] = tuple(values["entrypoint"])
             values["binds"] = tuple(Bind(**b) for b in values.get("binds", ()))
+            values["volumes"] = tuple(VolumeUse(**v) for v in values.get("volumes", ()))
+            values["tmpfs"] = tuple(TmpfsMount(**t) for t in values.get("tmpfs", ()))
             values["ports"] = tuple(PortMapping(**p) for p in values.get("ports", ()))
             config = cls(**values)
         except TypeError as e:
@@ -137,15 +167,36 @@ def _check_limits(config: ContainerConfig) -> None:
 
 
 def _check_binds(config: ContainerConfig) -> None:
+    targets: set[str] = set()
     for bind in config.binds:
         if not bind.source.startswith("/") or ".." in bind.source.split("/"):
             raise InvalidArgumentError(
                 f"-v: bind source {bind.source!r} must be an absolute host path without '..'")
         if not Path(bind.source).exists():
             raise InvalidArgumentError(f"-v: bind source path does not exist: {bind.source}")
-        _container_path("-v", bind.target)
-        if bind.target == "/":
-            raise InvalidArgumentError("-v: cannot mount a volume over the container's /")
+        _mount_target("-v", bind.target, targets)
+    for volume in config.volumes:
+        if volume.name:
+            check_name(volume.name)
+        if volume.subpath:
+            check_subpath(volume.subpath)
+        _mount_target("-v", volume.target, targets)
+    for tmpfs in config.tmpfs:
+        _mount_target("--tmpfs", tmpfs.target, targets)
+        if tmpfs.size_bytes is not None and tmpfs.size_bytes <= 0:
+            raise InvalidArgumentError(f"--tmpfs: the size of {tmpfs.target} must be positive")
+        if not 0 <= tmpfs.mode <= 0o7777:
+            raise InvalidArgumentError(f"--tmpfs: mode {tmpfs.mode:o} is not a permission mode")
+
+
+def _mount_target(flag: str, target: str, seen: set[str]) -> None:
+    _container_path(flag, target)
+    if target.rstrip("/") in ("", "/"):
+        raise InvalidArgumentError(f"{flag}: cannot mount a volume over the container's /")
+    clean = os.path.normpath(target)
+    if clean in seen:
+        raise InvalidArgumentError(f"{flag}: duplicate mount point {clean}: mount one thing there")
+    seen.add(clean)
 
 
 def _check_network(config: ContainerConfig) -> None:

@@ -41,7 +41,6 @@ from dockyard_shim.errors import (
     UnavailableError,
 )
 from dockyard_shim.kernel import Kernel
-from dockyard_shim.mounts import Mount
 from dockyard_shim.network import (
     Attachment,
     NetworkConfig,
@@ -52,6 +51,13 @@ from dockyard_shim.network import (
 from dockyard_shim.runtime import procfs
 from dockyard_shim.runtime.command import process_spec
 from dockyard_shim.runtime.config import ContainerConfig, validate
+from dockyard_shim.runtime.datamounts import (
+    anonymous_volumes,
+    claim_volumes,
+    data_mounts,
+    release,
+    volumes_in_use,
+)
 from dockyard_shim.runtime.execs import Execs
 from dockyard_shim.runtime.initlayer import init_layer
 from dockyard_shim.runtime.names import random_name
@@ -71,6 +77,7 @@ from dockyard_shim.runtime.state import (
     require,
 )
 from dockyard_shim.snapshots.changes import Change, changes
+from dockyard_shim.volumes import HostPaths, VolumeStore
 
 _EXIT_RECORD_GRACE = 1.0  # how long to wait for another reaper's exit record
 _TRASH = "trash-"  # the name prefix of a removed container's bundle until it is deleted
@@ -88,11 +95,13 @@ class Runtime:
 
     def __init__(self, root: Path, *, kernel: Kernel, images: Images, snapshots: Snapshots,
                  cgroups: CgroupDriver, network: NetworkConfig | None = None,
-                 later: Later = now, fork: Fork | None = None) -> None:
+                 later: Later = now, fork: Fork | None = None,
+                 volumes: VolumeStore | None = None) -> None:
         """`later` runs chores no call waits for (deleting a removed container's renamed
         bundle): at once by default, or on a `Background` thread so that calls return
         sooner. `fork` makes containers' init processes: this process forks them by
-        default, a `ForkServer` faster."""
+        default, a `ForkServer` faster. `volumes` defaults to a store under `root` that
+        allows every host path but the state root and the dangerous ones."""
         self.root = root
         self.kernel = kernel
         self._images = images
@@ -107,6 +116,8 @@ class Runtime:
         self.lock = threading.RLock()
         self._later = later
         self._fork = fork
+        self.volumes = volumes or VolumeStore(
+            root / "volumes", host_paths=HostPaths(protected=(str(root),)), later=later)
         for leftover in (root / "containers").glob(f"{_TRASH}*"):  # from a crash
             later(partial(shutil.rmtree, leftover, ignore_errors=True))
         become_subreaper(kernel)
@@ -118,13 +129,17 @@ class Runtime:
         validate(config)
         image = self._images.runnable(config.image)
         container_id = secrets.token_hex(32)
-        name = config.name or self._free_name()
+        config, made_volumes = claim_volumes(self.volumes, config, container_id)
         bundle = self.root / "containers" / container_id
-        record = ContainerRecord(
-            id=container_id, name=name, image=image.name, status=Status.CREATED,
-            bundle=str(bundle), config=config.to_json(), created_at=time.time(),
-            labels=dict(config.labels))
-        self.store.add(record)  # the name is claimed before any disk state exists
+        try:
+            record = ContainerRecord(
+                id=container_id, name=config.name or self._free_name(), image=image.name,
+                status=Status.CREATED, bundle=str(bundle), config=config.to_json(),
+                created_at=time.time(), labels=dict(config.labels))
+            self.store.add(record)  # the name is claimed before any disk state exists
+        except BaseException:
+            release(self.volumes, made_volumes, self.volumes_in_use())
+            raise
         try:
             bundle.mkdir(parents=True)
             self._write_etc(bundle, config.hostname or container_id[:12])
@@ -134,6 +149,7 @@ class Runtime:
         except BaseException:
             shutil.rmtree(bundle, ignore_errors=True)
             self.store.delete(container_id)
+            release(self.volumes, made_volumes, self.volumes_in_use())
             raise
         return record
 
@@ -175,9 +191,7 @@ class Runtime:
             rootfs=tuple(self._snapshots.mounts(record.id)),
             process=process_spec(config, image),
             hostname=config.hostname or record.id[:12],
-            volumes=tuple(Mount("bind", bind.source, bind.target,
-                                ("rbind", "ro") if bind.readonly else ("rbind",))
-                          for bind in config.binds),
+            volumes=data_mounts(self.volumes, config),
             network=config.network,
             readonly_rootfs=config.read_only,
             cgroup_join=tuple(str(path) for path in cgroup.join_files()),
@@ -360,15 +374,21 @@ class Runtime:
 
     # --------------------------------------------------------------------- delete / list
 
-    def delete(self, ref: str, *, force: bool = False) -> None:
-        """Remove a container and everything it owns (docker rm [-f])."""
+    def delete(self, ref: str, *, force: bool = False, volumes: bool = False) -> None:
+        """Remove a container and everything it owns (docker rm [-f] [-v]). Its anonymous
+        volumes go too with `volumes`, or when it was run with --rm, as Docker does."""
         record = self.observe(self.store.get(ref))
         if force and record.status in (Status.RUNNING, Status.PAUSED):
             with contextlib.suppress(FailedPreconditionError):  # it may exit meanwhile
                 self.kill(record.id, signal.SIGKILL)
             self._await_exit(record, 10.0)
         with self.lock:
-            self._delete(self.observe(self.store.get(record.id)))
+            record = self.observe(self.store.get(record.id))
+            self._delete(record)
+        config = ContainerConfig.from_json(record.config)
+        if volumes or config.auto_remove:
+            release(self.volumes, anonymous_volumes(config, self.volumes),
+                    self.volumes_in_use())
 
     def _delete(self, record: ContainerRecord) -> None:
         require(can_delete(record.status), "remove", record,
@@ -384,6 +404,10 @@ class Runtime:
             bundle.rename(trashed)
             self._later(partial(shutil.rmtree, trashed, ignore_errors=True))
         self.store.delete(record.id)
+
+    def volumes_in_use(self) -> set[str]:
+        """The volumes any container of this node refers to, running or not."""
+        return volumes_in_use(record.config for record in self.store.all())
 
     def list(self, *, all_: bool = False) -> list[ContainerRecord]:
         """Containers, observed now; only running and paused ones unless `all_`."""

@@ -76,7 +76,8 @@ class SandboxSpec:
     network: str = "none"
     """`none` (own namespace, loopback up), `host`, or `bridge` (caller adds the veth)."""
     volumes: tuple[Mount, ...] = ()
-    """Bind mounts; targets are container paths, resolved inside the rootfs."""
+    """Binds and tmpfs (`datamounts`); targets are container paths, resolved inside the
+    rootfs."""
     readonly_rootfs: bool = False
     cgroup_join: tuple[str, ...] = ()
     """Files init writes "0" to, to join its cgroups (`Cgroup.join_files`)."""
@@ -265,7 +266,8 @@ def _setup_filesystem(kernel: Kernel, spec: SandboxSpec) -> None:
     # so that pivot_root accepts it.
     kernel.mount(root, root, "", k.MS_BIND | k.MS_REC, "")
     for volume in spec.volumes:
-        target = make_in_root(spec.root, volume.target, directory=Path(volume.source).is_dir())
+        directory = volume.type != "bind" or Path(volume.source).is_dir()  # a file for a file
+        target = make_in_root(spec.root, volume.target, directory=directory)
         perform(kernel, volume.at(str(target)))
     plan = rootfs.plan(new_netns=spec.network != "host", cgroup_v2=spec.cgroup_v2)
     for mount in plan.mounts:

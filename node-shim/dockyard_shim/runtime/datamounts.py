@@ -1,0 +1,103 @@
+"""A container's data mounts: host binds, volumes and private tmpfs, from its config.
+
+At create, `claim_volumes` gives every `-v /path` an anonymous volume and makes named
+volumes that do not exist yet (local ones, as `docker run -v NAME:/path` does), and checks
+host binds against the node's `HostPaths`. At start, `data_mounts` turns the config into
+the `Mount`s the spawner performs inside the container's root. Volumes in use are found
+from the container records (`volumes_in_use`): a volume any container refers to, running
+or not, is never removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from dataclasses import replace
+
+from dockyard_shim.errors import NotFoundError
+from dockyard_shim.mounts import Mount, make_in_root
+from dockyard_shim.runtime.config import ContainerConfig, TmpfsMount
+from dockyard_shim.volumes import VolumeRecord, VolumeStore
+
+CONTAINER_LABEL = "dockyard.dev/container"
+"""On an anonymous volume: the id of the container it was made for."""
+
+
+def claim_volumes(store: VolumeStore, config: ContainerConfig,
+                  container_id: str) -> tuple[ContainerConfig, list[str]]:
+    """The config with every volume named (anonymous ones made now), and the names of the
+    volumes this call made, for the caller to remove if the create fails later."""
+    for bind in config.binds:
+        store.host_paths.check(bind.source, "-v: bind source")
+    made: list[str] = []
+    uses = []
+    try:
+        for use in config.volumes:
+            if not use.name:
+                record = store.create_anonymous({CONTAINER_LABEL: container_id})
+                made.append(record.name)
+                use = replace(use, name=record.name)  # noqa: PLW2901 -- named from here on
+            else:
+                try:
+                    store.get(use.name)
+                except NotFoundError:
+                    store.create(VolumeRecord(name=use.name))
+                    made.append(use.name)
+            uses.append(use)
+    except BaseException:
+        release(store, made)
+        raise
+    return replace(config, volumes=tuple(uses)), made
+
+
+def data_mounts(store: VolumeStore, config: ContainerConfig) -> tuple[Mount, ...]:
+    """Binds, volumes and tmpfs of the container, with container paths as targets."""
+    mounts = [Mount("bind", bind.source, bind.target, _bind_options(bind.readonly))
+              for bind in config.binds]
+    for use in config.volumes:
+        source = store.source(store.get(use.name))
+        if use.subpath:  # made if missing, as Kubernetes does; never outside the volume
+            source = make_in_root(source, use.subpath, directory=True)
+        mounts.append(Mount("bind", str(source), use.target, _bind_options(use.readonly)))
+    mounts.extend(_tmpfs(t) for t in config.tmpfs)
+    return tuple(mounts)
+
+
+def anonymous_volumes(config: ContainerConfig, store: VolumeStore) -> list[str]:
+    """The anonymous volumes among the container's volumes (what `rm -v` removes)."""
+    found = []
+    for use in config.volumes:
+        with contextlib.suppress(NotFoundError):
+            if store.get(use.name).anonymous:
+                found.append(use.name)
+    return found
+
+
+def volumes_in_use(configs: Iterable[dict[str, object]]) -> set[str]:
+    """The names of the volumes these containers (their stored configs) refer to."""
+    used = set()
+    for config in configs:
+        for use in config.get("volumes") or ():  # type: ignore[attr-defined]
+            used.add(str(use["name"]))
+    return used
+
+
+def release(store: VolumeStore, names: Iterable[str], in_use: Iterable[str] = ()) -> None:
+    """Remove the volumes `names` that nothing else uses; gone ones are no error."""
+    busy = set(in_use)
+    for name in names:
+        if name not in busy:
+            with contextlib.suppress(NotFoundError):
+                store.remove(name, in_use=busy)
+
+
+def _bind_options(readonly: bool) -> tuple[str, ...]:
+    return ("rbind", "ro") if readonly else ("rbind",)
+
+
+def _tmpfs(tmpfs: TmpfsMount) -> Mount:
+    options = ["nosuid", "nodev", f"mode={tmpfs.mode:o}"]
+    if tmpfs.size_bytes is not None:
+        options.append(f"size={tmpfs.size_bytes}")
+    return Mount("tmpfs", "tmpfs", tmpfs.target, tuple(options))
+

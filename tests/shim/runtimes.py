@@ -1,0 +1,64 @@
+"""A runtime on real parts for tests: overlay snapshots, cgroups, namespaces, and one image.
+
+Images come from a busybox layer committed straight into the snapshotter, so tests of the
+runtime do not depend on the image store (which has its own tests).
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from dockyard_shim.cgroups import detect
+from dockyard_shim.errors import NotFoundError
+from dockyard_shim.kernel import LinuxKernel
+from dockyard_shim.runtime.config import ContainerConfig
+from dockyard_shim.runtime.ports import RunnableImage
+from dockyard_shim.runtime.runtime import Runtime
+from dockyard_shim.snapshots import OverlaySnapshotter
+from tests.shim.rootfs_dir import busybox_rootfs
+
+
+class LayerImages:
+    """The one image these tests need: busybox, committed as a single layer."""
+
+    def __init__(self, snapshots: OverlaySnapshotter, scratch: Path) -> None:
+        snapshots.prepare("extract-busybox")
+        upper = snapshots.upper_dir("extract-busybox")
+        shutil.copytree(busybox_rootfs(scratch / "busybox"), upper, symlinks=True,
+                        dirs_exist_ok=True)
+        snapshots.commit("sha256:busybox-layer", "extract-busybox")
+
+    def runnable(self, name: str) -> RunnableImage:
+        if name != "busybox":
+            raise NotFoundError(f"no such image: {name}")
+        return RunnableImage(id="sha256:busybox", name="busybox",
+                             top_layer="sha256:busybox-layer", cmd=("sh",),
+                             env=("HOME=/root",))
+
+
+@contextmanager
+def busybox_runtime(root: Path) -> Iterator[Runtime]:
+    """A runtime under `root` with the busybox image; every container is removed after."""
+    snapshots = OverlaySnapshotter(root / "snapshots")
+    cgroups = detect(parent=f"dockyard-test-{secrets.token_hex(4)}")
+    runtime = Runtime(root, kernel=LinuxKernel(), images=LayerImages(snapshots, root),
+                      snapshots=snapshots, cgroups=cgroups)
+    try:
+        yield runtime
+    finally:
+        try:
+            for record in runtime.store.all():
+                runtime.delete(record.id, force=True)
+        finally:
+            cgroups.delete_parent()  # even when a failing test left a container behind
+            runtime.volumes.close()
+
+
+def config(*command: str, **options: object) -> ContainerConfig:
+    """busybox running `command`, with no network unless `options` say otherwise."""
+    return ContainerConfig(image="busybox", command=command,
+                           **{"network": "none", **options})  # type: ignore[arg-type]

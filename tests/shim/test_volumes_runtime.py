@@ -1,0 +1,155 @@
+"""Volumes in containers, on the real kernel: named, anonymous, hostPath, tmpfs, sharing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dockyard_shim.errors import FailedPreconditionError, InvalidArgumentError
+from dockyard_shim.runtime.config import Bind, TmpfsMount, VolumeUse
+from dockyard_shim.runtime.runtime import Runtime
+from dockyard_shim.volumes import Kind, VolumeRecord
+from tests.shim.runtimes import busybox_runtime, config
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[Runtime]:
+    with busybox_runtime(tmp_path / "node") as opened:
+        yield opened
+
+
+def _run(runtime: Runtime, script: str, **options: object) -> tuple[int | None, str]:
+    record = runtime.run(config("sh", "-c", script, **options))
+    final = runtime.wait(record.id, timeout=10)
+    return final.exit_code, runtime.log_path(record.id).read_text()
+
+
+def test_a_named_volume_is_made_on_first_use_and_keeps_data_after_removal(
+        runtime: Runtime) -> None:
+    code, _ = _run(runtime, "echo kept > /data/file", name="writer",
+                   volumes=(VolumeUse("db", "/data"),))
+    assert code == 0
+    runtime.delete("writer", volumes=True)  # -v takes anonymous volumes only
+    assert runtime.volumes.get("db").kind is Kind.LOCAL
+    code, out = _run(runtime, "cat /data/file", volumes=(VolumeUse("db", "/data"),))
+    assert (code, out) == (0, "kept\n")
+
+
+def test_two_containers_on_one_volume_see_each_others_writes(runtime: Runtime) -> None:
+    shared = (VolumeUse("shared", "/v"),)
+    reader = runtime.run(config("sh", "-c", "while [ ! -f /v/ping ]; do sleep 0.05; done; "
+                                "cat /v/ping; echo pong > /v/pong", volumes=shared))
+    code, _ = _run(runtime, "echo ping > /v/ping; while [ ! -f /v/pong ]; do sleep 0.05; "
+                   "done", volumes=shared)
+    assert code == 0
+    assert runtime.wait(reader.id, timeout=10).exit_code == 0
+    assert runtime.log_path(reader.id).read_text() == "ping\n"
+
+
+def test_a_read_only_volume_refuses_writes(runtime: Runtime) -> None:
+    code, out = _run(runtime, "touch /v/x 2>&1; exit 0",
+                     volumes=(VolumeUse("ro", "/v", readonly=True),))
+    assert code == 0
+    assert "Read-only file system" in out
+    assert list(runtime.volumes.source(runtime.volumes.get("ro")).iterdir()) == []
+
+
+def test_an_anonymous_volume_is_named_at_create_and_removed_with_rm_v(
+        runtime: Runtime) -> None:
+    record = runtime.create(config("sh", "-c", "echo x > /scratch/x",
+                                   volumes=(VolumeUse("", "/scratch"),)))
+    (name,) = [use["name"] for use in record.config["volumes"]]
+    volume = runtime.volumes.get(name)
+    assert volume.anonymous
+    assert volume.labels == {"dockyard.dev/container": record.id}
+    runtime.start(record.id)
+    runtime.wait(record.id, timeout=10)
+    assert (runtime.volumes.source(volume) / "x").read_text() == "x\n"
+    runtime.delete(record.id, volumes=True)
+    assert name not in {v.name for v in runtime.volumes.all()}
+
+
+def test_rm_without_v_keeps_anonymous_volumes_and_run_rm_removes_them(
+        runtime: Runtime) -> None:
+    kept = runtime.create(config("true", volumes=(VolumeUse("", "/a"),)))
+    runtime.delete(kept.id)
+    assert len(runtime.volumes.all()) == 1
+    gone = runtime.create(config("true", volumes=(VolumeUse("", "/b"),), auto_remove=True))
+    runtime.delete(gone.id)
+    assert len(runtime.volumes.all()) == 1
+
+
+def test_a_volume_in_use_cannot_be_removed_even_by_a_stopped_container(
+        runtime: Runtime) -> None:
+    _run(runtime, "true", name="user", volumes=(VolumeUse("busy", "/v"),))
+    with pytest.raises(FailedPreconditionError, match="in use"):
+        runtime.volumes.remove("busy", in_use=runtime.volumes_in_use())
+    runtime.delete("user")
+    runtime.volumes.remove("busy", in_use=runtime.volumes_in_use())
+
+
+def test_a_subpath_mounts_one_directory_of_the_volume(runtime: Runtime) -> None:
+    _run(runtime, "mkdir -p /v/a /v/b; echo in-a > /v/a/f; echo in-b > /v/b/f",
+         volumes=(VolumeUse("tree", "/v"),))
+    code, out = _run(runtime, "cat /only/f; ls /only",
+                     volumes=(VolumeUse("tree", "/only", subpath="b"),))
+    assert (code, out.split()) == (0, ["in-b", "f"])
+
+
+def test_a_subpath_link_cannot_lead_out_of_its_volume(runtime: Runtime,
+                                                      tmp_path: Path) -> None:
+    """The container plants a symlink in the volume; a later mount of that subpath stays
+    inside the volume instead of following the link to the host."""
+    secret = tmp_path / "host-secret"
+    secret.mkdir()
+    (secret / "key").write_text("host only")
+    _run(runtime, f"ln -s {secret} /v/escape", volumes=(VolumeUse("trap", "/v"),))
+    code, out = _run(runtime, "ls -A /mnt", volumes=(VolumeUse("trap", "/mnt",
+                                                               subpath="escape"),))
+    assert code == 0
+    assert "key" not in out
+
+
+def test_a_hostpath_volume_binds_its_directory(runtime: Runtime, tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "song").write_text("la\n")
+    runtime.volumes.create(VolumeRecord(name="media", kind=Kind.HOST_PATH,
+                                        host_path=str(media)))
+    code, out = _run(runtime, "cat /m/song", volumes=(VolumeUse("media", "/m"),))
+    assert (code, out) == (0, "la\n")
+
+
+def test_binds_of_the_state_root_or_protected_paths_are_refused_before_create(
+        runtime: Runtime) -> None:
+    before = runtime.store.all()
+    for source in (str(runtime.root), str(runtime.root / "volumes"), "/etc", "/proc/1"):
+        with pytest.raises(InvalidArgumentError, match="refused"):
+            runtime.create(config("true", binds=(Bind(source, "/x"),)))
+    assert runtime.store.all() == before
+    assert runtime.volumes.all() == []
+
+
+def test_a_private_tmpfs_is_size_limited_and_gone_with_the_container(
+        runtime: Runtime) -> None:
+    code, out = _run(runtime, "grep ' /scratch ' /proc/self/mounts; "
+                     "dd if=/dev/zero of=/scratch/big bs=1M count=2 2>&1; exit 0",
+                     tmpfs=(TmpfsMount("/scratch", size_bytes=1 << 20, mode=0o1770),))
+    assert code == 0
+    mount_line = out.splitlines()[0].split()
+    assert mount_line[2] == "tmpfs"
+    assert "size=1024k" in mount_line[3]
+    assert "mode=1770" in mount_line[3]
+    assert "No space left on device" in out
+
+
+def test_a_failed_create_takes_back_the_volumes_it_made(runtime: Runtime) -> None:
+    runtime.create(config("true", name="taken"))
+    with pytest.raises(Exception, match="already in use"):
+        runtime.create(config("true", name="taken", volumes=(VolumeUse("", "/a"),
+                                                             VolumeUse("fresh", "/b"))))
+    assert runtime.volumes.all() == []
