@@ -1,7 +1,7 @@
 """Dockyard's benchmarks for the runtime, side by side with its peers, as ratios.
 
     .venv/bin/python bench/run.py [--samples 30] [--containers 500] [--cycles 1000]
-                                  [--only start,snapshot,memory,leaks,pull,commit]
+                                  [--only start,snapshot,memory,leaks,pull,commit,volume-io]
 
 Measures, in one run on this machine (absolute times are noise here; ratios are not):
 - start: /bin/true in a busybox image, create -> start -> exit -> delete, through the
@@ -12,7 +12,9 @@ Measures, in one run on this machine (absolute times are noise here; ratios are 
 - leaks: mounts, cgroups, namespaces, directories and processes after N create/delete
   cycles;
 - pull and commit: see bench/images.py (image pulls from a private registry, sharing of
-  base layers, commit of 10,000 changed files; against skopeo and Docker).
+  base layers, commit of 10,000 changed files; against skopeo and Docker);
+- volume-io: see bench/volumes.py (sequential and small-file I/O in a container on a
+  volume and in its overlay root, against the same directory from the host).
 It runs its own daemon on a private state root, and removes everything it made.
 """
 
@@ -295,7 +297,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--containers", type=int, default=500)
     parser.add_argument("--cycles", type=int, default=1000)
-    parser.add_argument("--only", default="start,snapshot,memory,leaks,pull,commit")
+    parser.add_argument("--only",
+                        default="start,snapshot,memory,leaks,pull,commit,volume-io")
     args = parser.parse_args()
     wanted = set(args.only.split(","))
     if os.geteuid() != 0:
@@ -325,6 +328,10 @@ def main() -> None:
                              "prepare on a 2 MiB image")
             if wanted & {"pull", "commit"}:
                 bench_images(work, env, wanted, max(3, args.samples // 6))
+            if "volume-io" in wanted:
+                from volumes import bench_volume_io, report_volume_io  # noqa: PLC0415
+
+                report_volume_io(bench_volume_io(env, max(3, args.samples // 8)))
             if "memory" in wanted:
                 memory = bench_memory(args.containers)
                 print(f"\n### Memory with {args.containers} sleeping containers\n")

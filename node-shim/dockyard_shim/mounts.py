@@ -93,6 +93,90 @@ def make_in_root(root: Path, path: str, *, directory: bool) -> Path:
     return target
 
 
+_IN_ROOT = k.RESOLVE_IN_ROOT | k.RESOLVE_NO_MAGICLINKS
+_O_PATH = os.O_PATH | os.O_CLOEXEC
+
+
+def open_in_root(kernel: Kernel, root: str, path: str, *, make: str | None = None) -> int:
+    """An O_PATH descriptor of `path` inside the directory `root`, resolved by the kernel as
+    if `root` were `/` (openat2 RESOLVE_IN_ROOT): no symlink, `..` or /proc magic link leads
+    out of it, even one that a container sharing a volume swaps in meanwhile, because what
+    is mounted is what the descriptor holds, not a path looked up again later.
+
+    With `make` ("dir" or "file"), missing components are made inside `root` as mount
+    points are (directories 0755, a last file 0644); a link to a missing path is followed
+    and that path made, inside `root`, as runc does. The caller closes the descriptor.
+    """
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    root_fd = os.open(root, _O_PATH | os.O_DIRECTORY)
+    links = depth = 0
+    try:
+        if make is None:
+            return kernel.openat2(root_fd, "/".join(parts) or ".", _O_PATH, _IN_ROOT)
+        while True:
+            prefix = "/".join(parts[:depth]) or "."
+            try:
+                fd = kernel.openat2(root_fd, prefix, _O_PATH, _IN_ROOT)
+            except FileNotFoundError:
+                link = _make_last(kernel, root_fd, parts[:depth],
+                                  file=make == "file" and depth == len(parts))
+                if link is not None:  # a link to nothing: make where it leads, inside root
+                    links += 1
+                    if links > _MAX_SYMLINKS:
+                        raise InvalidArgumentError(
+                            f"too many levels of symbolic links resolving {path!r}") from None
+                    base = [] if link.startswith("/") else parts[:depth - 1]
+                    parts = [*base, *(p for p in link.split("/") if p not in ("", ".")),
+                             *parts[depth:]]
+                    depth = 0
+                    continue
+                fd = kernel.openat2(root_fd, prefix, _O_PATH, _IN_ROOT)
+            if depth == len(parts):
+                return fd
+            os.close(fd)
+            depth += 1
+    finally:
+        os.close(root_fd)
+
+
+def _make_last(kernel: Kernel, root_fd: int, parts: list[str], *, file: bool) -> str | None:
+    """Make the last of `parts` in its (resolved) parent; None once it exists (made here or
+    meanwhile), or the target of the link that stands there."""
+    parent = kernel.openat2(root_fd, "/".join(parts[:-1]) or ".", _O_PATH | os.O_DIRECTORY,
+                            _IN_ROOT)
+    try:
+        if file:
+            os.close(os.open(parts[-1], os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
+                             | os.O_NOFOLLOW, 0o644, dir_fd=parent))
+        else:
+            os.mkdir(parts[-1], 0o755, dir_fd=parent)
+    except FileExistsError:
+        try:
+            return os.readlink(parts[-1], dir_fd=parent)
+        except OSError:
+            return None  # not a link: made meanwhile
+    finally:
+        os.close(parent)
+    return None
+
+
+def bind_by_fd(kernel: Kernel, source_fd: int, target_fd: int, *, readonly: bool) -> None:
+    """Bind the tree at `source_fd` (recursively) onto `target_fd`, read-only if asked, in
+    one step: a detached clone gets its flags before it is attached (open_tree, then
+    mount_setattr, then move_mount), so it is never visible writable, and no path is
+    looked up between the checks and the mount."""
+    tree = kernel.open_tree(source_fd, "", k.OPEN_TREE_CLONE | k.OPEN_TREE_CLOEXEC
+                            | k.AT_EMPTY_PATH | k.AT_RECURSIVE)
+    try:
+        if readonly:
+            kernel.mount_setattr(tree, "", k.AT_EMPTY_PATH | k.AT_RECURSIVE,
+                                 k.MOUNT_ATTR_RDONLY)
+        kernel.move_mount(tree, "", target_fd, "",
+                          k.MOVE_MOUNT_F_EMPTY_PATH | k.MOVE_MOUNT_T_EMPTY_PATH)
+    finally:
+        os.close(tree)
+
+
 # mount(8) option words that are flags; everything else is filesystem data.
 _FLAGS = {
     "ro": k.MS_RDONLY, "rw": 0, "nosuid": k.MS_NOSUID, "nodev": k.MS_NODEV,

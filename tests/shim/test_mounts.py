@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from dockyard_shim.errors import InvalidArgumentError
-from dockyard_shim.kernel import RecordingKernel
+from dockyard_shim.kernel import LinuxKernel, RecordingKernel
 from dockyard_shim.kernel import consts as k
-from dockyard_shim.mounts import Mount, perform, plan_call, resolve_in_root
+from dockyard_shim.mounts import Mount, open_in_root, perform, plan_call, resolve_in_root
 
 
 def test_option_words_become_flags_and_the_rest_is_data() -> None:
@@ -62,3 +63,51 @@ def test_a_symlink_loop_is_an_error_not_a_hang(tmp_path: Path) -> None:
     (tmp_path / "loop").symlink_to("loop")
     with pytest.raises(InvalidArgumentError, match="too many levels"):
         resolve_in_root(tmp_path, "/loop/x")
+
+
+# ----------------------------------------------- open_in_root: resolution by the kernel
+
+
+def _where(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
+def test_open_in_root_keeps_absolute_links_and_dotdot_inside(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "real").mkdir(parents=True)
+    (root / "abs").symlink_to("/real")
+    (root / "up").symlink_to("../../../../real")
+    kernel = LinuxKernel()
+    assert _where(open_in_root(kernel, str(root), "/abs")) == str(root / "real")
+    assert _where(open_in_root(kernel, str(root), "up")) == str(root / "real")
+    assert _where(open_in_root(kernel, str(root), "/../../real/..")) == str(root)
+
+
+def test_open_in_root_makes_what_is_missing_inside_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    outside = tmp_path / "outside"
+    (root / "dangling").symlink_to(outside)  # absolute: means root/<outside> here
+    kernel = LinuxKernel()
+    made = _where(open_in_root(kernel, str(root), "/dangling/a/b", make="dir"))
+    assert made == str(root) + str(outside / "a" / "b")
+    assert not outside.exists()
+    file = _where(open_in_root(kernel, str(root), "/etc/hostname", make="file"))
+    assert Path(file).is_file()
+    assert Path(file).stat().st_mode & 0o777 == 0o644
+
+
+def test_open_in_root_without_make_reports_a_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        open_in_root(LinuxKernel(), str(tmp_path), "nothing/here")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_open_in_root_stops_at_a_link_loop(tmp_path: Path) -> None:
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    with pytest.raises((InvalidArgumentError, OSError)):
+        open_in_root(LinuxKernel(), str(tmp_path), "a/x", make="dir")

@@ -19,7 +19,7 @@ from dockyard_shim.runtime.process import (
     StartError,
     record_exit,
 )
-from dockyard_shim.runtime.spawn import Fork, SandboxSpec, spawn
+from dockyard_shim.runtime.spawn import DataMount, Fork, SandboxSpec, spawn
 from tests.shim.rootfs_dir import busybox_rootfs
 
 DOCKER_DEFAULT_CAPS = 0xA80425FB  # CapEff of `docker run busybox` with default settings
@@ -193,11 +193,27 @@ def test_bind_volumes_appear_at_their_container_path(run: Run, tmp_path: Path) -
     data = tmp_path / "data"
     data.mkdir()
     (data / "hello").write_text("from the host\n")
-    volume = Mount("bind", str(data), "/srv/data", ("rbind", "ro"))
+    volume = DataMount("/srv/data", str(data), readonly=True)
     _, out = run("cat /srv/data/hello; touch /srv/data/new 2>&1", volumes=(volume,))
     assert "from the host" in out
     assert "Read-only file system" in out
     assert not (data / "new").exists()
+
+
+def test_a_mount_target_behind_an_absolute_link_stays_inside_the_root(
+        run: Run, tmp_path: Path) -> None:
+    """The image has /srv -> /HOST/DIR: the bind lands in the container's own /HOST/DIR,
+    and the host's directory of that name gets nothing (CVE-2021-30465's class)."""
+    host_dir = tmp_path / "host-dir"
+    host_dir.mkdir()
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "file").write_text("volume\n")
+    (tmp_path / "image" / "srv").symlink_to(host_dir)  # the run fixture's root
+    code, out = run("cat /srv/data/file; ls -d " + str(host_dir / "data"),
+                    volumes=(DataMount("/srv/data", str(data)),))
+    assert (code, out.split()) == (0, ["volume", str(host_dir / "data")])
+    assert list(host_dir.iterdir()) == []  # nothing made or mounted on the host
 
 
 def test_the_host_mount_table_is_untouched(run: Run) -> None:

@@ -153,3 +153,24 @@ def test_a_failed_create_takes_back_the_volumes_it_made(runtime: Runtime) -> Non
         runtime.create(config("true", name="taken", volumes=(VolumeUse("", "/a"),
                                                              VolumeUse("fresh", "/b"))))
     assert runtime.volumes.all() == []
+
+
+def test_a_container_racing_links_into_a_shared_volume_gains_nothing(
+        runtime: Runtime, tmp_path: Path) -> None:
+    """One container keeps swapping `sub` in a shared volume between a directory and a
+    link to a host directory, while others start with that subpath mounted: none may ever
+    see the host directory (the subpath is resolved by descriptor, inside the volume)."""
+    secret = tmp_path / "host-secret"
+    secret.mkdir()
+    (secret / "key").write_text("host only")
+    shared = (VolumeUse("arena", "/v"),)
+    racer = runtime.run(config("sh", "-c", f"mkdir -p /v/sub /v/real; ln -s {secret} /v/link; "
+                               "while true; do mv /v/sub /v/real2; mv /v/link /v/sub; "
+                               "mv /v/sub /v/link; mv /v/real2 /v/sub; done", volumes=shared))
+    seen = []
+    for _ in range(25):
+        _, out = _run(runtime, "ls -A /m", volumes=(VolumeUse("arena", "/m",
+                                                              subpath="sub"),))
+        seen.append(out)
+    runtime.kill(racer.id)
+    assert not any("key" in out for out in seen)

@@ -21,6 +21,21 @@ class Kernel(Protocol):
         No libc or Python fork handlers run in the child: call it only from a
         single-threaded process, and leave the child through exec or os._exit."""
 
+    def openat2(self, dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+        """openat2(2): a descriptor of `path` under `dirfd`, resolved as `resolve` says
+        (RESOLVE_IN_ROOT: as if `dirfd` were the root)."""
+
+    def open_tree(self, dirfd: int, path: str, flags: int) -> int:
+        """open_tree(2): with OPEN_TREE_CLONE, a detached copy of a mount tree."""
+
+    def move_mount(self, from_fd: int, from_path: str, to_fd: int, to_path: str,
+                   flags: int) -> None:
+        """move_mount(2): attach a detached tree where a descriptor points."""
+
+    def mount_setattr(self, fd: int, path: str, flags: int, attr_set: int,
+                      propagation: int = 0) -> None:
+        """mount_setattr(2): set MOUNT_ATTR_* flags (and propagation) on a mount tree."""
+
     def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
         """mount(2)."""
 

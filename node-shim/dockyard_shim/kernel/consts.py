@@ -29,6 +29,26 @@ MS_RELATIME = 1 << 21
 MS_STRICTATIME = 1 << 24
 MNT_DETACH = 2
 
+# openat2(2): resolve flags
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+# The mount API (Linux 5.2+; mount_setattr 5.12+)
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000  # O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x04
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_RDONLY = 0x01
+MOUNT_ATTR_NOSUID = 0x02
+MOUNT_ATTR_NODEV = 0x04
+MOUNT_ATTR_NOEXEC = 0x08
+
 # prctl.h
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
@@ -43,8 +63,9 @@ LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 # Syscalls without a glibc wrapper, by machine.
 SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "pidfd_open": 434,
-               "clone3": 435},
-    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "pidfd_open": 434,
-                "clone3": 435},
+    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126},
+    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91},
 }
+# Numbers from 424 on are the same on every machine.
+SYSCALLS_SINCE_5_1 = {"open_tree": 428, "move_mount": 429, "clone3": 435, "openat2": 437,
+                      "mount_setattr": 442}

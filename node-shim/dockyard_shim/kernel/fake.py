@@ -30,6 +30,22 @@ class RecordingKernel:
         self._record("clone", flags)
         raise OSError(errno.ENOSYS, "a RecordingKernel makes no processes")
 
+    def openat2(self, dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+        self._record("openat2", dirfd, path, flags, resolve, mode)
+        raise OSError(errno.ENOSYS, "a RecordingKernel opens no files")
+
+    def open_tree(self, dirfd: int, path: str, flags: int) -> int:
+        self._record("open_tree", dirfd, path, flags)
+        raise OSError(errno.ENOSYS, "a RecordingKernel opens no mounts")
+
+    def move_mount(self, from_fd: int, from_path: str, to_fd: int, to_path: str,
+                   flags: int) -> None:
+        self._record("move_mount", from_fd, from_path, to_fd, to_path, flags)
+
+    def mount_setattr(self, fd: int, path: str, flags: int, attr_set: int,
+                      propagation: int = 0) -> None:
+        self._record("mount_setattr", fd, path, flags, attr_set, propagation)
+
     def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
         self._record("mount", source, target, fstype, flags, data)
 

@@ -8,7 +8,12 @@ import platform
 import signal
 
 from dockyard_shim.errors import UnavailableError
-from dockyard_shim.kernel.consts import CLONE_PARENT, LINUX_CAPABILITY_VERSION_3, SYSCALLS
+from dockyard_shim.kernel.consts import (
+    CLONE_PARENT,
+    LINUX_CAPABILITY_VERSION_3,
+    SYSCALLS,
+    SYSCALLS_SINCE_5_1,
+)
 
 
 class _CloneArgs(ctypes.Structure):
@@ -17,6 +22,16 @@ class _CloneArgs(ctypes.Structure):
     _fields_ = [(name, ctypes.c_uint64) for name in (
         "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size",
         "tls")]
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
 class _CapHeader(ctypes.Structure):
@@ -43,7 +58,7 @@ class LinuxKernel:
         machine = platform.machine()
         if machine not in SYSCALLS:
             raise UnavailableError(f"unsupported machine {machine!r}: no syscall table")
-        self._nr = SYSCALLS[machine]
+        self._nr = {**SYSCALLS[machine], **SYSCALLS_SINCE_5_1}
         self._libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
                                      ctypes.c_ulong, ctypes.c_char_p]
         self._libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
@@ -63,8 +78,32 @@ class LinuxKernel:
         # the caller was forked), and clone3 wants none given.
         signum = 0 if flags & CLONE_PARENT else signal.SIGCHLD
         args = _CloneArgs(flags=flags, exit_signal=signum)
-        return _check(self._libc.syscall(ctypes.c_long(self._nr["clone3"]),
-                                         ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args))))
+        return self._syscall("clone3", ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
+
+    def openat2(self, dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+        how = _OpenHow(flags=flags, mode=mode, resolve=resolve)
+        return self._syscall("openat2", ctypes.c_int(dirfd), ctypes.c_char_p(path.encode()),
+                             ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+
+    def open_tree(self, dirfd: int, path: str, flags: int) -> int:
+        return self._syscall("open_tree", ctypes.c_int(dirfd), ctypes.c_char_p(path.encode()),
+                             ctypes.c_uint(flags))
+
+    def move_mount(self, from_fd: int, from_path: str, to_fd: int, to_path: str,
+                   flags: int) -> None:
+        self._syscall("move_mount", ctypes.c_int(from_fd), ctypes.c_char_p(from_path.encode()),
+                      ctypes.c_int(to_fd), ctypes.c_char_p(to_path.encode()),
+                      ctypes.c_uint(flags))
+
+    def mount_setattr(self, fd: int, path: str, flags: int, attr_set: int,
+                      propagation: int = 0) -> None:
+        attr = _MountAttr(attr_set=attr_set, propagation=propagation)
+        self._syscall("mount_setattr", ctypes.c_int(fd), ctypes.c_char_p(path.encode()),
+                      ctypes.c_uint(flags), ctypes.byref(attr),
+                      ctypes.c_size_t(ctypes.sizeof(attr)))
+
+    def _syscall(self, name: str, *args: object) -> int:
+        return _check(self._libc.syscall(ctypes.c_long(self._nr[name]), *args))
 
     def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
         _check(self._libc.mount(source.encode(), target.encode(),

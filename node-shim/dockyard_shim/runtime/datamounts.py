@@ -2,21 +2,23 @@
 
 At create, `claim_volumes` gives every `-v /path` an anonymous volume and makes named
 volumes that do not exist yet (local ones, as `docker run -v NAME:/path` does), and checks
-host binds against the node's `HostPaths`. At start, `data_mounts` turns the config into
-the `Mount`s the spawner performs inside the container's root. Volumes in use are found
-from the container records (`volumes_in_use`): a volume any container refers to, running
-or not, is never removed.
+host binds against the node's `HostPaths` (the path given and where its links lead). At
+start, `data_mounts` turns the config into the `DataMount`s the spawner performs inside
+the container's root (a volume's subpath is resolved there, inside the volume). Volumes in
+use are found from the container records (`volumes_in_use`): a volume any container
+refers to, running or not, is never removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterable
 from dataclasses import replace
 
 from dockyard_shim.errors import NotFoundError
-from dockyard_shim.mounts import Mount, make_in_root
 from dockyard_shim.runtime.config import ContainerConfig, TmpfsMount
+from dockyard_shim.runtime.spawn import DataMount
 from dockyard_shim.volumes import VolumeRecord, VolumeStore
 
 CONTAINER_LABEL = "dockyard.dev/container"
@@ -28,7 +30,7 @@ def claim_volumes(store: VolumeStore, config: ContainerConfig,
     """The config with every volume named (anonymous ones made now), and the names of the
     volumes this call made, for the caller to remove if the create fails later."""
     for bind in config.binds:
-        store.host_paths.check(bind.source, "-v: bind source")
+        _host_path(store, bind.source)
     made: list[str] = []
     uses = []
     try:
@@ -50,16 +52,14 @@ def claim_volumes(store: VolumeStore, config: ContainerConfig,
     return replace(config, volumes=tuple(uses)), made
 
 
-def data_mounts(store: VolumeStore, config: ContainerConfig) -> tuple[Mount, ...]:
-    """Binds, volumes and tmpfs of the container, with container paths as targets."""
-    mounts = [Mount("bind", bind.source, bind.target, _bind_options(bind.readonly))
+def data_mounts(store: VolumeStore, config: ContainerConfig) -> tuple[DataMount, ...]:
+    """Binds, volumes and tmpfs of the container, for the spawner."""
+    mounts = [DataMount(bind.target, _host_path(store, bind.source), readonly=bind.readonly)
               for bind in config.binds]
     for use in config.volumes:
         source = store.source(store.get(use.name))
-        if use.subpath:  # made if missing, as Kubernetes does; never outside the volume
-            source = make_in_root(source, use.subpath, directory=True)
-        mounts.append(Mount("bind", str(source), use.target, _bind_options(use.readonly)))
-    mounts.extend(_tmpfs(t) for t in config.tmpfs)
+        mounts.append(DataMount(use.target, str(source), use.subpath, use.readonly))
+    mounts.extend(DataMount(t.target, tmpfs=_tmpfs_options(t)) for t in config.tmpfs)
     return tuple(mounts)
 
 
@@ -91,13 +91,12 @@ def release(store: VolumeStore, names: Iterable[str], in_use: Iterable[str] = ()
                 store.remove(name, in_use=busy)
 
 
-def _bind_options(readonly: bool) -> tuple[str, ...]:
-    return ("rbind", "ro") if readonly else ("rbind",)
+def _host_path(store: VolumeStore, path: str) -> str:
+    """`path`, if it and where its links lead are both allowed on this node."""
+    store.host_paths.check(os.path.realpath(path), "-v: bind source")
+    return store.host_paths.check(path, "-v: bind source")
 
 
-def _tmpfs(tmpfs: TmpfsMount) -> Mount:
-    options = ["nosuid", "nodev", f"mode={tmpfs.mode:o}"]
-    if tmpfs.size_bytes is not None:
-        options.append(f"size={tmpfs.size_bytes}")
-    return Mount("tmpfs", "tmpfs", tmpfs.target, tuple(options))
-
+def _tmpfs_options(tmpfs: TmpfsMount) -> str:
+    size = "" if tmpfs.size_bytes is None else f",size={tmpfs.size_bytes}"
+    return f"mode={tmpfs.mode:o}{size}"

@@ -44,7 +44,14 @@ from typing import NoReturn
 
 from dockyard_shim.kernel import Kernel
 from dockyard_shim.kernel import consts as k
-from dockyard_shim.mounts import Mount, make_in_root, perform, resolve_in_root
+from dockyard_shim.mounts import (
+    Mount,
+    bind_by_fd,
+    make_in_root,
+    open_in_root,
+    perform,
+    resolve_in_root,
+)
 from dockyard_shim.runtime import capabilities, rootfs
 from dockyard_shim.runtime.loopback import loopback_up
 from dockyard_shim.runtime.process import (
@@ -64,6 +71,25 @@ from dockyard_shim.runtime.process import (
 
 
 @dataclass(frozen=True)
+class DataMount:
+    """A bind of host data (a volume, a host path) or a private tmpfs, at a container path.
+
+    Both ends are opened by descriptor, inside their roots (`mounts.open_in_root`): the
+    target inside the container's root, a `subpath` inside `source`. So a link planted in a
+    shared volume, even while the container starts, cannot move the mount out of either.
+    """
+
+    target: str
+    source: str = ""
+    """The host directory or file to bind; empty for a tmpfs."""
+    subpath: str = ""
+    """Bind only this directory under `source` (made if missing)."""
+    readonly: bool = False
+    tmpfs: str = ""
+    """A tmpfs's options (`mode=1777,size=1048576`) when `source` is empty."""
+
+
+@dataclass(frozen=True)
 class SandboxSpec:
     """Everything the spawner needs, already validated and resolved by the runtime."""
 
@@ -75,9 +101,8 @@ class SandboxSpec:
     hostname: str
     network: str = "none"
     """`none` (own namespace, loopback up), `host`, or `bridge` (caller adds the veth)."""
-    volumes: tuple[Mount, ...] = ()
-    """Binds and tmpfs (`datamounts`); targets are container paths, resolved inside the
-    rootfs."""
+    volumes: tuple[DataMount, ...] = ()
+    """Binds and tmpfs (`datamounts`), mounted parents first."""
     readonly_rootfs: bool = False
     cgroup_join: tuple[str, ...] = ()
     """Files init writes "0" to, to join its cgroups (`Cgroup.join_files`)."""
@@ -265,10 +290,8 @@ def _setup_filesystem(kernel: Kernel, spec: SandboxSpec) -> None:
     # Keep the rootfs a mount point of its own even when the snapshot is a plain directory,
     # so that pivot_root accepts it.
     kernel.mount(root, root, "", k.MS_BIND | k.MS_REC, "")
-    for volume in spec.volumes:
-        directory = volume.type != "bind" or Path(volume.source).is_dir()  # a file for a file
-        target = make_in_root(spec.root, volume.target, directory=directory)
-        perform(kernel, volume.at(str(target)))
+    for data in sorted(spec.volumes, key=lambda d: d.target.rstrip("/").count("/")):
+        _mount_data(kernel, root, data)
     plan = rootfs.plan(new_netns=spec.network != "host", cgroup_v2=spec.cgroup_v2)
     for mount in plan.mounts:
         target = make_in_root(spec.root, mount.target, directory=True)
@@ -293,6 +316,26 @@ def _setup_filesystem(kernel: Kernel, spec: SandboxSpec) -> None:
     kernel.pivot_root(".", ".")  # stack the old root under the new one, then detach it
     kernel.umount2(".", k.MNT_DETACH)
     os.chdir("/")
+
+
+def _mount_data(kernel: Kernel, root: str, data: DataMount) -> None:
+    directory = not data.source or data.subpath or os.path.isdir(data.source)
+    target = open_in_root(kernel, root, data.target, make="dir" if directory else "file")
+    try:
+        if not data.source:
+            kernel.mount("tmpfs", f"/proc/self/fd/{target}", "tmpfs",
+                         k.MS_NOSUID | k.MS_NODEV, data.tmpfs)
+            return
+        if data.subpath:
+            source = open_in_root(kernel, data.source, data.subpath, make="dir")
+        else:  # the host path itself: the node's own, checked against its allowlist
+            source = os.open(data.source, os.O_PATH | os.O_CLOEXEC)
+        try:
+            bind_by_fd(kernel, source, target, readonly=data.readonly)
+        finally:
+            os.close(source)
+    finally:
+        os.close(target)
 
 
 def _mount_cgroup_v1(kernel: Kernel, spec: SandboxSpec) -> None:

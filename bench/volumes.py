@@ -1,0 +1,116 @@
+"""Volume benchmarks: I/O inside a container on a volume vs the same directory from the host.
+
+The same static busybox runs the same script on both sides (its sh, dd, ls, rm, named
+as `busybox APPLET`: the host's own sh and dd are other programs): on the host, in the
+volume's own data directory; in a container (through `dockyard exec`), on the volume
+mounted at /vol, and for contrast in the container's overlay root filesystem (/scratch).
+The script times its work itself, in microseconds (busybox adjtimex), so neither `exec`
+nor process start-up is counted. Each side has its own files, and the sides take turns in
+a rotating order, sample by sample, so that neither caches nor a noisy spell of the
+virtual disk favour one of them. Throughput ratios: volume / host (the physical limit is
+1.0) and overlay / host.
+
+Workloads:
+- write 1 GiB, buffered: dd bs=1M, then fsync (conv=fsync): the data reaches the disk;
+- write 1 GiB, direct: dd oflag=direct (no page cache);
+- read 4 GiB, buffered: the 1 GiB file just written, four times, from the page cache
+  (the VFS path itself);
+- read 1 GiB, direct: dd iflag=direct;
+- small files: create, stat (ls -l) and delete 3,000 files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+
+DOCKYARD = [sys.executable, "-m", "dockyard_cli"]
+BUSYBOX = "/bin/busybox"
+FILES = 3000
+CONTAINER = "dockyard-bench-io"
+_DD = "busybox dd bs=1M 2>/dev/null"
+
+# Every command is busybox's, named so. {dir}: the side's directory; {f}: its own file.
+WORKLOADS: dict[str, tuple[str, int]] = {
+    # name: (script, MiB moved: 0 for a rate in files)
+    "write 1 GiB, buffered + fsync": (f"{_DD} if=/dev/zero of={{f}} count=1024 conv=fsync",
+                                      1024),
+    "write 1 GiB, direct": (f"{_DD} if=/dev/zero of={{f}} count=1024 oflag=direct", 1024),
+    "read 4 GiB, buffered": (" && ".join([f"{_DD} if={{f}} of=/dev/null"] * 4), 4096),
+    "read 1 GiB, direct": (f"{_DD} if={{f}} of=/dev/null iflag=direct", 1024),
+    f"{FILES} small files: create, stat, delete": (
+        f"busybox mkdir -p {{dir}}/many-{{side}} && cd {{dir}}/many-{{side}} && i=0; "
+        f"while [ $i -lt {FILES} ]; do echo $i > f$i; i=$((i+1)); done; "
+        "busybox ls -l > /dev/null; cd / && busybox rm -r {dir}/many-{side}", 0),
+}
+_TIMED = ("now() {{ busybox adjtimex | busybox awk '/tv_sec/ {{s = $2}} /tv_usec/ {{u = $2}} "
+          "END {{printf \"%d%06d\", s, u}}'; }}; t0=$(now); {work}; t1=$(now); "
+          "echo elapsed_us $((t1 - t0))")
+
+
+def bench_volume_io(env: dict[str, str], samples: int) -> list[tuple[str, dict[str, float]]]:
+    """For each workload: the median seconds on the host, on the volume, on the overlay."""
+    def dockyard(*args: str) -> str:
+        return subprocess.run([*DOCKYARD, *args], env=env, check=True, capture_output=True,
+                              text=True).stdout
+
+    dockyard("volume", "create", "bench-io")
+    data = json.loads(dockyard("volume", "inspect", "bench-io"))[0]["Mountpoint"]
+    dockyard("run", "-d", "--name", CONTAINER, "-v", "bench-io:/vol", "busybox",
+             "sleep", "86400")
+    try:
+        dockyard("exec", CONTAINER, "mkdir", "-p", "/scratch")
+        in_container = [*DOCKYARD, "exec", CONTAINER, "busybox", "sh", "-c"]
+        sides: dict[str, Callable[[str], float]] = {
+            "host": lambda work: _timed([BUSYBOX, "sh", "-c", _script(
+                work, dir=data, f=f"{data}/host.bin", side="host")], env),
+            "volume": lambda work: _timed([*in_container, _script(
+                work, dir="/vol", f="/vol/volume.bin", side="volume")], env),
+            "overlay": lambda work: _timed([*in_container, _script(
+                work, dir="/scratch", f="/scratch/overlay.bin", side="overlay")], env),
+        }
+        results = []
+        for name, (work, _) in WORKLOADS.items():
+            times: dict[str, list[float]] = {side: [] for side in sides}
+            order = list(sides)
+            for sample in range(samples):
+                for side in order[sample % 3:] + order[:sample % 3]:  # rotating turns
+                    times[side].append(sides[side](work))
+            results.append((name, {side: statistics.median(v) for side, v in times.items()}))
+        return results
+    finally:
+        dockyard("rm", "-f", CONTAINER)
+        dockyard("volume", "rm", "bench-io")
+
+
+def _script(work: str, **names: str) -> str:
+    return _TIMED.format(work=work.format(**names))
+
+
+def _timed(command: list[str], env: dict[str, str]) -> float:
+    """The seconds the script measured around its work."""
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    match = re.search(r"^elapsed_us (\d+)$", result.stdout, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"no timing in the output of {command}: {result.stderr}")
+    return int(match.group(1)) / 1e6
+
+
+def report_volume_io(rows: list[tuple[str, dict[str, float]]]) -> None:
+    print("\n### Volume I/O: the same work in a container on a volume, in its overlay root, "
+          "and on the host\n")
+    print("| workload | host | volume | overlay | volume / host | overlay / host |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, seconds in rows:
+        mib = WORKLOADS[name][1]
+        unit = "MiB/s" if mib else "files/s"
+        amount = mib or FILES
+        rate = {side: amount / t for side, t in seconds.items()}
+        print(f"| {name} | {rate['host']:.0f} {unit} | {rate['volume']:.0f} {unit} | "
+              f"{rate['overlay']:.0f} {unit} | {rate['volume'] / rate['host']:.3f} | "
+              f"{rate['overlay'] / rate['host']:.3f} |")
+
