@@ -5,10 +5,10 @@ as `busybox APPLET`: the host's own sh and dd are other programs): on the host, 
 volume's own data directory; in a container (through `dockyard exec`), on the volume
 mounted at /vol, and for contrast in the container's overlay root filesystem (/scratch).
 The script times its work itself, in microseconds (busybox adjtimex), so neither `exec`
-nor process start-up is counted. Each side has its own files, and the sides take turns in
-a rotating order, sample by sample, so that neither caches nor a noisy spell of the
-virtual disk favour one of them. Throughput ratios: volume / host (the physical limit is
-1.0) and overlay / host.
+nor process start-up is counted. Host and volume swap the same two files sample by sample
+and the sides take turns in a rotating order, so that neither where a file lies on the
+virtual disk nor a noisy spell of it favours one side. Throughput ratios: volume / host
+(the physical limit is 1.0) and overlay / host.
 
 Workloads:
 - write 1 GiB, buffered: dd bs=1M, then fsync (conv=fsync): the data reaches the disk;
@@ -65,13 +65,15 @@ def bench_volume_io(env: dict[str, str], samples: int) -> list[tuple[str, dict[s
     try:
         dockyard("exec", CONTAINER, "mkdir", "-p", "/scratch")
         in_container = [*DOCKYARD, "exec", CONTAINER, "busybox", "sh", "-c"]
-        sides: dict[str, Callable[[str], float]] = {
-            "host": lambda work: _timed([BUSYBOX, "sh", "-c", _script(
-                work, dir=data, f=f"{data}/host.bin", side="host")], env),
-            "volume": lambda work: _timed([*in_container, _script(
-                work, dir="/vol", f="/vol/volume.bin", side="volume")], env),
-            "overlay": lambda work: _timed([*in_container, _script(
-                work, dir="/scratch", f="/scratch/overlay.bin", side="overlay")], env),
+        # Host and volume share the directory, and swap its two files sample by sample:
+        # where a file's blocks lie on the (virtual) disk then favours neither side.
+        sides: dict[str, Callable[[str, int], float]] = {
+            "host": lambda work, n: _timed([BUSYBOX, "sh", "-c", _script(
+                work, dir=data, f=f"{data}/io-{n % 2}.bin", side="host")], env),
+            "volume": lambda work, n: _timed([*in_container, _script(
+                work, dir="/vol", f=f"/vol/io-{(n + 1) % 2}.bin", side="volume")], env),
+            "overlay": lambda work, n: _timed([*in_container, _script(
+                work, dir="/scratch", f=f"/scratch/io-{n % 2}.bin", side="overlay")], env),
         }
         results = []
         for name, (work, _) in WORKLOADS.items():
@@ -79,7 +81,7 @@ def bench_volume_io(env: dict[str, str], samples: int) -> list[tuple[str, dict[s
             order = list(sides)
             for sample in range(samples):
                 for side in order[sample % 3:] + order[:sample % 3]:  # rotating turns
-                    times[side].append(sides[side](work))
+                    times[side].append(sides[side](work, sample))
             results.append((name, {side: statistics.median(v) for side, v in times.items()}))
         return results
     finally:

@@ -41,6 +41,7 @@ def volume() -> None:
       local     a directory under the state root (the default)
       hostPath  a directory of this machine (--host-path), under DOCKYARD_HOST_PATHS
       tmpfs     memory (--tmpfs-size), emptied when no running container uses it
+      provider  a directory a storage container exports (--provider CONTAINER:/PATH)
     """
 
 
@@ -71,11 +72,14 @@ def _labels(_: click.Context, __: click.Parameter, items: tuple[str, ...]) -> di
               help="Make a tmpfs volume of at most SIZE (64m, 1g).")
 @click.option("--tmpfs-mode", metavar="OCTAL", default="1777", show_default=True,
               help="tmpfs only: the permission bits of its root.")
+@click.option("--provider", metavar="CONTAINER:/PATH",
+              help="Make a provider volume: the directory PATH that the storage container "
+                   "CONTAINER exports (what it mounts there later reaches every consumer).")
 @click.option("-l", "--label", "labels", metavar="KEY=VALUE", multiple=True,
               callback=_labels, help="Set metadata on the volume (repeatable).")
 @reported
 def create(*, name: str | None, host_path: str | None, shared: bool, tmpfs_size: int | None,
-           tmpfs_mode: str, labels: dict[str, str]) -> None:
+           tmpfs_mode: str, provider: str | None, labels: dict[str, str]) -> None:
     """Create a volume; print its name. Without NAME, it gets a random one.
 
     Creating a volume that exists with the same settings only prints its name.
@@ -85,9 +89,10 @@ def create(*, name: str | None, host_path: str | None, shared: bool, tmpfs_size:
       dockyard volume create pgdata
       dockyard volume create --host-path /srv/media media
       dockyard volume create --tmpfs-size 64m scratch
+      dockyard volume create --provider ceph:/export cephfs
     """
-    if host_path and tmpfs_size:
-        raise click.UsageError("a volume is a hostPath or a tmpfs, not both")
+    if sum(bool(kind) for kind in (host_path, tmpfs_size, provider)) > 1:
+        raise click.UsageError("a volume is one kind: --host-path, --tmpfs-size or --provider")
     try:
         mode = int(tmpfs_mode, 8)
     except ValueError:
@@ -97,6 +102,13 @@ def create(*, name: str | None, host_path: str | None, shared: bool, tmpfs_size:
         wanted = VolumeRecord(name="", kind=Kind.HOST_PATH, host_path=host_path, shared=shared)
     elif tmpfs_size:
         wanted = VolumeRecord(name="", kind=Kind.TMPFS, size_bytes=tmpfs_size, mode=mode)
+    elif provider:
+        container, _, path = provider.partition(":")
+        if not container or not path.startswith("/"):
+            raise click.BadParameter(f"{provider!r}: write CONTAINER:/PATH, such as "
+                                     "ceph:/export", param_hint="--provider")
+        wanted = VolumeRecord(name="", kind=Kind.PROVIDER, provider=container,
+                              provider_path=path)
     else:
         wanted = VolumeRecord(name="", shared=shared)  # --shared alone: the store says no
     with open_store() as store:
@@ -201,6 +213,8 @@ def _as_json(store: VolumeStore, record: VolumeRecord, *, usage: bool = False) -
         shown |= {"Mountpoint": record.host_path, "Shared": record.shared}
     if record.kind is Kind.TMPFS:
         shown |= {"SizeLimit": record.size_bytes, "Mode": f"{record.mode:o}"}
+    if record.kind is Kind.PROVIDER:
+        shown |= {"Provider": record.provider, "ExportPath": record.provider_path}
     if usage:
         shown["UsageBytes"] = store.usage(record)
     return shown

@@ -130,7 +130,14 @@ def open_in_root(kernel: Kernel, root: str, path: str, *, make: str | None = Non
                              *parts[depth:]]
                     depth = 0
                     continue
-                fd = kernel.openat2(root_fd, prefix, _O_PATH, _IN_ROOT)
+                try:
+                    fd = kernel.openat2(root_fd, prefix, _O_PATH, _IN_ROOT)
+                except FileNotFoundError:  # moved away meanwhile: resolve again, a few times
+                    links += 1
+                    if links > _MAX_SYMLINKS:
+                        raise
+                    depth = 0
+                    continue
             if depth == len(parts):
                 return fd
             os.close(fd)

@@ -53,6 +53,8 @@ def busybox_runtime(root: Path) -> Iterator[Runtime]:
         try:
             for record in runtime.store.all():
                 runtime.delete(record.id, force=True)
+            for volume in runtime.volumes.all():  # tmpfs and provider volumes hold mounts
+                runtime.volumes.remove(volume.name, in_use=())
         finally:
             cgroups.delete_parent()  # even when a failing test left a container behind
             runtime.volumes.close()

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from dockyard_shim.errors import NotFoundError
+from dockyard_shim.errors import FailedPreconditionError, NotFoundError
 from dockyard_shim.runtime.config import ContainerConfig, TmpfsMount
 from dockyard_shim.runtime.spawn import DataMount
-from dockyard_shim.volumes import VolumeRecord, VolumeStore
+from dockyard_shim.volumes import Kind, VolumeRecord, VolumeStore
 
 CONTAINER_LABEL = "dockyard.dev/container"
 """On an anonymous volume: the id of the container it was made for."""
@@ -52,15 +52,43 @@ def claim_volumes(store: VolumeStore, config: ContainerConfig,
     return replace(config, volumes=tuple(uses)), made
 
 
-def data_mounts(store: VolumeStore, config: ContainerConfig) -> tuple[DataMount, ...]:
-    """Binds, volumes and tmpfs of the container, for the spawner."""
+def data_mounts(store: VolumeStore, config: ContainerConfig, name: str,
+                running: Callable[[str], bool]) -> tuple[DataMount, ...]:
+    """Binds, volumes and tmpfs of the container `name`, for the spawner; and, when it is a
+    storage provider, its exports (detached mounts: close them with `close_trees`).
+
+    A consumer of a provider volume waits for its provider: FailedPreconditionError, which
+    says so, while `running(provider)` is false."""
     mounts = [DataMount(bind.target, _host_path(store, bind.source), readonly=bind.readonly)
               for bind in config.binds]
     for use in config.volumes:
-        source = store.source(store.get(use.name))
+        volume = store.get(use.name)
+        if volume.kind is Kind.PROVIDER and not running(volume.provider):
+            raise FailedPreconditionError(
+                f"volume {volume.name} waits for its provider: container {volume.provider} "
+                "is not running; start it first")
+        source = store.source(volume)
         mounts.append(DataMount(use.target, str(source), use.subpath, use.readonly))
     mounts.extend(DataMount(t.target, tmpfs=_tmpfs_options(t)) for t in config.tmpfs)
+    try:
+        for volume in exports_of(store, name):
+            mounts.append(DataMount(volume.provider_path, str(store.data_dir(volume.name)),
+                                    tree=store.export_tree(volume)))
+    except BaseException:
+        close_trees(mounts)
+        raise
     return tuple(mounts)
+
+
+def exports_of(store: VolumeStore, name: str) -> list[VolumeRecord]:
+    """The provider volumes the container `name` serves."""
+    return [v for v in store.all() if v.kind is Kind.PROVIDER and v.provider == name]
+
+
+def close_trees(mounts: Iterable[DataMount]) -> None:
+    for mount in mounts:
+        if mount.tree >= 0:
+            os.close(mount.tree)
 
 
 def anonymous_volumes(config: ContainerConfig, store: VolumeStore) -> list[str]:
@@ -80,6 +108,16 @@ def volumes_in_use(configs: Iterable[dict[str, object]]) -> set[str]:
         for use in config.get("volumes") or ():  # type: ignore[attr-defined]
             used.add(str(use["name"]))
     return used
+
+
+def unmount_idle(store: VolumeStore, names: Iterable[str], running: Iterable[str]) -> None:
+    """Let go of the volumes `names` of a container that stopped, but for those that a
+    `running` container still uses: a tmpfs volume is unmounted and emptied then."""
+    busy = set(running)
+    for name in names:
+        if name not in busy:
+            with contextlib.suppress(NotFoundError):
+                store.release(store.get(name))
 
 
 def release(store: VolumeStore, names: Iterable[str], in_use: Iterable[str] = ()) -> None:

@@ -8,7 +8,8 @@ fresh single-threaded interpreter that imported only the spawner, it is ~1 ms (m
 with `bench/run.py --only start`).
 
 How: one request per start over a SOCK_SEQPACKET socket pair: the pickled `SandboxSpec`
-and, as SCM_RIGHTS, init's ends of spawn's three pipes. The helper clones init with
+and, as SCM_RIGHTS, init's ends of spawn's three pipes and the detached mounts the spec
+hands over (a provider's export). The helper clones init with
 CLONE_PARENT, so init is the daemon's child exactly as if the daemon had forked it: the
 daemon reaps it, and the rest of spawn's protocol (place, ready, connect, go, exec) is
 unchanged. The reply is `pid N`, or `error TEXT`.
@@ -30,6 +31,7 @@ import socket
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 
 from dockyard_shim.errors import UnavailableError
 from dockyard_shim.kernel import Kernel, LinuxKernel
@@ -38,6 +40,7 @@ from dockyard_shim.runtime.process import close_all
 from dockyard_shim.runtime.spawn import InitPipes, SandboxSpec, run_init
 
 _MESSAGE_MAX = 1 << 20  # a spec is a few KiB; its mounts and environment are bounded
+_MAX_FDS = 253  # SCM_MAX_FD: the three pipes and the provider exports a spec carries
 
 
 class ForkServer:
@@ -53,14 +56,14 @@ class ForkServer:
 
     def __call__(self, spec: SandboxSpec, pipes: InitPipes) -> int:
         request = pickle.dumps(spec)
+        fds = [pipes.status_w, pipes.go_r, pipes.err_w, *_trees(spec)]
         with self._lock:
             if self._helper.poll() is not None:
                 self._stop()
                 self._helper, self._socket = _launch()
             connection = self._socket
             try:
-                socket.send_fds(connection, [request], [pipes.status_w, pipes.go_r,
-                                                        pipes.err_w])
+                socket.send_fds(connection, [request], fds)
                 reply = connection.recv(_MESSAGE_MAX).decode()
             except OSError as e:
                 reply = f"error {e}"
@@ -104,7 +107,7 @@ def serve(connection: socket.socket, kernel: Kernel) -> None:
     """Answer requests until the socket closes."""
     while True:
         try:
-            message, fds, _, _ = socket.recv_fds(connection, _MESSAGE_MAX, 3)
+            message, fds, _, _ = socket.recv_fds(connection, _MESSAGE_MAX, _MAX_FDS)
         except ConnectionResetError:
             return
         if not message:
@@ -112,13 +115,26 @@ def serve(connection: socket.socket, kernel: Kernel) -> None:
         for fd in fds:  # close-on-exec as when sent: the error pipe's EOF at exec tells
             os.set_inheritable(fd, False)  # (recv_fds drops its flags argument)
         try:
-            spec = pickle.loads(message)  # noqa: S301 -- from our parent, over a socket pair
-            reply = f"pid {_clone_init(kernel, spec, InitPipes(*fds), connection)}"
+            spec = _with_trees(pickle.loads(message), fds[3:])  # noqa: S301 -- our parent's
+            reply = f"pid {_clone_init(kernel, spec, InitPipes(*fds[:3]), connection)}"
         except Exception as e:
             reply = f"error {e}"
         finally:
             close_all(*fds)
         connection.send(reply.encode())
+
+
+def _trees(spec: SandboxSpec) -> list[int]:
+    """The detached mounts the spec hands to init, in order (sent along as descriptors)."""
+    return [data.tree for data in spec.volumes if data.tree >= 0]
+
+
+def _with_trees(spec: SandboxSpec, fds: list[int]) -> SandboxSpec:
+    """The spec with its detached mounts renumbered to the descriptors received here."""
+    received = iter(fds)
+    volumes = tuple(replace(data, tree=next(received)) if data.tree >= 0 else data
+                    for data in spec.volumes)
+    return replace(spec, volumes=volumes)
 
 
 def _clone_init(kernel: Kernel, spec: SandboxSpec, pipes: InitPipes,

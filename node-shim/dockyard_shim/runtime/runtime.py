@@ -54,8 +54,11 @@ from dockyard_shim.runtime.config import ContainerConfig, validate
 from dockyard_shim.runtime.datamounts import (
     anonymous_volumes,
     claim_volumes,
+    close_trees,
     data_mounts,
+    exports_of,
     release,
+    unmount_idle,
     volumes_in_use,
 )
 from dockyard_shim.runtime.execs import Execs
@@ -64,7 +67,7 @@ from dockyard_shim.runtime.names import random_name
 from dockyard_shim.runtime.ports import Images, RunnableImage, Snapshots
 from dockyard_shim.runtime.process import StartError, become_subreaper, read_exit
 from dockyard_shim.runtime.reaping import await_pid, reap_into
-from dockyard_shim.runtime.spawn import Fork, SandboxSpec, Spawned, spawn
+from dockyard_shim.runtime.spawn import DataMount, Fork, SandboxSpec, Spawned, spawn
 from dockyard_shim.runtime.state import (
     ContainerRecord,
     StateStore,
@@ -175,6 +178,18 @@ class Runtime:
         require(can_start(record.status), "start", record)
         config = ContainerConfig.from_json(record.config)
         image = self.image_of(record)
+        try:  # mounts a tmpfs volume, or a provider volume's hub, when needed
+            volumes = data_mounts(self.volumes, config, record.name, self._runs)
+        except BaseException:
+            self._unmount_idle_volumes(record)
+            raise
+        try:
+            return self._start_with(record, config, image, volumes)
+        finally:
+            close_trees(volumes)  # init has its own copies of the exports
+
+    def _start_with(self, record: ContainerRecord, config: ContainerConfig,
+                    image: RunnableImage, volumes: tuple[DataMount, ...]) -> ContainerRecord:
         leftover = self.cgroup_of(record)
         if leftover is not None:
             leftover.delete()  # from a previous run of this container
@@ -183,20 +198,21 @@ class Runtime:
             cgroup.set_limits(Limits(memory_bytes=config.memory_bytes,
                                      cpu_millis=config.cpu_millis,
                                      pids_max=config.pids_limit))
+            spec = SandboxSpec(
+                bundle=Path(record.bundle),
+                rootfs=tuple(self._snapshots.mounts(record.id)),
+                process=process_spec(config, image),
+                hostname=config.hostname or record.id[:12],
+                volumes=volumes,
+                network=config.network,
+                readonly_rootfs=config.read_only,
+                cgroup_join=tuple(str(path) for path in cgroup.join_files()),
+                cgroup_v2=self.cgroups.version == 2,
+                cgroup_v1_dirs=_v1_dirs(cgroup))
         except BaseException:
             cgroup.delete()
+            self._unmount_idle_volumes(record)
             raise
-        spec = SandboxSpec(
-            bundle=Path(record.bundle),
-            rootfs=tuple(self._snapshots.mounts(record.id)),
-            process=process_spec(config, image),
-            hostname=config.hostname or record.id[:12],
-            volumes=data_mounts(self.volumes, config),
-            network=config.network,
-            readonly_rootfs=config.read_only,
-            cgroup_join=tuple(str(path) for path in cgroup.join_files()),
-            cgroup_v2=self.cgroups.version == 2,
-            cgroup_v1_dirs=_v1_dirs(cgroup))
         (Path(record.bundle) / "container.log").touch()
         (Path(record.bundle) / "exit.json").unlink(missing_ok=True)
 
@@ -219,12 +235,14 @@ class Runtime:
             spawned = spawn(self.kernel, spec, place=place, connect=connect, fork=self._fork)
         except StartError as e:
             self._detach(record, bool(attachments))
+            self._unmount_idle_volumes(record)
             cgroup.delete()
             self.store.put(record.with_(status=Status.STOPPED, exit_code=e.exit_code,
                                         finished_at=time.time()))
             raise
         except BaseException:
             self._detach(record, bool(attachments))
+            self._unmount_idle_volumes(record)
             cgroup.delete()
             raise
         ip = str(attachments[0].ip) if attachments else ""
@@ -269,6 +287,7 @@ class Runtime:
             self._reap(record)
             outcome = self._collect(record)
             self._detach(record, attached=False)
+            self._unmount_idle_volumes(record)
             record = record.with_(status=Status.STOPPED, exit_code=outcome.code,
                                   oom_killed=outcome.oom_killed,
                                   finished_at=outcome.finished_at, pid=0,
@@ -378,6 +397,8 @@ class Runtime:
         """Remove a container and everything it owns (docker rm [-f] [-v]). Its anonymous
         volumes go too with `volumes`, or when it was run with --rm, as Docker does."""
         record = self.observe(self.store.get(ref))
+        if not force:
+            self._refuse_if_providing(record)
         if force and record.status in (Status.RUNNING, Status.PAUSED):
             with contextlib.suppress(FailedPreconditionError):  # it may exit meanwhile
                 self.kill(record.id, signal.SIGKILL)
@@ -404,6 +425,30 @@ class Runtime:
             bundle.rename(trashed)
             self._later(partial(shutil.rmtree, trashed, ignore_errors=True))
         self.store.delete(record.id)
+
+    def _refuse_if_providing(self, record: ContainerRecord) -> None:
+        """A storage provider whose volumes other containers use stays (unless forced)."""
+        served = {v.name for v in exports_of(self.volumes, record.name)}
+        consumers = sorted(other.name for other in self.store.all() if other.id != record.id
+                           and served & volumes_in_use([other.config]))
+        if consumers:
+            raise FailedPreconditionError(
+                f"container {record.name} provides volume(s) {', '.join(sorted(served))} to "
+                f"{', '.join(consumers)}: remove those first, or force the removal (rm -f)")
+
+    def _runs(self, ref: str) -> bool:
+        """Whether the container `ref` is running now (a provider, for its consumers)."""
+        try:
+            return self.observe(self.store.get(ref)).status is Status.RUNNING
+        except NotFoundError:
+            return False
+
+    def _unmount_idle_volumes(self, stopped: ContainerRecord) -> None:
+        running = volumes_in_use(r.config for r in self.store.all() if r.id != stopped.id
+                                 and r.status in (Status.RUNNING, Status.PAUSED))
+        unmount_idle(self.volumes, volumes_in_use([stopped.config]), running)
+        for export in exports_of(self.volumes, stopped.name):
+            self.volumes.withdraw_export(export)
 
     def volumes_in_use(self) -> set[str]:
         """The volumes any container of this node refers to, running or not."""

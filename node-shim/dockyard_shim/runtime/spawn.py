@@ -87,6 +87,9 @@ class DataMount:
     readonly: bool = False
     tmpfs: str = ""
     """A tmpfs's options (`mode=1777,size=1048576`) when `source` is empty."""
+    tree: int = -1
+    """A detached mount (open_tree) to attach instead of binding `source`: a provider's
+    export, which must stay a peer of its volume's hub. A descriptor of the caller's."""
 
 
 @dataclass(frozen=True)
@@ -319,9 +322,13 @@ def _setup_filesystem(kernel: Kernel, spec: SandboxSpec) -> None:
 
 
 def _mount_data(kernel: Kernel, root: str, data: DataMount) -> None:
-    directory = not data.source or data.subpath or os.path.isdir(data.source)
+    directory = data.tree >= 0 or not data.source or data.subpath or os.path.isdir(data.source)
     target = open_in_root(kernel, root, data.target, make="dir" if directory else "file")
     try:
+        if data.tree >= 0:
+            kernel.move_mount(data.tree, "", target, "",
+                              k.MOVE_MOUNT_F_EMPTY_PATH | k.MOVE_MOUNT_T_EMPTY_PATH)
+            return
         if not data.source:
             kernel.mount("tmpfs", f"/proc/self/fd/{target}", "tmpfs",
                          k.MS_NOSUID | k.MS_NODEV, data.tmpfs)

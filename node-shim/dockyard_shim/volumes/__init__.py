@@ -5,7 +5,7 @@
 - `HostPaths`: which host directories containers may have (the node's allowlist, and the
   paths refused whatever it says).
 
-Imports `db`, `background` and `errors` from the shim; the runtime and the CLI import it.
+Imports `kernel`, `db`, `background` and `errors` from the shim; the runtime and the CLI import it.
 """
 
 from dockyard_shim.volumes.model import HostPaths, Kind, VolumeRecord, check_name, check_subpath

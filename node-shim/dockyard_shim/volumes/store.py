@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -35,6 +36,19 @@ from dockyard_shim.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
+from dockyard_shim.kernel import Kernel, LinuxKernel
+from dockyard_shim.kernel.consts import (
+    AT_FDCWD,
+    AT_RECURSIVE,
+    MNT_DETACH,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_SHARED,
+    OPEN_TREE_CLOEXEC,
+    OPEN_TREE_CLONE,
+)
 from dockyard_shim.volumes.model import HostPaths, Kind, VolumeRecord, check_name
 
 _SCHEMA = ("""CREATE TABLE IF NOT EXISTS volumes (
@@ -49,12 +63,13 @@ class VolumeStore:
     """Named volumes of one node. Safe to open from the daemon and a CLI at once."""
 
     def __init__(self, root: Path, *, host_paths: HostPaths | None = None,
-                 later: Later = now) -> None:
+                 later: Later = now, kernel: Kernel | None = None) -> None:
         """`root` is the `volumes/` directory; `later` deletes removed data (at once by
-        default, or on a background thread)."""
+        default, or on a background thread); `kernel` mounts tmpfs volumes."""
         self.root = root
         self.host_paths = host_paths or HostPaths()
         self._later = later
+        self._kernel = kernel or LinuxKernel()
         root.mkdir(parents=True, exist_ok=True)
         self._db = Database(root / _DB, what="volume index", schema=_SCHEMA, version=1)
         self._collect_orphans()
@@ -79,14 +94,19 @@ class VolumeStore:
         return self.root / check_name(name) / "_data"
 
     def source(self, record: VolumeRecord) -> Path:
-        """The host directory a container's mount of this volume binds from."""
+        """The host directory a container's mount of this volume binds from (a tmpfs
+        volume is mounted there now if it is not already)."""
         if record.kind is Kind.LOCAL:
             return self._make_data_dir(record.name)  # gone only after a crash: empty then
         if record.kind is Kind.HOST_PATH:
             return Path(self.host_paths.check(record.host_path, "hostPath"))
-        raise FailedPreconditionError(
-            f"volume {record.name} is a {record.kind} volume: not supported by this "
-            "node yet; use a local or hostPath volume")
+        if record.kind is Kind.TMPFS:
+            data = self._make_data_dir(record.name)
+            if not _is_mount_point(data):
+                self._kernel.mount("tmpfs", str(data), "tmpfs", MS_NOSUID | MS_NODEV,
+                                   f"size={record.size_bytes},mode={record.mode:o}")
+            return data
+        return self._export_hub(record)
 
     def usage(self, record: VolumeRecord) -> int | None:
         """Bytes used by a local volume's data (None for other kinds)."""
@@ -127,6 +147,43 @@ class VolumeStore:
         return self.create(VolumeRecord(name=secrets.token_hex(32), anonymous=True,
                                         labels=dict(labels or {})))
 
+    def release(self, record: VolumeRecord) -> None:
+        """Unmount a tmpfs volume that no running container uses any more: its data goes,
+        as with Docker's tmpfs volumes. Other kinds keep their data; nothing to do."""
+        data = self.data_dir(record.name)
+        if record.kind is Kind.TMPFS and _is_mount_point(data):
+            self._kernel.umount2(str(data), MNT_DETACH)
+
+    def export_tree(self, record: VolumeRecord) -> int:
+        """A detached copy of a provider volume's hub (open_tree), to attach at the
+        provider's export path: a peer of the hub, so that what the provider mounts there
+        reaches the hub and every consumer. The caller closes it."""
+        hub = self._export_hub(record)
+        return self._kernel.open_tree(AT_FDCWD, str(hub), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC
+                                      | AT_RECURSIVE)
+
+    def withdraw_export(self, record: VolumeRecord) -> None:
+        """The provider stopped: unmount what it had mounted in its export, from the hub
+        and so from every consumer (an unmount propagates to the hub's slaves). The hub
+        stays, so that consumers see what the provider mounts when it starts again."""
+        hub = str(self.data_dir(record.name))
+        below = [m for m in _mount_points() if m.startswith(hub + "/")]
+        for point in sorted(below, key=len, reverse=True):
+            with contextlib.suppress(OSError):  # gone with its parent already
+                self._kernel.umount2(point, MNT_DETACH)
+
+    def _export_hub(self, record: VolumeRecord) -> Path:
+        """A provider volume's hub: its data directory bound onto itself as a mount of its
+        own peer group (private, then shared). The provider's export joins the group;
+        consumers bind the hub, and as slaves of the group they see the provider's
+        mounts come and go."""
+        hub = self._make_data_dir(record.name)
+        if not _is_mount_point(hub):
+            self._kernel.mount(str(hub), str(hub), "", MS_BIND, "")
+            self._kernel.mount("", str(hub), "", MS_PRIVATE, "")
+            self._kernel.mount("", str(hub), "", MS_SHARED, "")
+        return hub
+
     def remove(self, name: str, *, in_use: Collection[str]) -> None:
         """Delete a volume and its data. A volume any container uses (running or not) is
         refused: remove the container first, as Docker requires."""
@@ -135,6 +192,9 @@ class VolumeStore:
             raise FailedPreconditionError(
                 f"volume {name} is in use by a container: remove the container first "
                 "(dockyard rm CONTAINER), then the volume")
+        self.release(record)
+        if record.kind is Kind.PROVIDER and _is_mount_point(self.data_dir(record.name)):
+            self._kernel.umount2(str(self.data_dir(record.name)), MNT_DETACH)
         with self._db.write() as db:
             db.execute("DELETE FROM volumes WHERE name = ?", (record.name,))
         self._trash(record.name)
@@ -170,9 +230,14 @@ class VolumeStore:
                     "a tmpfs volume needs a size limit, such as --tmpfs-size 64m")
         elif record.size_bytes is not None:
             raise InvalidArgumentError("a size limit belongs to tmpfs volumes")
-        if record.kind is Kind.PROVIDER and not (record.provider and record.provider_path):
+        if record.kind is Kind.PROVIDER and not (
+                record.provider and record.provider_path.startswith("/")
+                and record.provider_path.rstrip("/") and ".." not in record.provider_path):
             raise InvalidArgumentError(
-                "a provider volume names its storage container and the path it exports")
+                "a provider volume names its storage container and the absolute path it "
+                "exports, such as ceph:/export")
+        elif record.kind is not Kind.PROVIDER and (record.provider or record.provider_path):
+            raise InvalidArgumentError("a storage container belongs to provider volumes")
         return record
 
     def _same_as_existing(self, record: VolumeRecord) -> VolumeRecord:
@@ -212,3 +277,15 @@ class VolumeStore:
                 self._later(partial(shutil.rmtree, entry, ignore_errors=True))
             else:
                 self._trash(entry.name)
+
+
+def _is_mount_point(path: Path) -> bool:
+    """Whether a mount sits at `path` (os.path.ismount misses a bind within one filesystem)."""
+    return str(path) in _mount_points()
+
+
+def _mount_points() -> list[str]:
+    """The mount points of this process's namespace (mountinfo's field 5, unescaped)."""
+    with open("/proc/self/mountinfo", "rb") as f:
+        return [re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]),
+                       line.split()[4]).decode(errors="surrogateescape") for line in f]
