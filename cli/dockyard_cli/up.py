@@ -11,11 +11,8 @@ the others still run (as `docker rm a b` does); the exit status is then 1.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import stat
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import NoReturn
 
 import click
@@ -23,7 +20,6 @@ import click
 from dockyard_cli.client import Client, DaemonError, connect
 from dockyard_cli.images import open_store
 from dockyard_operator.standalone import (
-    VOLUMES_DIR,
     Action,
     Create,
     DesiredContainer,
@@ -41,7 +37,9 @@ from dockyard_operator.standalone import (
     plan_up,
 )
 from dockyard_shim.daemon.paths import state_root
+from dockyard_shim.daemon.storage import open_volumes
 from dockyard_shim.errors import ShimError
+from dockyard_shim.volumes import VolumeRecord
 
 _SUFFIXES = (".yaml", ".yml", ".json")
 _WOULD = {Create: "would create", Replace: "would replace", Start: "would start",
@@ -77,10 +75,10 @@ def up(paths: tuple[Path, ...], recursive: bool, prune: bool, dry_run: bool,
     should run and does not, and leaves the rest alone: running `up` twice changes nothing
     the second time. Containers are named NAMESPACE.NAME (namespace `default` when the
     manifest names none); Image and Volume objects of the same files are used by them.
-    A `local` Volume is a directory under $DOCKYARD_ROOT/volumes/NAMESPACE/NAME, kept by
-    `down`. Containers the manifests no longer describe stay unless you pass --prune.
-    Other kinds (Stage, Promotion…) are checked and skipped. Only local images run: load
-    or import them first.
+    A Volume is the node volume NAMESPACE.NAME (see `dockyard volume ls`), made before
+    its first container and kept by `down`. Containers the manifests no longer describe
+    stay unless you pass --prune. Other kinds (Stage, Promotion…) are checked and skipped.
+    Only local images run: load or import them first.
 
     \b
     Examples:
@@ -91,7 +89,7 @@ def up(paths: tuple[Path, ...], recursive: bool, prune: bool, dry_run: bool,
     manifests = _read(paths, recursive)
     root = _state_root()
     try:
-        desired = desire(manifests, state_root=PurePosixPath(root))
+        desired = desire(manifests)
         client = connect(autostart=not dry_run)
         plan = plan_up(desired, _observe(client), namespaces=manifests.namespaces,
                        prune=prune)
@@ -102,7 +100,7 @@ def up(paths: tuple[Path, ...], recursive: bool, prune: bool, dry_run: bool,
         _refuse(missing)
     _skipped(manifests)
     if not dry_run:
-        _prepare_volumes(plan, root)
+        _prepare_volumes(plan)
     _carry_out(client, plan, dry_run=dry_run, timeout=timeout, terse=(Create,))
     if plan.unpruned:
         click.echo(f"note: not in the manifests, kept (remove with --prune): "
@@ -217,42 +215,27 @@ def _missing_on_machine(plan: Plan, manifests: Manifests, root: Path
                         "import ROOTFS.tar NAME); no registry is used"))
     except OSError:
         pass  # the store is unreadable from here: the daemon still names a missing image
-    volumes = root / VOLUMES_DIR
     for want in _to_create(plan):
-        for bind in want.config["binds"]:
-            source = Path(bind["source"])
-            if not source.is_relative_to(volumes) and not source.exists():
+        for volume in want.volumes:
+            path = Path(volume.get("host_path") or "/")
+            if volume["kind"] == "hostPath" and not path.is_dir():
                 problems.append(SourcedProblem(
                     want.source, "spec.volumeMounts",
-                    f"the hostPath {source} (mounted at {bind['target']}) does not exist on "
-                    "this machine: create it first"))
+                    f"the hostPath {path} of volume {volume['name']} does not exist on this "
+                    "machine: create it first"))
     return problems
 
 
-def _prepare_volumes(plan: Plan, root: Path) -> None:
-    """Create the directories of local volumes, refusing any that a link leads out of."""
-    for want in _to_create(plan):
-        for relative in want.local_dirs:
-            try:
-                _make_dirs(root, PurePosixPath(relative).parts)
-            except OSError as e:
-                _fail(f"{want.name}: cannot prepare volume directory {root / relative}: {e}")
+def _prepare_volumes(plan: Plan) -> None:
+    """Make the node volumes the containers to create need (each once; kept by `down`)."""
+    with open_volumes(_state_root()) as store:
+        for want in _to_create(plan):
+            for volume in want.volumes:
+                try:
+                    store.create(VolumeRecord.from_json(dict(volume)))
+                except ShimError as e:
+                    _fail(f"{want.name}: volume {volume['name']}: {e}")
 
-
-def _make_dirs(root: Path, parts: tuple[str, ...]) -> None:
-    """mkdir -p under `root`, without following links: a container may have planted one
-    in a volume it writes to, to have a later subPath mount bind a host directory
-    (CVE-2017-1002101 in Kubernetes)."""
-    path = root
-    for part in parts:
-        path = path / part
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path, 0o755)
-        if not stat.S_ISDIR(os.lstat(path).st_mode):
-            raise OSError(f"{path} is not a directory (a symbolic link or a file): remove it")
-
-
-# Carrying out ----------------------------------------------------------------------------
 
 def _carry_out(client: Client, plan: Plan, *, dry_run: bool, timeout: float,
                terse: tuple[type[Action], ...]) -> None:

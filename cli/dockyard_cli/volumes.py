@@ -8,8 +8,6 @@ refers to (running or not) is never removed, with or without a daemon.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,13 +21,8 @@ from dockyard_shim.errors import NotFoundError, ShimError
 from dockyard_shim.volumes import Kind, VolumeRecord, VolumeStore
 
 
-@contextmanager
-def open_store() -> Iterator[VolumeStore]:
-    store = open_volumes(state_root())
-    try:
-        yield store
-    finally:
-        store.close()
+def open_store() -> VolumeStore:
+    return open_volumes(state_root())
 
 
 @click.group("volume")

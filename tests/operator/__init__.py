@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import PurePosixPath
 from typing import Any
 
 from dockyard_operator.standalone import DesiredContainer, Manifests, desire, load_manifests
-
-ROOT = PurePosixPath("/var/lib/dockyard")
 
 
 def container(name: str = "web", namespace: str | None = None, **spec: Any) -> dict[str, Any]:
@@ -43,7 +40,7 @@ def manifests(*documents: dict[str, Any], file: str = "app.yaml") -> Manifests:
 
 
 def desired(*documents: dict[str, Any]) -> tuple[DesiredContainer, ...]:
-    return desire(manifests(*documents), state_root=ROOT)
+    return desire(manifests(*documents))
 
 
 def one(*documents: dict[str, Any]) -> DesiredContainer:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pytest
 
@@ -108,7 +108,7 @@ def test_the_standalone_examples_are_valid_for_the_crds_and_translate() -> None:
             _, problems = validate(document, kind_schema(str(document["kind"])))
             assert problems == [], path
     found = load_manifests([(p.name, p.read_text(encoding="utf-8")) for p in files])
-    names = [d.name for d in desire(found, state_root=PurePosixPath("/var/lib/dockyard"))]
+    names = [d.name for d in desire(found)]
     assert names == ["default.applet-count", "default.clock", "default.writer",
                      "default.reader"]
     assert found.ignored == ()

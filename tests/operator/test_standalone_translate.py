@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +13,8 @@ from dockyard_operator.standalone import (
     spec_hash,
 )
 from dockyard_shim.runtime.config import ContainerConfig
-from tests.operator import ROOT, container, desired, edited, image, manifests, one, volume
+from dockyard_shim.volumes import VolumeRecord
+from tests.operator import container, desired, edited, image, manifests, one, volume
 
 FULL = container(
     "web", "shop",
@@ -49,10 +50,11 @@ def test_every_field_of_a_container_is_translated() -> None:
         "memory_bytes": 64 * 1024 * 1024,
         "cpu_millis": 500,
         "pids_limit": 32,
-        "binds": [
-            {"source": "/var/lib/dockyard/volumes/shop/data", "target": "/data",
-             "readonly": False},
-            {"source": "/srv/logs/web", "target": "/var/log/web", "readonly": True}],
+        "binds": [],
+        "volumes": [
+            {"name": "shop.data", "target": "/data", "readonly": False, "subpath": ""},
+            {"name": "shop.logs", "target": "/var/log/web", "readonly": True, "subpath": "web"}],
+        "tmpfs": [],
         "network": "bridge",
         "ports": [
             {"container_port": 80, "host_port": 8080, "host_ip": "0.0.0.0", "protocol": "tcp"},
@@ -67,7 +69,9 @@ def test_every_field_of_a_container_is_translated() -> None:
                    "dockyard.dev/object": "shop/web",
                    "dockyard.dev/spec-hash": want.spec_hash},
     }
-    assert want.local_dirs == ("volumes/shop/data",)
+    assert want.volumes == ({"name": "shop.data", "kind": "local"},
+                            {"name": "shop.logs", "kind": "hostPath", "host_path": "/srv/logs",
+                             "shared": False})
     assert want.source == "app.yaml#0"
 
 
@@ -154,49 +158,40 @@ def test_an_image_made_by_a_commit_is_not_supported_yet() -> None:
     assert "Commit snapshot-1" in problem.message
 
 
-def test_a_local_volume_is_a_directory_under_the_state_root_with_its_sub_path() -> None:
-    want = desire(manifests(container("web", volumeMounts=[
+def test_each_volume_is_a_node_volume_of_its_namespace_made_once() -> None:
+    want = one(container("web", volumeMounts=[
         {"name": "data", "mountPath": "/a"},
-        {"name": "data", "mountPath": "/b", "subPath": "deep/er", "readOnly": True}]),
-        volume("data", local={})), state_root=PurePosixPath("/tmp/root"))[0]
-    assert want.config["binds"] == [
-        {"source": "/tmp/root/volumes/default/data", "target": "/a", "readonly": False},
-        {"source": "/tmp/root/volumes/default/data/deep/er", "target": "/b", "readonly": True}]
-    assert want.local_dirs == ("volumes/default/data", "volumes/default/data/deep/er")
+        {"name": "data", "mountPath": "/b", "subPath": "deep/er", "readOnly": True},
+        {"name": "mem", "mountPath": "/m"}, {"name": "ceph", "mountPath": "/c"}]),
+        volume("data", local={}), volume("mem", tmpfs={"sizeLimit": "64Mi", "mode": 0o700}),
+        volume("ceph", provider={"container": "storage", "path": "/export"}))
+    assert want.config["volumes"] == [
+        {"name": "default.data", "target": "/a", "readonly": False, "subpath": ""},
+        {"name": "default.data", "target": "/b", "readonly": True, "subpath": "deep/er"},
+        {"name": "default.mem", "target": "/m", "readonly": False, "subpath": ""},
+        {"name": "default.ceph", "target": "/c", "readonly": False, "subpath": ""}]
+    assert want.volumes == (
+        {"name": "default.data", "kind": "local"},
+        {"name": "default.mem", "kind": "tmpfs", "size_bytes": 64 << 20, "mode": 0o700},
+        {"name": "default.ceph", "kind": "provider", "provider": "default.storage",
+         "provider_path": "/export"})
 
 
-@pytest.mark.parametrize(("source", "kind"), [({"tmpfs": {"sizeLimit": "64Mi"}}, "tmpfs"),
-                                              ({"provider": {"container": "nfs",
-                                                             "path": "/export"}}, "provider")])
-def test_tmpfs_and_provider_volumes_are_not_supported_yet(source: dict[str, Any],
-                                                          kind: str) -> None:
-    with pytest.raises(ManifestSetError) as caught:
-        desired(container("web", volumeMounts=[{"name": "v", "mountPath": "/v"}]),
-                volume("v", **source))
-    (problem,) = caught.value.problems
-    assert problem.path == "spec.volumeMounts[0].name"
-    assert f"is a {kind} volume: dockyard up does not support {kind} volumes yet" in \
-        problem.message
-
-
-def test_every_problem_of_every_container_is_reported_at_once() -> None:
-    with pytest.raises(ManifestSetError) as caught:
-        desired(container("a", resources={"memory": "1Mi"}),
-                container("b", volumeMounts=[{"name": "nowhere", "mountPath": "/x"}]),
-                container("c", image=None, imageRef="missing"), container("fine"))
-    assert [(p.source, p.path) for p in caught.value.problems] == [
-        ("app.yaml#0", "spec.resources.memory"), ("app.yaml#1", "spec.volumeMounts[0].name"),
-        ("app.yaml#2", "spec.imageRef")]
+def test_every_node_volume_is_one_the_volume_store_takes() -> None:
+    """The wire contract on the volume side: VolumeRecord reads each one back as it is."""
+    want = one(FULL, *VOLUMES)
+    for spec in want.volumes:
+        assert {k: v for k, v in VolumeRecord.from_json(dict(spec)).to_json().items()
+                if k in spec} == spec
 
 
 def test_the_daemon_accepts_every_translated_config_as_it_is(tmp_path: Path) -> None:
     """The wire contract: ContainerConfig reads the dict back without losing a field."""
     logs = tmp_path / "logs"
     (logs / "web").mkdir(parents=True)
-    (tmp_path / "volumes" / "shop" / "data").mkdir(parents=True)
     doc = edited(FULL, "spec.network", {"mode": "Bridge", "ports": [{"containerPort": 80}]})
     want = desire(manifests(doc, VOLUMES[0], volume("logs", "shop", hostPath={
-        "path": str(logs)})), state_root=PurePosixPath(tmp_path))[0]
+        "path": str(logs)})))[0]
     config = ContainerConfig.from_json(dict(want.config))
     assert config.to_json() == ContainerConfig.from_json(config.to_json()).to_json()
     assert _lists(config.to_json()) == want.config
@@ -259,7 +254,3 @@ def test_the_hash_changes_with_every_field(path: str, value: Any) -> None:
     assert one(changed, *vols).spec_hash != one(FULL, *VOLUMES).spec_hash
 
 
-def test_the_hash_changes_with_where_a_local_volume_lives() -> None:
-    docs = manifests(FULL, *VOLUMES)
-    assert desire(docs, state_root=ROOT)[0].spec_hash != \
-        desire(docs, state_root=PurePosixPath("/srv/dockyard"))[0].spec_hash

@@ -77,6 +77,12 @@ class VolumeStore:
     def close(self) -> None:
         self._db.close()
 
+    def __enter__(self) -> VolumeStore:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     # ----------------------------------------------------------------------- queries
 
     def get(self, name: str) -> VolumeRecord:

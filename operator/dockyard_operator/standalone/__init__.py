@@ -41,7 +41,6 @@ from dockyard_operator.standalone.translate import (
     MANAGER,
     OBJECT,
     SPEC_HASH,
-    VOLUMES_DIR,
     DesiredContainer,
     NodeName,
     desire,
@@ -51,7 +50,7 @@ from dockyard_operator.standalone.translate import (
 )
 
 __all__ = [
-    "DEFAULT_NAMESPACE", "MANAGED_BY", "MANAGER", "OBJECT", "SPEC_HASH", "VOLUMES_DIR",
+    "DEFAULT_NAMESPACE", "MANAGED_BY", "MANAGER", "OBJECT", "SPEC_HASH",
     "Absent", "Action", "Create", "DesiredContainer", "Keep", "ManifestSetError", "Manifests",
     "NodeName", "ObjectKey", "ObservedContainer", "Placed", "Plan", "Remove", "Replace",
     "SourcedProblem", "Start", "desire", "load_manifests", "node_name", "plan_down",

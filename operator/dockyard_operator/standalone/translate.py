@@ -2,8 +2,8 @@
 
 Kubernetes semantics, Docker mechanics: `spec.command` replaces the image's ENTRYPOINT and
 `spec.args` its CMD (an empty list counts as unset, as in the kubelet); `imageRef` runs the
-named Image's reference, pinned to its digest when it has one; a `local` Volume is a
-directory under the node's state root, a `hostPath` Volume a bind of its path.
+named Image's reference, pinned to its digest when it has one; a Volume `v` of namespace
+`ns` is the node volume `ns.v` of the same kind, which `up` makes before the container.
 `nodeName` and `nodeSelector` do not apply (one machine is the only node), nor does an
 Image's `pullPolicy` (only local images run).
 
@@ -23,12 +23,12 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any, NewType
 
 from dockyard_api import Container
-from dockyard_api.container import NetworkMode, RestartPolicy, VolumeMount
+from dockyard_api.container import NetworkMode, RestartPolicy
 from dockyard_api.quantity import cpu_millis, memory_bytes
+from dockyard_api.volume import VolumeSpec
 from dockyard_operator.standalone.manifests import (
     Manifests,
     ManifestSetError,
@@ -44,9 +44,6 @@ MANAGED_BY = "dockyard.dev/managed-by"
 MANAGER = "dockyard-up"
 OBJECT = "dockyard.dev/object"
 SPEC_HASH = "dockyard.dev/spec-hash"
-
-VOLUMES_DIR = "volumes"
-"""Local volumes live in `<state root>/volumes/<namespace>/<name>`."""
 
 # The runtime's own rules, repeated so that a bad set is refused before anything changes:
 # Docker's container name rule, and Docker's smallest memory limit (the runtime needs room).
@@ -73,8 +70,9 @@ class DesiredContainer:
     config: Mapping[str, Any]
     """The JSON body of POST /containers/create, labels included."""
     spec_hash: str
-    local_dirs: tuple[str, ...] = ()
-    """Directories to create before the container, relative to the state root."""
+    volumes: tuple[Mapping[str, Any], ...] = ()
+    """The node volumes to make before the container, as the node's volume store takes
+    them: `name` (`namespace.volume`), `kind` and that kind's settings."""
 
     @property
     def restart(self) -> str:
@@ -98,17 +96,13 @@ def spec_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
 
-def desire(manifests: Manifests, *, state_root: PurePosixPath) -> tuple[DesiredContainer, ...]:
-    """Translate every Container of the set; raise ManifestSetError with all the problems.
-
-    `state_root` is the node's absolute state directory: local volumes are bound from under
-    it. It is a parameter, not read from the environment, to keep this module pure.
-    """
+def desire(manifests: Manifests) -> tuple[DesiredContainer, ...]:
+    """Translate every Container of the set; raise ManifestSetError with all the problems."""
     desired: list[DesiredContainer] = []
     problems: list[SourcedProblem] = []
     for placed in manifests.containers:
         try:
-            desired.append(translate(placed, manifests, state_root=state_root))
+            desired.append(translate(placed, manifests))
         except ManifestSetError as e:
             problems += e.problems
     if problems:
@@ -116,8 +110,7 @@ def desire(manifests: Manifests, *, state_root: PurePosixPath) -> tuple[DesiredC
     return tuple(desired)
 
 
-def translate(placed: Placed[Container], manifests: Manifests, *,
-              state_root: PurePosixPath) -> DesiredContainer:
+def translate(placed: Placed[Container], manifests: Manifests) -> DesiredContainer:
     """The desired container of one Container object (see `desire`)."""
     problems: list[SourcedProblem] = []
 
@@ -133,7 +126,7 @@ def translate(placed: Placed[Container], manifests: Manifests, *,
         problem("spec.resources.memory", f"{spec.resources.memory} is below the runtime's "
                 "minimum of 6Mi: the runtime itself needs that much room")
     image = _image(placed, manifests, problem)
-    binds, local_dirs = _binds(placed, manifests, state_root, problem)
+    mounts, volumes = _volumes(placed, manifests, problem)
     if problems:
         raise ManifestSetError(problems)
     config: dict[str, Any] = {
@@ -148,7 +141,9 @@ def translate(placed: Placed[Container], manifests: Manifests, *,
         "memory_bytes": memory,
         "cpu_millis": cpu_millis(spec.resources.cpu) if spec.resources.cpu else None,
         "pids_limit": spec.resources.pids,
-        "binds": binds,
+        "binds": [],
+        "volumes": mounts,
+        "tmpfs": [],
         "network": NETWORK_MODES[spec.network.mode],
         "ports": [{"container_port": port.container_port, "host_port": port.host_port or 0,
                    "host_ip": port.host_ip, "protocol": port.protocol.value.lower()}
@@ -162,7 +157,7 @@ def translate(placed: Placed[Container], manifests: Manifests, *,
     }
     digest = spec_hash(config)
     config["labels"] = {MANAGED_BY: MANAGER, OBJECT: placed.key, SPEC_HASH: digest}
-    return DesiredContainer(placed.key, name, placed.source, config, digest, local_dirs)
+    return DesiredContainer(placed.key, name, placed.source, config, digest, volumes)
 
 
 def _image(placed: Placed[Container], manifests: Manifests, problem: _Report) -> str:
@@ -185,36 +180,35 @@ def _image(placed: Placed[Container], manifests: Manifests, problem: _Report) ->
     return str(image.reference)
 
 
-def _binds(placed: Placed[Container], manifests: Manifests, state_root: PurePosixPath,
-           problem: _Report) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
-    binds: list[dict[str, Any]] = []
-    local_dirs: list[str] = []
+def _volumes(placed: Placed[Container], manifests: Manifests, problem: _Report
+             ) -> tuple[list[dict[str, Any]], tuple[dict[str, Any], ...]]:
+    """The container's volume mounts, and the node volumes they need. A Volume `v` of
+    namespace `ns` is the node volume `ns.v`, of the same kind."""
+    mounts: list[dict[str, Any]] = []
+    volumes: dict[str, dict[str, Any]] = {}
     for index, mount in enumerate(placed.resource.spec.volume_mounts):
-        path = f"spec.volumeMounts[{index}].name"
         key = ObjectKey(f"{placed.namespace}/{mount.name}")
         found = manifests.volumes.get(key)
         if found is None:
-            problem(path, f"no Volume {key} among the manifests given: add its manifest to "
-                    "the files passed with -f")
+            problem(f"spec.volumeMounts[{index}].name", f"no Volume {key} among the "
+                    "manifests given: add its manifest to the files passed with -f")
             continue
-        volume = found.resource.spec
-        if volume.local is not None:
-            relative = PurePosixPath(VOLUMES_DIR, placed.namespace, mount.name,
-                                     *_sub(mount))
-            local_dirs.append(str(relative))
-            source = state_root / relative
-        elif volume.host_path is not None:
-            source = PurePosixPath(volume.host_path.path, *_sub(mount))
-        else:
-            what = "tmpfs" if volume.tmpfs is not None else "provider"
-            problem(path, f"Volume {key} is a {what} volume: dockyard up does not support "
-                    f"{what} volumes yet (issue 5); use a local or hostPath volume")
-            continue
-        binds.append({"source": str(source), "target": mount.mount_path,
-                      "readonly": mount.read_only})
-    return binds, tuple(local_dirs)
+        name = node_name(placed.namespace, mount.name)
+        volumes[name] = {"name": name, **_volume_settings(found.resource.spec,
+                                                          placed.namespace)}
+        mounts.append({"name": name, "target": mount.mount_path, "readonly": mount.read_only,
+                       "subpath": mount.sub_path or ""})
+    return mounts, tuple(volumes.values())
 
 
-def _sub(mount: VolumeMount) -> tuple[str, ...]:
-    # SubPath is validated clean (no '.', '..' or empty parts): it cannot climb out here.
-    return (mount.sub_path,) if mount.sub_path else ()
+def _volume_settings(volume: VolumeSpec, namespace: str) -> dict[str, Any]:
+    if volume.host_path is not None:
+        return {"kind": "hostPath", "host_path": volume.host_path.path,
+                "shared": volume.host_path.shared}
+    if volume.tmpfs is not None:
+        return {"kind": "tmpfs", "size_bytes": memory_bytes(volume.tmpfs.size_limit),
+                "mode": volume.tmpfs.mode}
+    if volume.provider is not None:
+        return {"kind": "provider", "provider": node_name(namespace, volume.provider.container),
+                "provider_path": volume.provider.path}
+    return {"kind": "local"}
