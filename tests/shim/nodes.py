@@ -94,3 +94,21 @@ def busybox_node(tmp_path: Path) -> Iterator[Node]:
         if ids:
             node.dockyard("rm", "-f", *ids)
         node.stop_daemon()
+        _reap_adopted_zombies()
+
+
+def _reap_adopted_zombies() -> None:
+    """Reap what a killed daemon left to this process: when the test process is a child
+    subreaper (a `Runtime` opened in it makes it one), a dead daemon's containers and fork
+    server are reparented to it, and end as its zombies."""
+    me = str(os.getpid())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+        except OSError:
+            continue
+        if parent == me and state == "Z":
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(entry.name), 0)
