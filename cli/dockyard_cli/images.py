@@ -42,6 +42,12 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(1)
 
 
+def confirmed(warning: str, *, force: bool) -> bool:
+    """Whether to go on with what `warning` says: yes with --force, else ask (as Docker's
+    prune commands do)."""
+    return force or click.confirm(f"WARNING! {warning} Are you sure you want to continue?")
+
+
 def reported(command: Callable[P, R]) -> Callable[P, R]:
     """Turn the store's errors into one line on stderr and exit status 1."""
 
@@ -286,8 +292,7 @@ def prune(all_images: bool, force: bool) -> None:
     built on is never removed.
     """
     what = "all images without a container" if all_images else "all dangling images"
-    if not force and not click.confirm(f"WARNING! This will remove {what}. Are you sure "
-                                       "you want to continue?"):
+    if not confirmed(f"This will remove {what}.", force=force):
         return
     root = state_root()
     in_use = images_in_use(root)

@@ -8,17 +8,21 @@ refers to (running or not) is never removed, with or without a daemon.
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 import click
 
 from dockyard_cli.flags import FlagError, parse_size
-from dockyard_cli.images import reported
+from dockyard_cli.images import confirmed, reported
 from dockyard_shim.daemon.paths import state_root
 from dockyard_shim.daemon.storage import open_volumes, volumes_in_use
 from dockyard_shim.errors import NotFoundError, ShimError
 from dockyard_shim.volumes import Kind, VolumeRecord, VolumeStore
+from dockyard_shim.volumes.transfer import export_volume, import_volume
 
 
 def open_store() -> VolumeStore:
@@ -184,8 +188,7 @@ def prune(all_volumes: bool, force: bool) -> None:
     every volume no container refers to. Their data is deleted."""
     what = "all volumes not used by a container" if all_volumes else \
         "all anonymous volumes not used by a container"
-    if not force and not click.confirm(f"WARNING! This will remove {what}. Are you sure "
-                                       "you want to continue?"):
+    if not confirmed(f"This will remove {what}.", force=force):
         return
     in_use = volumes_in_use(state_root())
     with open_store() as store:
@@ -193,6 +196,67 @@ def prune(all_volumes: bool, force: bool) -> None:
     click.echo("Deleted Volumes:" if removed else "Nothing to delete")
     for name in removed:
         click.echo(name)
+
+
+@volume.command("export")
+@click.argument("name")
+@click.option("-o", "--output", metavar="FILE", default="-", show_default=True,
+              help="Where to write the archive; '-' is standard output.")
+@reported
+def export(name: str, output: str) -> None:
+    """Write a volume's data as a tar stream with the sha256 of every file.
+
+    The archive holds the tree under data/ and, last, manifest.json with each file's
+    digest and size; `dockyard volume import` checks them all.
+
+    \b
+    Examples:
+      dockyard volume export pgdata > pgdata.tar
+      dockyard volume export pgdata | ssh other dockyard volume import pgdata
+    """
+    if output == "-" and sys.stdout.isatty():
+        raise click.UsageError("the archive is binary: redirect standard output, or use -o")
+    with open_store() as store:
+        record = store.get(name)
+        if record.kind is Kind.PROVIDER:
+            raise click.UsageError(f"{name} is a provider volume: its data is its provider's")
+        source = store.source(record)
+        with _output(output) as out:
+            stats = export_volume(source, out)
+    click.echo(f"exported {stats.files} files, {stats.bytes} bytes, "
+               f"manifest sha256:{stats.digest}", err=True)
+
+
+@volume.command("import")
+@click.argument("name")
+@click.option("-i", "--input", "source", metavar="FILE", default="-", show_default=True,
+              help="The archive to read (plain or gzip); '-' is standard input.")
+@reported
+def import_(name: str, source: str) -> None:
+    """Make a new local volume NAME from an archive of `dockyard volume export`.
+
+    Every file is checked against the archive's manifest before the volume can be used;
+    an archive that is damaged or cut short leaves NAME unusable (remove it and import
+    again).
+    """
+    with open_store() as store:
+        if source == "-":
+            stats = import_volume(store, name, sys.stdin.buffer)
+        else:
+            with open(source, "rb") as stream:
+                stats = import_volume(store, name, stream)
+    click.echo(f"imported {stats.files} files, {stats.bytes} bytes, "
+               f"manifest sha256:{stats.digest}", err=True)
+
+
+@contextmanager
+def _output(name: str) -> Iterator[IO[bytes]]:
+    if name == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    with open(name, "wb") as out:
+        yield out
 
 
 def _as_json(store: VolumeStore, record: VolumeRecord, *, usage: bool = False) -> dict[str, Any]:

@@ -60,12 +60,7 @@ class Node:
         server = self.server_pid()
         os.kill(server, signal.SIGKILL)
         self.stop_daemon(signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(server, 0)  # ours only if this process is a subreaper
-        deadline = time.monotonic() + 10
-        while Path(f"/proc/{server}").exists():
-            assert time.monotonic() < deadline, "the killed server is still there"
-            time.sleep(0.02)
+        end_orphan(server, signal.SIGKILL)
 
     def stop_daemon(self, signum: int = signal.SIGTERM) -> None:
         assert self.daemon is not None
@@ -95,6 +90,18 @@ def busybox_node(tmp_path: Path) -> Iterator[Node]:
             node.dockyard("rm", "-f", *ids)
         node.stop_daemon()
         _reap_adopted_zombies()
+
+
+def end_orphan(pid: int, signum: int) -> None:
+    """Signal a process the test started but whose parent is gone, and wait until it is."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)  # ours only if this process is a subreaper
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists():
+        assert time.monotonic() < deadline, f"process {pid} did not end"
+        time.sleep(0.02)
 
 
 def _reap_adopted_zombies() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from dockyard_cli.client import Client
-from tests.shim.nodes import Node, busybox_node
+from tests.shim.nodes import Node, busybox_node, end_orphan
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -152,13 +152,7 @@ def test_killing_the_keeper_leaves_the_server_serving(node: Node) -> None:
     assert (result.returncode, result.stdout) == (0, "still here\n")
     assert "survivor" in node.dockyard("ps", check=True).stdout
     node.dockyard("rm", "-f", "survivor", check=True)
-    os.kill(server, signal.SIGTERM)  # orphaned now: end it ourselves
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(server, 0)  # ours only if this process is a subreaper
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{server}").exists():
-        assert time.monotonic() < deadline, "the orphaned server did not stop"
-        time.sleep(0.05)
+    end_orphan(server, signal.SIGTERM)  # orphaned now: end it ourselves
 
 
 def test_exec_runs_in_a_running_container_with_its_exit_code(node: Node) -> None:

@@ -109,3 +109,19 @@ def test_volume_data_survives_a_sigkill_of_the_daemon(node: Node) -> None:
     assert _volumes(node) == ["count"]
     node.dockyard("rm", "-f", "counter", check=True)
     assert int((data / "n").read_text()) > before  # removing the container keeps the data
+
+
+def test_export_and_import_carry_a_volume_to_a_new_one(node: Node, tmp_path: Path) -> None:
+    node.dockyard("run", "--rm", "-v", "src:/d", "busybox", "sh", "-c",
+                  "mkdir -p /d/a && echo payload > /d/a/f && ln -s /d/a /d/link", check=True)
+    archive = tmp_path / "src.tar"
+    exported = node.dockyard("volume", "export", "src", "-o", str(archive), check=True)
+    assert "exported 1 files" in exported.stderr
+    imported = node.dockyard("volume", "import", "dst", "-i", str(archive), check=True)
+    assert exported.stderr.split("manifest ")[1] == imported.stderr.split("manifest ")[1]
+    result = node.dockyard("run", "--rm", "-v", "dst:/d", "busybox", "cat", "/d/link/f",
+                           check=True)
+    assert result.stdout == "payload\n"
+    again = node.dockyard("volume", "import", "dst", "-i", str(archive))
+    assert again.returncode == 1
+    assert "exists already" in again.stderr

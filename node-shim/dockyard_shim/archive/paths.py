@@ -22,22 +22,22 @@ descriptor at a time however deep the tree is.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
-import platform
 import stat
 from collections.abc import Callable, Iterator, Sequence
 
-from dockyard_shim.errors import InvalidArgumentError
+from dockyard_shim.errors import InvalidArgumentError, UnavailableError
+from dockyard_shim.kernel import LinuxKernel
+from dockyard_shim.kernel.consts import (
+    RESOLVE_BENEATH,
+    RESOLVE_NO_MAGICLINKS,
+    RESOLVE_NO_SYMLINKS,
+)
 
 PATH_MAX = 4096  # linux/limits.h, NUL included: a longer name is unusable inside a container
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
-_RESOLVE_NO_MAGICLINKS = 0x02  # linux/openat2.h
-_RESOLVE_NO_SYMLINKS = 0x04
-_RESOLVE_BENEATH = 0x08
-_OPENAT2 = {"x86_64": 437, "aarch64": 437}  # the same number on both (asm-generic)
 
 
 def split_name(name: str) -> tuple[str, ...]:
@@ -63,36 +63,27 @@ def split_name(name: str) -> tuple[str, ...]:
     return parts
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                ("resolve", ctypes.c_uint64)]
-
-
 class _Openat2:
-    """openat2(2) via ctypes, switched off for good the first time the kernel lacks it."""
+    """openat2(2) through the kernel seam, switched off for good the first time the kernel
+    lacks it (or a seccomp filter refuses it)."""
 
     def __init__(self) -> None:
-        self.number = _OPENAT2.get(platform.machine())
-        self._syscall: Callable[..., int] | None = None
-        if self.number is not None:
-            libc = ctypes.CDLL(None, use_errno=True)
-            self._syscall = libc.syscall
-            libc.syscall.restype = ctypes.c_long
+        try:
+            self._kernel: LinuxKernel | None = LinuxKernel()
+        except UnavailableError:  # a machine without a syscall table
+            self._kernel = None
 
     def open_dir(self, dir_fd: int, path: str) -> int | None:
         """A descriptor of the directory `path` beneath `dir_fd`; None when not possible."""
-        if self._syscall is None or self.number is None:
+        if self._kernel is None:
             return None
-        how = _OpenHow(DIR_FLAGS, 0,
-                       _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS)
-        fd = self._syscall(ctypes.c_long(self.number), ctypes.c_int(dir_fd),
-                           ctypes.c_char_p(os.fsencode(path)), ctypes.byref(how),
-                           ctypes.c_size_t(ctypes.sizeof(how)))
-        if fd >= 0:
-            return int(fd)
-        if ctypes.get_errno() in (errno.ENOSYS, errno.EPERM, errno.E2BIG):  # old kernel, seccomp
-            self._syscall = None
-        return None
+        try:
+            return self._kernel.openat2(dir_fd, path, DIR_FLAGS, RESOLVE_BENEATH
+                                        | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
+        except OSError as e:
+            if e.errno in (errno.ENOSYS, errno.EPERM, errno.E2BIG):  # old kernel, seccomp
+                self._kernel = None
+            return None
 
 
 _openat2 = _Openat2()

@@ -56,6 +56,9 @@ _SCHEMA = ("""CREATE TABLE IF NOT EXISTS volumes (
     body TEXT NOT NULL
 )""",)
 _TRASH = "trash-"
+STATE_LABEL = "dockyard.dev/state"
+IMPORTING = "importing"
+"""A volume labelled so is being filled (`transfer.import_volume`): not mounted yet."""
 _DB = "volumes.db"
 
 
@@ -102,6 +105,10 @@ class VolumeStore:
     def source(self, record: VolumeRecord) -> Path:
         """The host directory a container's mount of this volume binds from (a tmpfs
         volume is mounted there now if it is not already)."""
+        if record.labels.get(STATE_LABEL) == IMPORTING:
+            raise FailedPreconditionError(
+                f"volume {record.name} is being imported, or its import did not finish: "
+                "wait, or remove it and import again")
         if record.kind is Kind.LOCAL:
             return self._make_data_dir(record.name)  # gone only after a crash: empty then
         if record.kind is Kind.HOST_PATH:
@@ -147,6 +154,14 @@ class VolumeStore:
                     db.execute("DELETE FROM volumes WHERE name = ?", (record.name,))
                 raise
         return record
+
+    def put(self, record: VolumeRecord) -> None:
+        """Store a changed record of an existing volume (its labels)."""
+        with self._db.write() as db:
+            cursor = db.execute("UPDATE volumes SET body = ? WHERE name = ?",
+                                (json.dumps(record.to_json()), record.name))
+            if cursor.rowcount == 0:
+                raise NotFoundError(f"no such volume: {record.name}")
 
     def create_anonymous(self, labels: dict[str, str] | None = None) -> VolumeRecord:
         """A local volume with a random name, for one container's `-v /path`."""

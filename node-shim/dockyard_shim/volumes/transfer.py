@@ -1,0 +1,188 @@
+"""A volume's data as one verifiable stream: export, and import into a new volume.
+
+The stream is a PAX tar: the volume's tree under `data/` (regular files, directories,
+symlinks, hard links, with modes, owners and times), then `manifest.json`, last, with the
+sha256 and size of every regular file. Export hashes each file as it streams it, so the
+data is read once. Import writes into a volume that is not usable yet (labelled
+`dockyard.dev/state: importing`, refused by `VolumeStore.source`), hashes as it writes,
+and checks the manifest at the end: a missing, extra, changed or truncated file, or a
+stream cut short before its manifest, fails the import and leaves the volume marked, so
+it is never used half filled. Remove it and import again.
+
+Extraction goes into a directory no one else writes to, member by member through a
+filter: no absolute name, no `..`, nothing written through a link out of the directory,
+no hard link to anything outside it, no devices or fifos; modes and owners (numeric) are
+kept as the volume had them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from dockyard_shim.errors import FailedPreconditionError, InvalidArgumentError
+from dockyard_shim.volumes.model import Kind, VolumeRecord
+from dockyard_shim.volumes.store import IMPORTING, STATE_LABEL, VolumeStore
+
+_DATA = "data"
+_MANIFEST = "manifest.json"
+_FORMAT = 1
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class TransferStats:
+    files: int
+    bytes: int
+    digest: str
+    """sha256 of the manifest: one value that names the whole content."""
+
+
+class _Hashing(io.RawIOBase):
+    """Reads through to `raw`, hashing what passes."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._raw.read(len(buffer))
+        buffer[:len(data)] = data
+        self.sha256.update(data)
+        self.size += len(data)
+        return len(data)
+
+
+def export_volume(source: Path, out: IO[bytes]) -> TransferStats:
+    """Write the tree at `source` (a volume's data directory) to `out`."""
+    files: dict[str, dict[str, Any]] = {}
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        tar.add(source, arcname=_DATA, recursive=False)
+        for directory, dirs, names in os.walk(source):
+            dirs.sort()
+            for name in sorted(dirs) + sorted(names):
+                path = os.path.join(directory, name)
+                arcname = f"{_DATA}/{os.path.relpath(path, source)}"
+                info = tar.gettarinfo(path, arcname)
+                if info.isreg():
+                    with open(path, "rb") as f:
+                        reader = _Hashing(f)
+                        tar.addfile(info, io.BufferedReader(reader, _CHUNK))
+                    files[arcname] = {"sha256": reader.sha256.hexdigest(), "size": reader.size}
+                elif info.isdir() or info.issym() or info.islnk():
+                    tar.addfile(info)
+                # sockets, fifos and devices are not data: left out
+        manifest = json.dumps({"format": _FORMAT, "files": files}, sort_keys=True).encode()
+        info = tarfile.TarInfo(_MANIFEST)
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+    return _stats(files, manifest)
+
+
+def import_volume(store: VolumeStore, name: str, stream: IO[bytes]) -> TransferStats:
+    """Make the local volume `name` from an exported stream; usable only once verified."""
+    record = store.create(VolumeRecord(name=name, labels={STATE_LABEL: IMPORTING}))
+    if record.labels.get(STATE_LABEL) != IMPORTING or record.kind is not Kind.LOCAL:
+        raise FailedPreconditionError(f"volume {name} exists already: import into a new one")
+    staging = store.root / name / "import"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    seen: dict[str, dict[str, Any]] = {}
+    manifest: dict[str, Any] | None = None
+    with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        for member in tar:
+            if member.name == _MANIFEST:
+                manifest = json.load(_member_data(tar, member))
+                continue
+            if manifest is not None:
+                raise InvalidArgumentError("malformed volume archive: data after its manifest")
+            if member.name != _DATA and not member.name.startswith(f"{_DATA}/"):
+                raise InvalidArgumentError(
+                    f"malformed volume archive: {member.name!r} is outside data/")
+            if member.isreg():
+                _checked(member, str(staging))
+                reader = _Hashing(_member_data(tar, member))
+                _write_file(staging / member.name, io.BufferedReader(reader, _CHUNK))
+                _finish(staging, member)
+                seen[member.name] = {"sha256": reader.sha256.hexdigest(), "size": reader.size}
+            else:
+                tar.extract(member, staging, filter=_checked, numeric_owner=True)
+    _verify(manifest, seen)
+    data = store.root / name / "_data"
+    if data.exists() and not any(data.iterdir()):
+        data.rmdir()  # the empty one made with the record
+    (staging / _DATA).rename(data)
+    staging.rmdir()
+    store.put(record.with_(labels={k: v for k, v in record.labels.items()
+                                   if k != STATE_LABEL}))
+    return _stats(seen, json.dumps(manifest, sort_keys=True).encode())
+
+
+def _stats(files: dict[str, dict[str, Any]], manifest: bytes) -> TransferStats:
+    return TransferStats(len(files), sum(f["size"] for f in files.values()),
+                         hashlib.sha256(manifest).hexdigest())
+
+
+def _member_data(tar: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:
+    data = tar.extractfile(member)
+    if data is None:
+        raise InvalidArgumentError(f"volume archive member {member.name!r} has no data")
+    return data
+
+
+def _checked(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo:
+    """`member` as it is, if it may be extracted under `destination`."""
+    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        raise InvalidArgumentError(
+            f"volume archive member {member.name!r} is a device or fifo: not volume data")
+    link = member.linkname
+    if member.islnk() and (link.startswith("/") or ".." in link.split("/")
+                           or not link.startswith(f"{_DATA}/")):
+        raise InvalidArgumentError(
+            f"volume archive member {member.name!r} is a hard link out of the volume")
+    try:
+        tarfile.tar_filter(member, destination)  # raises for names that would land outside
+    except tarfile.FilterError as e:
+        raise InvalidArgumentError(f"volume archive member {member.name!r}: {e}") from None
+    return member  # modes and owners as the volume had them
+
+
+def _write_file(path: Path, source: IO[bytes]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "xb") as out:
+        shutil.copyfileobj(source, out, _CHUNK)
+
+
+def _finish(staging: Path, member: tarfile.TarInfo) -> None:
+    """Owner, mode and times of an extracted regular file, as tarfile would set them."""
+    path = staging / member.name
+    os.chown(path, member.uid, member.gid)
+    os.chmod(path, member.mode)
+    os.utime(path, (member.mtime, member.mtime))
+
+
+def _verify(manifest: dict[str, Any] | None, seen: dict[str, dict[str, Any]]) -> None:
+    if manifest is None:
+        raise InvalidArgumentError(
+            "the volume archive ends before its manifest: it was cut short; export again")
+    if manifest.get("format") != _FORMAT:
+        raise InvalidArgumentError(f"volume archive format {manifest.get('format')!r} is not "
+                                   f"{_FORMAT}: export it with this dockyard")
+    expected: dict[str, dict[str, Any]] = manifest.get("files") or {}
+    wrong = sorted(name for name in set(expected) | set(seen)
+                   if expected.get(name) != seen.get(name))
+    if wrong:
+        raise InvalidArgumentError(
+            f"the volume archive does not match its manifest ({', '.join(wrong[:5])}): it "
+            "was damaged or changed; export it again")
