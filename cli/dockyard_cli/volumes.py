@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
 import click
@@ -22,6 +23,7 @@ from dockyard_shim.daemon.paths import state_root
 from dockyard_shim.daemon.storage import open_volumes, volumes_in_use
 from dockyard_shim.errors import NotFoundError, ShimError
 from dockyard_shim.volumes import Kind, VolumeRecord, VolumeStore
+from dockyard_shim.volumes.remote import pull_volume, read_token
 from dockyard_shim.volumes.transfer import export_volume, import_volume
 
 
@@ -246,6 +248,36 @@ def import_(name: str, source: str) -> None:
             with open(source, "rb") as stream:
                 stats = import_volume(store, name, stream)
     click.echo(f"imported {stats.files} files, {stats.bytes} bytes, "
+               f"manifest sha256:{stats.digest}", err=True)
+
+
+@volume.command("pull")
+@click.argument("name")
+@click.option("--from", "source", required=True, metavar="http://HOST:PORT",
+              help="The peer shim's transfer listener (its DOCKYARD_TRANSFER_LISTEN).")
+@click.option("--remote", "remote_name", default="", metavar="NAME",
+              help="The volume's name on the peer (default: NAME).")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              envvar="DOCKYARD_TRANSFER_TOKEN_FILE", required=True,
+              help="The token this node shares with its peers "
+                   "(default: $DOCKYARD_TRANSFER_TOKEN_FILE).")
+@reported
+def pull(name: str, source: str, remote_name: str, token_file: Path) -> None:
+    """Copy a volume from another node's shim into the new local volume NAME.
+
+    The request is signed with the shared token (which never travels) and the data is
+    checked file by file, and as a whole against the sender's signature, before NAME can
+    be used. If the transfer breaks off, NAME stays unusable: pull again.
+
+    \b
+    Examples:
+      dockyard volume pull pgdata --from http://10.0.0.5:7459
+      dockyard volume pull pgdata-copy --remote pgdata --from http://node-a:7459
+    """
+    with open_store() as store:
+        stats = pull_volume(store, name, source, read_token(token_file),
+                            remote_name=remote_name)
+    click.echo(f"pulled {stats.files} files, {stats.bytes} bytes, "
                f"manifest sha256:{stats.digest}", err=True)
 
 

@@ -70,10 +70,10 @@ class Node:
 
 
 @contextmanager
-def busybox_node(tmp_path: Path) -> Iterator[Node]:
+def busybox_node(tmp_path: Path, **extra_env: str) -> Iterator[Node]:
     """A running daemon under `tmp_path` with busybox:latest imported."""
     env = {**os.environ, "DOCKYARD_ROOT": str(tmp_path / "root"),
-           "DOCKYARD_HOST": str(tmp_path / "dockyard.sock")}
+           "DOCKYARD_HOST": str(tmp_path / "dockyard.sock"), **extra_env}
     node = Node(env, tmp_path)
     rootfs = busybox_rootfs(tmp_path / "rootfs")
     with tarfile.open(tmp_path / "busybox.tar", "w") as tar:

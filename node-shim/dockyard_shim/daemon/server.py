@@ -21,6 +21,7 @@ from dockyard_common import get_logger
 from dockyard_shim.daemon.api import Handler, make_app
 from dockyard_shim.daemon.node import Node
 from dockyard_shim.daemon.ports import PublishedPorts
+from dockyard_shim.daemon.transfer import TransferConfig, transfer_app
 from dockyard_shim.errors import ShimError
 from dockyard_shim.runtime.restart import restart_delay
 from dockyard_shim.runtime.state import ContainerRecord, Status
@@ -109,6 +110,18 @@ class ExitWatcher:
         self._watched.clear()
 
 
+async def _serve_transfers(node: Node) -> web.AppRunner | None:
+    """The transfer listener, when this node is configured to serve volumes to peers."""
+    config = TransferConfig.from_env()
+    if config is None:
+        return None
+    runner = web.AppRunner(transfer_app(node.runtime.volumes, config.token), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.host, config.port).start()
+    log.info("serving volume transfers", listen=f"{config.host}:{config.port}")
+    return runner
+
+
 async def serve(node: Node, socket: Path, *, ready: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM or SIGINT; containers keep running afterwards."""
     app = make_app(node.runtime, node.images)
@@ -140,6 +153,7 @@ async def serve(node: Node, socket: Path, *, ready: asyncio.Event | None = None)
     site = web.UnixSite(runner, str(socket))
     await site.start()
     socket.chmod(0o660)  # root and the socket's group only: the API runs containers as root
+    transfers = await _serve_transfers(node)
     records = node.runtime.store.all()
     watcher.sync(records)
     await ports.sync(records)  # a new daemon publishes the ports of running containers again
@@ -157,5 +171,7 @@ async def serve(node: Node, socket: Path, *, ready: asyncio.Event | None = None)
         watcher.close()
         await ports.close()
         await runner.cleanup()
+        if transfers is not None:
+            await transfers.cleanup()
         socket.unlink(missing_ok=True)
         log.info("dockyard shim stopped; containers keep running")

@@ -18,6 +18,7 @@ kept as the volume had them.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import json
 import os
@@ -33,6 +34,7 @@ from dockyard_shim.volumes.store import IMPORTING, STATE_LABEL, VolumeStore
 
 _DATA = "data"
 _MANIFEST = "manifest.json"
+_MAC = "manifest.hmac"
 _FORMAT = 1
 _CHUNK = 1 << 20
 
@@ -64,8 +66,10 @@ class _Hashing(io.RawIOBase):
         return len(data)
 
 
-def export_volume(source: Path, out: IO[bytes]) -> TransferStats:
-    """Write the tree at `source` (a volume's data directory) to `out`."""
+def export_volume(source: Path, out: IO[bytes], *, mac_key: bytes = b"") -> TransferStats:
+    """Write the tree at `source` (a volume's data directory) to `out`. With `mac_key`,
+    `manifest.hmac` follows the manifest: its HMAC-SHA256 under that key, which proves the
+    content to a receiver who shares the key (`remote`)."""
     files: dict[str, dict[str, Any]] = {}
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         tar.add(source, arcname=_DATA, recursive=False)
@@ -84,14 +88,26 @@ def export_volume(source: Path, out: IO[bytes]) -> TransferStats:
                     tar.addfile(info)
                 # sockets, fifos and devices are not data: left out
         manifest = json.dumps({"format": _FORMAT, "files": files}, sort_keys=True).encode()
-        info = tarfile.TarInfo(_MANIFEST)
-        info.size = len(manifest)
-        tar.addfile(info, io.BytesIO(manifest))
+        _add_bytes(tar, _MANIFEST, manifest)
+        if mac_key:
+            _add_bytes(tar, _MAC, _mac(mac_key, manifest).encode())
     return _stats(files, manifest)
 
 
-def import_volume(store: VolumeStore, name: str, stream: IO[bytes]) -> TransferStats:
-    """Make the local volume `name` from an exported stream; usable only once verified."""
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _mac(key: bytes, manifest: bytes) -> str:
+    return hmac.new(key, manifest, hashlib.sha256).hexdigest()
+
+
+def import_volume(store: VolumeStore, name: str, stream: IO[bytes], *,
+                  mac_key: bytes = b"") -> TransferStats:
+    """Make the local volume `name` from an exported stream; usable only once verified.
+    With `mac_key`, the manifest must also carry the sender's HMAC under that key."""
     record = store.create(VolumeRecord(name=name, labels={STATE_LABEL: IMPORTING}))
     if record.labels.get(STATE_LABEL) != IMPORTING or record.kind is not Kind.LOCAL:
         raise FailedPreconditionError(f"volume {name} exists already: import into a new one")
@@ -99,11 +115,39 @@ def import_volume(store: VolumeStore, name: str, stream: IO[bytes]) -> TransferS
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     seen: dict[str, dict[str, Any]] = {}
+    try:
+        manifest, raw_manifest, mac = _extract(stream, staging, seen)
+    except tarfile.TarError as e:
+        raise InvalidArgumentError(f"the volume archive is damaged or cut short: {e}") from e
+    _verify(manifest, seen)
+    if mac_key and not hmac.compare_digest(mac, _mac(mac_key, raw_manifest)):
+        raise InvalidArgumentError(
+            "the volume archive is not the sender's: its manifest's HMAC does not match the "
+            "shared key (a wrong token, or the data was changed on the way)")
+    data = store.root / name / "_data"
+    if data.exists() and not any(data.iterdir()):
+        data.rmdir()  # the empty one made with the record
+    (staging / _DATA).rename(data)
+    staging.rmdir()
+    store.put(record.with_(labels={k: v for k, v in record.labels.items()
+                                   if k != STATE_LABEL}))
+    return _stats(seen, raw_manifest)
+
+
+def _extract(stream: IO[bytes], staging: Path, seen: dict[str, dict[str, Any]]
+             ) -> tuple[dict[str, Any] | None, bytes, str]:
+    """Extract the archive's data under `staging`, hashing each file into `seen`; its
+    manifest (None if it never came), the manifest's bytes and its HMAC (or "")."""
     manifest: dict[str, Any] | None = None
+    raw_manifest, mac = b"", ""
     with tarfile.open(fileobj=stream, mode="r|*") as tar:
         for member in tar:
-            if member.name == _MANIFEST:
-                manifest = json.load(_member_data(tar, member))
+            if member.name == _MANIFEST and manifest is None:
+                raw_manifest = _member_data(tar, member).read()
+                manifest = json.loads(raw_manifest)
+                continue
+            if member.name == _MAC and manifest is not None and not mac:
+                mac = _member_data(tar, member).read().decode(errors="replace")
                 continue
             if manifest is not None:
                 raise InvalidArgumentError("malformed volume archive: data after its manifest")
@@ -118,15 +162,7 @@ def import_volume(store: VolumeStore, name: str, stream: IO[bytes]) -> TransferS
                 seen[member.name] = {"sha256": reader.sha256.hexdigest(), "size": reader.size}
             else:
                 tar.extract(member, staging, filter=_checked, numeric_owner=True)
-    _verify(manifest, seen)
-    data = store.root / name / "_data"
-    if data.exists() and not any(data.iterdir()):
-        data.rmdir()  # the empty one made with the record
-    (staging / _DATA).rename(data)
-    staging.rmdir()
-    store.put(record.with_(labels={k: v for k, v in record.labels.items()
-                                   if k != STATE_LABEL}))
-    return _stats(seen, json.dumps(manifest, sort_keys=True).encode())
+    return manifest, raw_manifest, mac
 
 
 def _stats(files: dict[str, dict[str, Any]], manifest: bytes) -> TransferStats:

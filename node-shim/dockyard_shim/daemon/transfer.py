@@ -1,0 +1,91 @@
+"""The shim's transfer listener: other shims pull volumes from here (`volumes.remote`).
+
+Off unless configured: `DOCKYARD_TRANSFER_LISTEN=HOST:PORT` and a shared token in
+`DOCKYARD_TRANSFER_TOKEN_FILE`. One route, GET /v1/volumes/{name}/archive, signed by the
+puller; the archive streams from a thread (the export hashes every file) through a pipe,
+so the event loop never reads the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from dockyard_common import get_logger
+from dockyard_shim.errors import InvalidArgumentError, ShimError
+from dockyard_shim.volumes import Kind, VolumeStore, check_name
+from dockyard_shim.volumes.remote import ARCHIVE_PATH, check_authorization, read_token
+from dockyard_shim.volumes.transfer import export_volume
+
+log = get_logger(__name__)
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    host: str
+    port: int
+    token: bytes
+
+    @classmethod
+    def from_env(cls) -> TransferConfig | None:
+        listen = os.environ.get("DOCKYARD_TRANSFER_LISTEN", "")
+        if not listen:
+            return None
+        host, _, port = listen.rpartition(":")
+        token_file = os.environ.get("DOCKYARD_TRANSFER_TOKEN_FILE", "")
+        if not host or not port.isdigit() or not token_file:
+            raise InvalidArgumentError(
+                "DOCKYARD_TRANSFER_LISTEN is HOST:PORT, and needs the shared token in "
+                "DOCKYARD_TRANSFER_TOKEN_FILE")
+        return cls(host, int(port), read_token(Path(token_file)))
+
+
+def transfer_app(volumes: VolumeStore, token: bytes) -> web.Application:
+    async def archive(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        try:
+            key = check_authorization(token, ARCHIVE_PATH.format(name=check_name(name)),
+                                      request.headers.get("Authorization", ""))
+        except (PermissionError, InvalidArgumentError) as e:
+            log.warning("refused a volume transfer", volume=name, peer=request.remote)
+            raise web.HTTPUnauthorized(text=str(e)) from None
+        try:
+            record = await asyncio.to_thread(volumes.get, name)
+            if record.kind is Kind.PROVIDER:
+                raise InvalidArgumentError(f"{name} is a provider volume: its data is its "
+                                           "provider's")
+            source = await asyncio.to_thread(volumes.source, record)
+        except ShimError as e:
+            raise web.HTTPNotFound(text=str(e)) from None
+        response = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
+        await response.prepare(request)
+        read_end, write_end = os.pipe()
+        sender = threading.Thread(target=_export, args=(source, write_end, key), daemon=True)
+        sender.start()
+        try:
+            with open(read_end, "rb", buffering=0) as pipe:
+                while chunk := await asyncio.to_thread(pipe.read, _CHUNK):
+                    await response.write(chunk)
+        finally:
+            await asyncio.to_thread(sender.join)
+        await response.write_eof()
+        log.info("sent a volume", volume=name, peer=request.remote)
+        return response
+
+    app = web.Application()
+    app.router.add_get(ARCHIVE_PATH.format(name="{name}"), archive)
+    return app
+
+
+def _export(source: Path, write_end: int, key: bytes) -> None:
+    try:
+        with open(write_end, "wb") as pipe:
+            export_volume(source, pipe, mac_key=key)
+    except (OSError, ShimError) as e:  # the puller went away, or the disk failed
+        log.warning("a volume transfer ended early", error=str(e))

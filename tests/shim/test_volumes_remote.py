@@ -1,0 +1,156 @@
+"""Pulling a volume from another node's shim: signed, verified, and never used half done.
+
+Node A runs a daemon with its transfer listener on 127.0.0.1; node B is another state
+root that pulls from it. A relay between them can cut the stream or change a byte."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.shim.nodes import Node, busybox_node
+
+pytestmark = [pytest.mark.root, pytest.mark.e2e]
+
+Mangle = Callable[[bytes, int], bytes | None]
+"""Given a chunk from A and the bytes relayed so far: what B gets; None cuts the line."""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def token(tmp_path: Path) -> Path:
+    path = tmp_path / "token"
+    path.write_text(os.urandom(24).hex())
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def node_a(tmp_path: Path, token: Path) -> Iterator[tuple[Node, int]]:
+    port = _free_port()
+    with busybox_node(tmp_path / "a", DOCKYARD_TRANSFER_LISTEN=f"127.0.0.1:{port}",
+                      DOCKYARD_TRANSFER_TOKEN_FILE=str(token)) as node:
+        node.dockyard("run", "--rm", "-v", "pgdata:/d", "busybox", "sh", "-c",
+                      "mkdir /d/base && dd if=/dev/urandom of=/d/base/rel bs=1M count=4 "
+                      "2>/dev/null && echo ok > /d/flag", check=True)
+        yield node, port
+
+
+def _b_env(tmp_path: Path, token: Path) -> dict[str, str]:
+    return {**os.environ, "DOCKYARD_ROOT": str(tmp_path / "b" / "root"),
+            "DOCKYARD_HOST": str(tmp_path / "b" / "dockyard.sock"),
+            "DOCKYARD_TRANSFER_TOKEN_FILE": str(token)}
+
+
+def _pull(node_a: Node, env: dict[str, str], port: int, *args: str) -> tuple[int, str]:
+    node_b = Node(env, Path(env["DOCKYARD_ROOT"]).parent)
+    result = node_b.dockyard("volume", "pull", *args, "--from", f"http://127.0.0.1:{port}")
+    return result.returncode, result.stderr
+
+
+def _data(root: str, name: str) -> dict[str, bytes]:
+    base = Path(root, "volumes", name, "_data")
+    return {str(p.relative_to(base)): p.read_bytes() for p in base.rglob("*") if p.is_file()}
+
+
+def test_a_pulled_volume_is_the_same_data(node_a: tuple[Node, int], tmp_path: Path,
+                                          token: Path) -> None:
+    node, port = node_a
+    env = _b_env(tmp_path, token)
+    code, out = _pull(node, env, port, "pgdata")
+    assert code == 0, out
+    assert _data(env["DOCKYARD_ROOT"], "pgdata") == _data(node.env["DOCKYARD_ROOT"], "pgdata")
+    code, out = _pull(node, env, port, "copy", "--remote", "pgdata")
+    assert code == 0, out
+    shown = json.loads(Node(env, tmp_path).dockyard("volume", "inspect", "copy").stdout)[0]
+    assert "dockyard.dev/state" not in shown["Labels"]
+
+
+def test_a_peer_without_the_token_gets_nothing(node_a: tuple[Node, int], tmp_path: Path) -> None:
+    node, port = node_a
+    other = tmp_path / "other-token"
+    other.write_text(os.urandom(24).hex())
+    other.chmod(0o600)
+    env = {**_b_env(tmp_path, other)}
+    code, out = _pull(node, env, port, "pgdata")
+    assert code == 1
+    assert "401" in out
+    assert "not signed with this node's token" in out
+    assert not Path(env["DOCKYARD_ROOT"], "volumes", "pgdata").exists()
+
+
+class _Relay:
+    """One connection from B to A, passing A's answer through `mangle`."""
+
+    def __init__(self, upstream: int, mangle: Mangle) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._upstream, self._mangle = upstream, mangle
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        client, _ = self._listener.accept()
+        with client, socket.create_connection(("127.0.0.1", self._upstream)) as server:
+            client.settimeout(5)
+            request = client.recv(65536)
+            server.sendall(request)
+            passed = 0
+            while chunk := server.recv(65536):
+                changed = self._mangle(chunk, passed)
+                if changed is None:
+                    return  # the line breaks
+                client.sendall(changed)
+                passed += len(chunk)
+
+    def close(self) -> None:
+        self._listener.close()
+        self._thread.join(timeout=10)
+
+
+def _cut_after(limit: int) -> Mangle:
+    return lambda chunk, passed: None if passed > limit else chunk
+
+
+def _flip_at(offset: int) -> Mangle:
+    def flip(chunk: bytes, passed: int) -> bytes:
+        if passed <= offset < passed + len(chunk):
+            data = bytearray(chunk)
+            data[offset - passed] ^= 0x01
+            return bytes(data)
+        return chunk
+    return flip
+
+
+@pytest.mark.parametrize(("mangle", "message"), [
+    (_cut_after(1 << 20), "cut short"),
+    (_flip_at(3 << 20), "does not match its manifest"),
+], ids=["broken-off", "changed-on-the-way"])
+def test_a_transfer_that_fails_leaves_nothing_usable_and_a_new_pull_starts_over(
+        node_a: tuple[Node, int], tmp_path: Path, token: Path, mangle: Mangle,
+        message: str) -> None:
+    node, port = node_a
+    env = _b_env(tmp_path, token)
+    relay = _Relay(port, mangle)
+    try:
+        code, out = _pull(node, env, relay.port, "pgdata")
+    finally:
+        relay.close()
+    assert code == 1
+    assert message in out or "broke off" in out, out
+    shown = Node(env, tmp_path / "b").dockyard("volume", "inspect", "pgdata", check=True)
+    assert json.loads(shown.stdout)[0]["Labels"] == {"dockyard.dev/state": "importing"}
+    code, out = _pull(node, env, port, "pgdata")
+    assert code == 0, out
+    assert _data(env["DOCKYARD_ROOT"], "pgdata") == _data(node.env["DOCKYARD_ROOT"], "pgdata")
