@@ -1,7 +1,8 @@
 """Dockyard's benchmarks for the runtime, side by side with its peers, as ratios.
 
     .venv/bin/python bench/run.py [--samples 30] [--containers 500] [--cycles 1000]
-                                  [--only start,snapshot,memory,leaks,pull,commit,volume-io]
+                                  [--only start,snapshot,memory,leaks,pull,commit,
+                                          volume-io,volume-transfer]
 
 Measures, in one run on this machine (absolute times are noise here; ratios are not):
 - start: /bin/true in a busybox image, create -> start -> exit -> delete, through the
@@ -13,8 +14,9 @@ Measures, in one run on this machine (absolute times are noise here; ratios are 
   cycles;
 - pull and commit: see bench/images.py (image pulls from a private registry, sharing of
   base layers, commit of 10,000 changed files; against skopeo and Docker);
-- volume-io: see bench/volumes.py (sequential and small-file I/O in a container on a
-  volume and in its overlay root, against the same directory from the host).
+- volume-io and volume-transfer: see bench/volumes.py (sequential and small-file I/O in a
+  container on a volume and in its overlay root, against the same directory from the host;
+  a 1 GiB volume pulled from the daemon's transfer listener, against rsync -a).
 It runs its own daemon on a private state root, and removes everything it made.
 """
 
@@ -41,6 +43,7 @@ from dockerd import DockerdUnavailableError, private_dockerd  # noqa: E402
 from measure import interleaved, report_times  # noqa: E402 -- bench/ is on the path
 
 DOCKYARD = [sys.executable, "-m", "dockyard_cli"]
+TRANSFER_PORT = 47459  # the benchmark daemon's volume transfer listener, on 127.0.0.1
 
 
 # ------------------------------------------------------------------------ the daemon
@@ -49,8 +52,13 @@ DOCKYARD = [sys.executable, "-m", "dockyard_cli"]
 @contextmanager
 def daemon(work: Path) -> Iterator[dict[str, str]]:
     """A private dockyard daemon with the busybox image imported; env for the CLI."""
+    token = work / "transfer.token"
+    token.write_text(os.urandom(24).hex())
+    token.chmod(0o600)
     env = {**os.environ, "DOCKYARD_ROOT": str(work / "root"),
-           "DOCKYARD_HOST": str(work / "dockyard.sock")}
+           "DOCKYARD_HOST": str(work / "dockyard.sock"),
+           "DOCKYARD_TRANSFER_LISTEN": f"127.0.0.1:{TRANSFER_PORT}",
+           "DOCKYARD_TRANSFER_TOKEN_FILE": str(token)}
     busybox_image.build(work / "busybox.tar")
     subprocess.run([*DOCKYARD, "import", str(work / "busybox.tar"), "busybox"], env=env,
                    check=True, capture_output=True)
@@ -298,7 +306,8 @@ def main() -> None:
     parser.add_argument("--containers", type=int, default=500)
     parser.add_argument("--cycles", type=int, default=1000)
     parser.add_argument("--only",
-                        default="start,snapshot,memory,leaks,pull,commit,volume-io")
+                        default="start,snapshot,memory,leaks,pull,commit,volume-io,"
+                                "volume-transfer")
     args = parser.parse_args()
     wanted = set(args.only.split(","))
     if os.geteuid() != 0:
@@ -328,10 +337,10 @@ def main() -> None:
                              "prepare on a 2 MiB image")
             if wanted & {"pull", "commit"}:
                 bench_images(work, env, wanted, max(3, args.samples // 6))
-            if "volume-io" in wanted:
-                from volumes import bench_volume_io, report_volume_io  # noqa: PLC0415
+            if wanted & {"volume-io", "volume-transfer"}:
+                from volumes import bench_volumes  # noqa: PLC0415
 
-                report_volume_io(bench_volume_io(env, max(3, args.samples // 8)))
+                bench_volumes(work, env, wanted, TRANSFER_PORT, max(3, args.samples // 8))
             if "memory" in wanted:
                 memory = bench_memory(args.containers)
                 print(f"\n### Memory with {args.containers} sleeping containers\n")

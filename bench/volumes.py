@@ -22,11 +22,17 @@ Workloads:
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
+
+from measure import report_times
 
 DOCKYARD = [sys.executable, "-m", "dockyard_cli"]
 BUSYBOX = "/bin/busybox"
@@ -116,3 +122,67 @@ def report_volume_io(rows: list[tuple[str, dict[str, float]]]) -> None:
               f"{rate['overlay']:.0f} {unit} | {rate['volume'] / rate['host']:.3f} | "
               f"{rate['overlay'] / rate['host']:.3f} |")
 
+
+
+# ------------------------------------------------------------------- transfer
+
+
+TRANSFER_FILES = 8
+TRANSFER_MIB = 1024
+
+
+def bench_volume_transfer(work: Path, env: dict[str, str], port: int,
+                          samples: int) -> list[tuple[str, list[float]]]:
+    """A 1 GiB volume pulled from the daemon's transfer listener into another state root
+    (`dockyard volume pull`: export, HTTP on 127.0.0.1, import, every file hashed on both
+    sides) vs `rsync -a` of its directory. The copy is removed after each sample, untimed."""
+    def dockyard(*args: str, root: Path | None = None) -> str:
+        run_env = env if root is None else {**env, "DOCKYARD_ROOT": str(root)}
+        return subprocess.run([*DOCKYARD, *args], env=run_env, check=True,
+                              capture_output=True, text=True).stdout
+
+    dockyard("volume", "create", "bench-xfer")
+    data = Path(json.loads(dockyard("volume", "inspect", "bench-xfer"))[0]["Mountpoint"])
+    chunk = os.urandom(1 << 20)
+    for index in range(TRANSFER_FILES):
+        with (data / f"part-{index}").open("wb") as f:
+            for _ in range(TRANSFER_MIB // TRANSFER_FILES):
+                f.write(chunk)
+    receiver = work / "receiver"
+    copies = work / "rsync-copies"
+    copies.mkdir(exist_ok=True)
+    contenders: dict[str, tuple[Callable[[int], object], Callable[[int], object]]] = {
+        "dockyard volume pull": (
+            lambda n: dockyard("volume", "pull", f"copy-{n}", "--remote", "bench-xfer",
+                               "--from", f"http://127.0.0.1:{port}", root=receiver),
+            lambda n: dockyard("volume", "rm", f"copy-{n}", root=receiver)),
+        "rsync -a": (
+            lambda n: subprocess.run(["rsync", "-a", f"{data}/", str(copies / f"copy-{n}")],
+                                     check=True),
+            lambda n: shutil.rmtree(copies / f"copy-{n}")),
+    }
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    try:
+        for sample in range(samples + 1):  # the first round warms caches, uncounted
+            turn = list(contenders.items())
+            for name, (copy, remove) in turn[::-1] if sample % 2 else turn:
+                start = time.perf_counter()
+                copy(sample)
+                if sample:
+                    times[name].append(time.perf_counter() - start)
+                remove(sample)
+    finally:
+        dockyard("volume", "rm", "bench-xfer")
+        shutil.rmtree(receiver, ignore_errors=True)
+        shutil.rmtree(copies, ignore_errors=True)
+    return list(times.items())
+
+
+def bench_volumes(work: Path, env: dict[str, str], wanted: set[str], port: int,
+                  samples: int) -> None:
+    """Run and report the volume benchmarks named in `wanted`."""
+    if "volume-io" in wanted:
+        report_volume_io(bench_volume_io(env, samples))
+    if "volume-transfer" in wanted:
+        report_times("Transfer of a 1 GiB volume to another state root",
+                     bench_volume_transfer(work, env, port, samples), "rsync -a")

@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the project uses: Python, the runtime's tools (runc as the reference
 # runtime in tests and benchmarks, busybox-static to build test images, skopeo and
-# docker-registry for images, iproute2 for network checks, and docker.io: a Docker engine
-# the tests start privately, with its networking off, to compare containers with ours).
+# docker-registry for images, iproute2 for network checks, docker.io: a Docker engine
+# the tests start privately, with its networking off, to compare containers with ours, and
+# rsync, the peer of the volume transfer benchmark).
 APT_PACKAGES=(python3 python3-venv python3-dev git ca-certificates
-              runc busybox-static skopeo docker-registry iproute2 docker.io)
+              runc busybox-static skopeo docker-registry iproute2 docker.io rsync)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

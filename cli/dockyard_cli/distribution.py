@@ -13,7 +13,8 @@ from pathlib import Path
 
 import click
 
-from dockyard_cli.images import open_store, reported
+from dockyard_cli.images import open_store
+from dockyard_cli.reporting import reported
 from dockyard_common import for_machines
 from dockyard_shim.images import distribution
 from dockyard_shim.images.transport import login as registry_login

@@ -8,18 +8,18 @@ commands stay as they are. Errors print one line on stderr and exit 1.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import click
 
+from dockyard_cli.reporting import confirmed, reported
 from dockyard_shim.daemon.paths import state_root
 from dockyard_shim.daemon.storage import images_in_use, open_images
 from dockyard_shim.errors import ShimError
@@ -35,33 +35,6 @@ def open_store() -> Iterator[ImageStore]:
     snapshotter, store = open_images(state_root())
     with snapshotter, store:
         yield store
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"Error: {message}", err=True)
-    raise SystemExit(1)
-
-
-def confirmed(warning: str, *, force: bool) -> bool:
-    """Whether to go on with what `warning` says: yes with --force, else ask (as Docker's
-    prune commands do)."""
-    return force or click.confirm(f"WARNING! {warning} Are you sure you want to continue?")
-
-
-def reported(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn the store's errors into one line on stderr and exit status 1."""
-
-    @functools.wraps(command)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except ShimError as e:
-            _fail(str(e))
-        except PermissionError as e:
-            _fail(f"{e.strerror}: {e.filename} (run as root, or set DOCKYARD_ROOT to a directory "
-                  "you own)")
-
-    return run
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from typing import IO, Any
 import click
 
 from dockyard_cli.flags import FlagError, parse_size
-from dockyard_cli.images import confirmed, reported
+from dockyard_cli.reporting import confirmed, reported
 from dockyard_shim.daemon.paths import state_root
 from dockyard_shim.daemon.storage import open_volumes, volumes_in_use
 from dockyard_shim.errors import NotFoundError, ShimError
@@ -232,7 +232,7 @@ def export(name: str, output: str) -> None:
 @volume.command("import")
 @click.argument("name")
 @click.option("-i", "--input", "source", metavar="FILE", default="-", show_default=True,
-              help="The archive to read (plain or gzip); '-' is standard input.")
+              help="The archive to read (from `volume export`); '-' is standard input.")
 @reported
 def import_(name: str, source: str) -> None:
     """Make a new local volume NAME from an archive of `dockyard volume export`.

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dockyard_shim.background import Later, now
 from dockyard_shim.daemon.paths import host_paths
-from dockyard_shim.images import ImageStore
 from dockyard_shim.runtime.datamounts import volumes_in_use as volumes_used_by
-from dockyard_shim.runtime.ports import RunnableImage
 from dockyard_shim.runtime.state import ContainerRecord, StateStore
-from dockyard_shim.snapshots import OverlaySnapshotter
 from dockyard_shim.volumes import VolumeStore
+
+if TYPE_CHECKING:  # imported where used: the volume commands need neither
+    from dockyard_shim.images import ImageStore
+    from dockyard_shim.snapshots import OverlaySnapshotter
 
 
 def _container_records(root: Path) -> list[ContainerRecord]:
@@ -33,6 +35,8 @@ def images_in_use(root: Path) -> set[str]:
     """The ids of the images that the containers under `root` were created from, read
     from their records (whether or not a daemon runs): what an image prune must keep."""
     records = _container_records(root)
+    from dockyard_shim.runtime.ports import RunnableImage  # noqa: PLC0415 -- see the imports
+
     used = set()
     for record in records:
         with contextlib.suppress(OSError, ValueError, TypeError):  # a bundle half gone
@@ -42,6 +46,9 @@ def images_in_use(root: Path) -> set[str]:
 
 def open_images(root: Path, *, sweep: Later = now) -> tuple[OverlaySnapshotter, ImageStore]:
     """The node's snapshotter and image store under `root`; the caller closes both."""
+    from dockyard_shim.images import ImageStore  # noqa: PLC0415 -- see the imports
+    from dockyard_shim.snapshots import OverlaySnapshotter  # noqa: PLC0415
+
     snapshots = OverlaySnapshotter(root / "overlay", sweep=sweep)
     return snapshots, ImageStore(root / "images", snapshots)
 

@@ -2,17 +2,18 @@
 
 Off unless configured: `DOCKYARD_TRANSFER_LISTEN=HOST:PORT` and a shared token in
 `DOCKYARD_TRANSFER_TOKEN_FILE`. One route, GET /v1/volumes/{name}/archive, signed by the
-puller; the archive streams from a thread (the export hashes every file) through a pipe,
-so the event loop never reads the disk.
+puller; the export runs on a worker thread (it reads and hashes every file) and hands the
+event loop 1 MiB pieces to send, so the loop never reads the disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -21,6 +22,9 @@ from dockyard_shim.errors import InvalidArgumentError, ShimError
 from dockyard_shim.volumes import Kind, VolumeStore, check_name
 from dockyard_shim.volumes.remote import ARCHIVE_PATH, check_authorization, read_token
 from dockyard_shim.volumes.transfer import export_volume
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 log = get_logger(__name__)
 _CHUNK = 1 << 20
@@ -65,17 +69,10 @@ def transfer_app(volumes: VolumeStore, token: bytes) -> web.Application:
             raise web.HTTPNotFound(text=str(e)) from None
         response = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
         await response.prepare(request)
-        read_end, write_end = os.pipe()
-        sender = threading.Thread(target=_export, args=(source, write_end, key), daemon=True)
-        sender.start()
-        try:
-            with open(read_end, "rb", buffering=0) as pipe:
-                while chunk := await asyncio.to_thread(pipe.read, _CHUNK):
-                    await response.write(chunk)
-        finally:
-            await asyncio.to_thread(sender.join)
+        loop = asyncio.get_running_loop()
+        sent = await asyncio.to_thread(_export, source, response, loop, key)
         await response.write_eof()
-        log.info("sent a volume", volume=name, peer=request.remote)
+        log.info("sent a volume", volume=name, peer=request.remote, complete=sent)
         return response
 
     app = web.Application()
@@ -83,9 +80,30 @@ def transfer_app(volumes: VolumeStore, token: bytes) -> web.Application:
     return app
 
 
-def _export(source: Path, write_end: int, key: bytes) -> None:
+class _ResponseWriter(io.RawIOBase):
+    """A file whose writes go out on an aiohttp response, from a worker thread: each
+    waits for the event loop to take it (so a slow peer slows the export down)."""
+
+    def __init__(self, response: web.StreamResponse, loop: asyncio.AbstractEventLoop) -> None:
+        self._response = response
+        self._loop = loop
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer) -> int:
+        piece = bytes(data)  # the caller may reuse its buffer once this returns
+        asyncio.run_coroutine_threadsafe(self._response.write(piece), self._loop).result()
+        return len(piece)
+
+
+def _export(source: Path, response: web.StreamResponse, loop: asyncio.AbstractEventLoop,
+            key: bytes) -> bool:
+    """Stream the export in 1 MiB pieces; False when it ended early."""
     try:
-        with open(write_end, "wb") as pipe:
-            export_volume(source, pipe, mac_key=key)
+        with io.BufferedWriter(_ResponseWriter(response, loop), _CHUNK) as out:
+            export_volume(source, out, mac_key=key)
     except (OSError, ShimError) as e:  # the puller went away, or the disk failed
         log.warning("a volume transfer ended early", error=str(e))
+        return False
+    return True

@@ -2,7 +2,7 @@
 
 The stream is a PAX tar: the volume's tree under `data/` (regular files, directories,
 symlinks, hard links, with modes, owners and times), then `manifest.json`, last, with the
-sha256 and size of every regular file. Export hashes each file as it streams it, so the
+BLAKE3 digest and size of every regular file. Export hashes each file as it streams it, so the
 data is read once. Import writes into a volume that is not usable yet (labelled
 `dockyard.dev/state: importing`, refused by `VolumeStore.source`), hashes as it writes,
 and checks the manifest at the end: a missing, extra, changed or truncated file, or a
@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from blake3 import blake3
+
 from dockyard_shim.errors import FailedPreconditionError, InvalidArgumentError
 from dockyard_shim.volumes.model import Kind, VolumeRecord
 from dockyard_shim.volumes.store import IMPORTING, STATE_LABEL, VolumeStore
@@ -35,7 +37,7 @@ from dockyard_shim.volumes.store import IMPORTING, STATE_LABEL, VolumeStore
 _DATA = "data"
 _MANIFEST = "manifest.json"
 _MAC = "manifest.hmac"
-_FORMAT = 1
+_FORMAT = 2  # 1 had SHA-256 digests
 _CHUNK = 1 << 20
 
 
@@ -47,23 +49,57 @@ class TransferStats:
     """sha256 of the manifest: one value that names the whole content."""
 
 
-class _Hashing(io.RawIOBase):
-    """Reads through to `raw`, hashing what passes."""
+class _Hashing:
+    """Reads through to `raw`, hashing what passes (BLAKE3): what tarfile copies from."""
 
     def __init__(self, raw: IO[bytes]) -> None:
         self._raw = raw
-        self.sha256 = hashlib.sha256()
+        self.hash = blake3()
         self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self.hash.update(data)
+        self.size += len(data)
+        return data
+
+
+class _Sequential(io.RawIOBase):
+    """A stream TarFile can use without its stream mode, whose buffer copies every byte
+    again: it knows its position, and seeks only forward (by reading and dropping), which
+    is all a first-to-last walk through an archive needs."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._position = 0
+
+    def writable(self) -> bool:
+        return True
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self._raw.read(len(buffer))
-        buffer[:len(data)] = data
-        self.sha256.update(data)
-        self.size += len(data)
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self._raw.write(data)
+        self._position += len(data)
         return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self._position += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset if whence == io.SEEK_SET else self._position + offset
+        if whence == io.SEEK_END or target < self._position:
+            raise io.UnsupportedOperation("a volume archive is read once, first to last")
+        while self._position < target:
+            if not self.read(min(target - self._position, _CHUNK)):
+                break  # the end: the next header read finds it
+        return self._position
 
 
 def export_volume(source: Path, out: IO[bytes], *, mac_key: bytes = b"") -> TransferStats:
@@ -71,7 +107,8 @@ def export_volume(source: Path, out: IO[bytes], *, mac_key: bytes = b"") -> Tran
     `manifest.hmac` follows the manifest: its HMAC-SHA256 under that key, which proves the
     content to a receiver who shares the key (`remote`)."""
     files: dict[str, dict[str, Any]] = {}
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.TarFile(fileobj=_Sequential(out), mode="w", format=tarfile.PAX_FORMAT,
+                         copybufsize=_CHUNK) as tar:
         tar.add(source, arcname=_DATA, recursive=False)
         for directory, dirs, names in os.walk(source):
             dirs.sort()
@@ -80,10 +117,10 @@ def export_volume(source: Path, out: IO[bytes], *, mac_key: bytes = b"") -> Tran
                 arcname = f"{_DATA}/{os.path.relpath(path, source)}"
                 info = tar.gettarinfo(path, arcname)
                 if info.isreg():
-                    with open(path, "rb") as f:
+                    with open(path, "rb", buffering=0) as f:
                         reader = _Hashing(f)
-                        tar.addfile(info, io.BufferedReader(reader, _CHUNK))
-                    files[arcname] = {"sha256": reader.sha256.hexdigest(), "size": reader.size}
+                        tar.addfile(info, reader)
+                    files[arcname] = {"blake3": reader.hash.hexdigest(), "size": reader.size}
                 elif info.isdir() or info.issym() or info.islnk():
                     tar.addfile(info)
                 # sockets, fifos and devices are not data: left out
@@ -140,7 +177,8 @@ def _extract(stream: IO[bytes], staging: Path, seen: dict[str, dict[str, Any]]
     manifest (None if it never came), the manifest's bytes and its HMAC (or "")."""
     manifest: dict[str, Any] | None = None
     raw_manifest, mac = b"", ""
-    with tarfile.open(fileobj=stream, mode="r|*") as tar:
+    source = _Sequential(stream)
+    with tarfile.TarFile(fileobj=source, mode="r", copybufsize=_CHUNK) as tar:
         for member in tar:
             if member.name == _MANIFEST and manifest is None:
                 raw_manifest = _member_data(tar, member).read()
@@ -156,10 +194,8 @@ def _extract(stream: IO[bytes], staging: Path, seen: dict[str, dict[str, Any]]
                     f"malformed volume archive: {member.name!r} is outside data/")
             if member.isreg():
                 _checked(member, str(staging))
-                reader = _Hashing(_member_data(tar, member))
-                _write_file(staging / member.name, io.BufferedReader(reader, _CHUNK))
+                seen[member.name] = _write_file(staging / member.name, member, source)
                 _finish(staging, member)
-                seen[member.name] = {"sha256": reader.sha256.hexdigest(), "size": reader.size}
             else:
                 tar.extract(member, staging, filter=_checked, numeric_owner=True)
     return manifest, raw_manifest, mac
@@ -194,10 +230,22 @@ def _checked(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo:
     return member  # modes and owners as the volume had them
 
 
-def _write_file(path: Path, source: IO[bytes]) -> None:
+def _write_file(path: Path, member: tarfile.TarInfo, source: _Sequential) -> dict[str, Any]:
+    """Write a regular file's data from where it lies in the stream, hashing it on the way
+    (one copy: straight from the stream to the file); its digest and size."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "xb") as out:
-        shutil.copyfileobj(source, out, _CHUNK)
+    source.seek(member.offset_data)
+    digest, left = blake3(), member.size
+    with open(path, "xb", buffering=0) as out:  # x: never through something already there
+        while left:
+            data = source.read(min(left, _CHUNK))
+            if not data:
+                raise InvalidArgumentError("the volume archive ends inside a file: it was "
+                                           "cut short; export again")
+            digest.update(data)
+            out.write(data)
+            left -= len(data)
+    return {"blake3": digest.hexdigest(), "size": member.size}
 
 
 def _finish(staging: Path, member: tarfile.TarInfo) -> None:
