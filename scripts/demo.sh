@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up (scripts/setup.sh), then show Dockyard end to end as far as it goes today: real
 # containers on this machine (namespaces, overlay snapshots, cgroup limits) from a busybox
-# image built from Debian's busybox-static, diff and commit, a push and pull through a
+# image built from Debian's busybox-static, volumes, diff and commit, a push and pull through a
 # private registry it starts on 127.0.0.1 (and stops), then the Kubernetes API: CRDs
 # generated from the models, examples checked as the API server will, and bad input
 # refused.
@@ -57,6 +57,19 @@ dockyard run --name demo-change busybox sh -c 'echo tuned > /etc/motd; rm /bin/t
 dockyard diff demo-change
 dockyard commit -m "tuned" -c 'CMD ["cat", "/etc/motd"]' demo-change demo/tuned:1
 dockyard rm demo-change
+
+step "Volumes: data that outlives its containers, bind-mounted, exported with checksums"
+dockyard rm -f demo-writer >/dev/null 2>&1 || true
+dockyard volume rm -f demo-notes demo-notes-copy >/dev/null 2>&1 || true
+dockyard run --rm -v demo-notes:/notes busybox sh -c 'date > /notes/first; echo written'
+dockyard run --rm --mount type=volume,source=demo-notes,target=/n,readonly busybox \
+  sh -c 'cat /n/first; touch /n/x 2>&1 || true'
+dockyard run --rm --tmpfs /scratch:size=1m busybox sh -c 'df -h /scratch | tail -1'
+dockyard volume export demo-notes -o .venv/cache/demo-notes.tar
+dockyard volume import demo-notes-copy -i .venv/cache/demo-notes.tar
+dockyard volume ls
+dockyard run --rm -v /etc:/host-etc busybox true || echo "(refused: exit code $?)"
+dockyard volume rm demo-notes demo-notes-copy
 
 step "Push, pull and run through a private registry (Debian's docker-registry on 127.0.0.1)"
 registry_dir=$(mktemp -d /tmp/dockyard-demo-registry.XXXXXX)
