@@ -64,9 +64,9 @@ def sandbox(tmp_path: Path, request: pytest.FixtureRequest,
             monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     """A root next to a canary; resolution by openat2 (Linux ≥ 5.6) and by the fallback."""
     if request.param == "component walk":
-        monkeypatch.setattr(paths._openat2, "_syscall", None)
+        monkeypatch.setattr(paths._openat2, "_kernel", None)
     else:
-        assert paths._openat2._syscall is not None, "this kernel should have openat2"
+        assert paths._openat2._kernel is not None, "this kernel should have openat2"
     root, outside = tmp_path / "root", tmp_path / "outside"
     root.mkdir()
     outside.mkdir(mode=0o755)
