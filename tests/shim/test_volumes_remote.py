@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_cli.client import Client, DaemonError
 from tests.shim.nodes import Node, busybox_node
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
@@ -154,3 +155,20 @@ def test_a_transfer_that_fails_leaves_nothing_usable_and_a_new_pull_starts_over(
     code, out = _pull(node, env, port, "pgdata")
     assert code == 0, out
     assert _data(env["DOCKYARD_ROOT"], "pgdata") == _data(node.env["DOCKYARD_ROOT"], "pgdata")
+
+
+def test_the_operator_asks_the_new_nodes_daemon_to_pull(node_a: tuple[Node, int],
+                                                         tmp_path: Path, token: Path) -> None:
+    """What the operator does when a consumer moves: POST /volumes/NAME/pull to the shim of
+    the consumer's new node, then start the consumer there."""
+    port = node_a[1]
+    with busybox_node(tmp_path / "b", DOCKYARD_TRANSFER_TOKEN_FILE=str(token)) as node_b:
+        client = Client(Path(node_b.env["DOCKYARD_HOST"]))
+        answer = client.call("POST", "/volumes/moved/pull",
+                             {"from": f"http://127.0.0.1:{port}", "remote": "pgdata"})
+        assert answer["Files"] == 2
+        result = node_b.dockyard("run", "--rm", "-v", "moved:/d", "busybox", "cat", "/d/flag",
+                                 check=True)
+        assert result.stdout == "ok\n"
+        with pytest.raises(DaemonError, match="refused volume nothing"):
+            client.call("POST", "/volumes/nothing/pull", {"from": f"http://127.0.0.1:{port}"})

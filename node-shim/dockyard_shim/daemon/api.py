@@ -21,12 +21,15 @@ from typing import Any
 from aiohttp import web
 
 from dockyard_shim.daemon.commit import commit_container
-from dockyard_shim.errors import InvalidArgumentError, ShimError
+from dockyard_shim.errors import FailedPreconditionError, InvalidArgumentError, ShimError
 from dockyard_shim.images import ImageStore, parse_reference
 from dockyard_shim.runtime.config import ContainerConfig
 from dockyard_shim.runtime.process import StartError
 from dockyard_shim.runtime.runtime import Runtime
 from dockyard_shim.runtime.state import ContainerRecord
+from dockyard_shim.volumes import VolumeStore
+from dockyard_shim.volumes.remote import pull_volume, read_token
+from dockyard_shim.volumes.transfer import TransferStats
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
 IMAGES: web.AppKey[ImageStore] = web.AppKey("images", ImageStore)
@@ -263,6 +266,26 @@ def _exit_event(pid: int) -> Iterator[asyncio.Event]:
         os.close(fd)
 
 
+async def volume_pull(request: web.Request) -> web.Response:
+    """Make a volume from a peer shim's (what the operator asks of a consumer's new node):
+    body {"from": "http://PEER:PORT", "remote": NAME}; the token is this node's own."""
+    body = await _json(request)
+    token_file = os.environ.get("DOCKYARD_TRANSFER_TOKEN_FILE", "")
+    if not token_file:
+        raise FailedPreconditionError("this node has no transfer token: set "
+                                      "DOCKYARD_TRANSFER_TOKEN_FILE for its shim")
+    stats = await _call(request, _pull, request.app[RUNTIME].volumes,
+                        request.match_info["name"], str(body.get("from") or ""),
+                        Path(token_file), str(body.get("remote") or ""))
+    return web.json_response({"Files": stats.files, "Bytes": stats.bytes,
+                              "ManifestDigest": f"sha256:{stats.digest}"}, status=201)
+
+
+def _pull(store: VolumeStore, name: str, source: str, token_file: Path,
+          remote: str) -> TransferStats:
+    return pull_volume(store, name, source, read_token(token_file), remote_name=remote)
+
+
 async def _json(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
@@ -295,4 +318,5 @@ def make_app(runtime: Runtime, images: ImageStore) -> web.Application:
     app.router.add_post("/containers/{ref}/exec", exec_create)
     app.router.add_get("/exec/{id}/logs", exec_logs)
     app.router.add_post("/exec/{id}/wait", exec_wait)
+    app.router.add_post("/volumes/{name}/pull", volume_pull)
     return app
