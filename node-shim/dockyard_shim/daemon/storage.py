@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 from dockyard_shim.background import Later, now
 from dockyard_shim.daemon.paths import host_paths
-from dockyard_shim.runtime.datamounts import volumes_in_use as volumes_used_by
 from dockyard_shim.runtime.state import ContainerRecord, StateStore
 from dockyard_shim.volumes import VolumeStore
+from dockyard_shim.volumes import volumes_in_use as volumes_used_by
 
 if TYPE_CHECKING:  # imported where used: the volume commands need neither
     from dockyard_shim.images import ImageStore

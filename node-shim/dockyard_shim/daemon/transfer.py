@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 _CHUNK = 1 << 20
+_SEND_TIMEOUT = 60.0  # seconds a peer may take to take the next piece
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,16 @@ def transfer_app(volumes: VolumeStore, token: bytes) -> web.Application:
             raise web.HTTPNotFound(text=str(e)) from None
         response = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
         await response.prepare(request)
-        loop = asyncio.get_running_loop()
-        sent = await asyncio.to_thread(_export, source, response, loop, key)
+        transport = request.transport
+        if request.version < (1, 1) and transport is not None:
+            # HTTP/1.0 (dockyard's own pullers): no framing, the body runs to the close, so
+            # the worker thread may write it to the socket itself, once the head is out.
+            while transport.get_write_buffer_size():
+                await asyncio.sleep(0.001)
+            out: io.RawIOBase = _SocketWriter(transport.get_extra_info("socket").fileno())
+        else:
+            out = _ResponseWriter(response, asyncio.get_running_loop())
+        sent = await asyncio.to_thread(_export, source, out, key)
         await response.write_eof()
         log.info("sent a volume", volume=name, peer=request.remote, complete=sent)
         return response
@@ -97,11 +107,30 @@ class _ResponseWriter(io.RawIOBase):
         return len(piece)
 
 
-def _export(source: Path, response: web.StreamResponse, loop: asyncio.AbstractEventLoop,
-            key: bytes) -> bool:
+class _SocketWriter(io.RawIOBase):
+    """A file whose writes go straight to a socket the event loop holds (a duplicate of
+    its descriptor, with a timeout: the loop's socket stays non-blocking)."""
+
+    def __init__(self, fd: int) -> None:
+        self._socket = socket.socket(fileno=os.dup(fd))
+        self._socket.settimeout(_SEND_TIMEOUT)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer) -> int:
+        self._socket.sendall(data)
+        return memoryview(data).nbytes
+
+    def close(self) -> None:
+        self._socket.close()
+        super().close()
+
+
+def _export(source: Path, raw: io.RawIOBase, key: bytes) -> bool:
     """Stream the export in 1 MiB pieces; False when it ended early."""
     try:
-        with io.BufferedWriter(_ResponseWriter(response, loop), _CHUNK) as out:
+        with io.BufferedWriter(raw, _CHUNK) as out:
             export_volume(source, out, mac_key=key)
     except (OSError, ShimError) as e:  # the puller went away, or the disk failed
         log.warning("a volume transfer ended early", error=str(e))

@@ -5,8 +5,8 @@ volumes that do not exist yet (local ones, as `docker run -v NAME:/path` does), 
 host binds against the node's `HostPaths` (the path given and where its links lead). At
 start, `data_mounts` turns the config into the `DataMount`s the spawner performs inside
 the container's root (a volume's subpath is resolved there, inside the volume). Volumes in
-use are found from the container records (`volumes_in_use`): a volume any container
-refers to, running or not, is never removed.
+use are found from the container records (`volumes.volumes_in_use`): a volume any
+container refers to, running or not, is never removed.
 """
 
 from __future__ import annotations
@@ -99,15 +99,6 @@ def anonymous_volumes(config: ContainerConfig, store: VolumeStore) -> list[str]:
             if store.get(use.name).anonymous:
                 found.append(use.name)
     return found
-
-
-def volumes_in_use(configs: Iterable[dict[str, object]]) -> set[str]:
-    """The names of the volumes these containers (their stored configs) refer to."""
-    used = set()
-    for config in configs:
-        for use in config.get("volumes") or ():  # type: ignore[attr-defined]
-            used.add(str(use["name"]))
-    return used
 
 
 def unmount_idle(store: VolumeStore, names: Iterable[str], running: Iterable[str]) -> None:

@@ -59,7 +59,6 @@ from dockyard_shim.runtime.datamounts import (
     exports_of,
     release,
     unmount_idle,
-    volumes_in_use,
 )
 from dockyard_shim.runtime.execs import Execs
 from dockyard_shim.runtime.initlayer import init_layer
@@ -80,7 +79,7 @@ from dockyard_shim.runtime.state import (
     require,
 )
 from dockyard_shim.snapshots.changes import Change, changes
-from dockyard_shim.volumes import HostPaths, VolumeStore
+from dockyard_shim.volumes import HostPaths, VolumeStore, volumes_in_use
 
 _EXIT_RECORD_GRACE = 1.0  # how long to wait for another reaper's exit record
 _TRASH = "trash-"  # the name prefix of a removed container's bundle until it is deleted

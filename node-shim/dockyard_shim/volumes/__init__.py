@@ -8,7 +8,15 @@
 Imports `kernel`, `db`, `background` and `errors` from the shim; the runtime and the CLI import it.
 """
 
-from dockyard_shim.volumes.model import HostPaths, Kind, VolumeRecord, check_name, check_subpath
+from dockyard_shim.volumes.model import (
+    HostPaths,
+    Kind,
+    VolumeRecord,
+    check_name,
+    check_subpath,
+    volumes_in_use,
+)
 from dockyard_shim.volumes.store import VolumeStore
 
-__all__ = ["HostPaths", "Kind", "VolumeRecord", "VolumeStore", "check_name", "check_subpath"]
+__all__ = ["HostPaths", "Kind", "VolumeRecord", "VolumeStore", "check_name", "check_subpath",
+           "volumes_in_use"]

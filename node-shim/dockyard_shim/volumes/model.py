@@ -13,6 +13,7 @@ Pure data and checks: no I/O.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import PurePosixPath
@@ -62,6 +63,11 @@ class VolumeRecord:
 
     def with_(self, **changes: Any) -> VolumeRecord:
         return replace(self, **changes)
+
+
+def volumes_in_use(configs: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The names of the volumes these containers' stored configs (their JSON) refer to."""
+    return {str(use["name"]) for config in configs for use in config.get("volumes") or ()}
 
 
 def check_name(name: str) -> str:

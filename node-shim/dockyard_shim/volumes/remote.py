@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.client
 import secrets
+import socket
 import urllib.parse
 from pathlib import Path
+from typing import IO
 
 from dockyard_shim.errors import InvalidArgumentError, NotFoundError, UnavailableError
 from dockyard_shim.volumes.model import check_name
@@ -31,6 +32,7 @@ from dockyard_shim.volumes.transfer import TransferStats, import_volume
 
 SCHEME = "Dockyard-HMAC"
 ARCHIVE_PATH = "/v1/volumes/{name}/archive"
+_HEAD_MAX = 8192
 
 
 def read_token(path: Path) -> bytes:
@@ -75,23 +77,39 @@ def pull_volume(store: VolumeStore, name: str, source: str, token: bytes, *,
         raise InvalidArgumentError(f"{source!r}: write the peer shim as http://HOST:PORT")
     path = ARCHIVE_PATH.format(name=urllib.parse.quote(remote))
     nonce = secrets.token_hex(16)
-    connection = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=timeout)
     try:
+        connection = socket.create_connection((url.hostname, url.port or 80), timeout=timeout)
+    except OSError as e:
+        raise UnavailableError(f"cannot reach the shim at {source}: {e}") from e
+    # HTTP/1.0 on purpose: the body then comes plain until the server closes, without
+    # HTTP/1.1's chunk framing to decode (a fifth of the time on 1 GiB). Its end is known
+    # from the archive itself: the manifest comes last.
+    with connection, connection.makefile("rb") as stream:
         try:
-            connection.request("GET", path, headers={
-                "Authorization": authorization(token, path, nonce)})
-            response = connection.getresponse()
+            connection.sendall(f"GET {path} HTTP/1.0\r\nHost: {url.netloc}\r\n"
+                               f"Authorization: {authorization(token, path, nonce)}\r\n\r\n"
+                               .encode())
+            status = _read_head(stream)
         except OSError as e:
             raise UnavailableError(f"cannot reach the shim at {source}: {e}") from e
-        if response.status != 200:
-            detail = response.read(4096).decode(errors="replace").strip()
-            error = NotFoundError if response.status == 404 else UnavailableError
-            raise error(f"the shim at {source} refused volume {remote}: "
-                        f"{response.status} {detail}")
+        if status != 200:
+            detail = stream.read(4096).decode(errors="replace").strip()
+            error = NotFoundError if status == 404 else UnavailableError
+            raise error(f"the shim at {source} refused volume {remote}: {status} {detail}")
         try:
-            return import_volume(store, name, response, mac_key=session_key(token, nonce))
-        except (OSError, http.client.HTTPException) as e:  # the line broke: stays marked
+            return import_volume(store, name, stream, mac_key=session_key(token, nonce))
+        except OSError as e:  # the line broke: the volume stays marked, unusable
             raise UnavailableError(f"the transfer of volume {remote} from {source} broke "
                                    f"off: {e}; pull again") from e
-    finally:
-        connection.close()
+
+
+def _read_head(stream: IO[bytes]) -> int:
+    """The status of an HTTP response whose head (status line, headers) is read here."""
+    status_line = stream.readline(_HEAD_MAX)
+    parts = status_line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise UnavailableError(f"the peer did not answer in HTTP: {status_line[:80]!r}")
+    for _ in range(100):
+        if stream.readline(_HEAD_MAX) in (b"\r\n", b"\n", b""):
+            return int(parts[1])
+    raise UnavailableError("the peer's answer has too many headers")
