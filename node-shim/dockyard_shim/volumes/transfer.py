@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import tarfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -78,8 +79,9 @@ class _Sequential(io.RawIOBase):
     def __init__(self, raw: IO[bytes]) -> None:
         self._raw = raw
         self._position = 0
-        self.buffer = bytearray(_CHUNK)
-        """A scratch buffer for the reader's own copies (`_write_file`)."""
+        self.buffers = (memoryview(bytearray(_CHUNK)), memoryview(bytearray(_CHUNK)))
+        """Two scratch buffers for the reader's own copies: one fills while the other is
+        written out (`_write_file`)."""
 
     def writable(self) -> bool:
         return True
@@ -250,19 +252,31 @@ def _write_file(path: Path, member: tarfile.TarInfo, source: _Sequential) -> dic
     path.parent.mkdir(parents=True, exist_ok=True)
     source.seek(member.offset_data)
     digest, left = blake3(), member.size
-    buffer = memoryview(source.buffer)
-    with open(path, "xb", buffering=0) as out:  # x: never through something already there
+    buffers = source.buffers
+    with open(path, "xb", buffering=0) as out, ThreadPoolExecutor(1) as writer:
+        writing: Future[None] | None = None  # the last piece goes to disk meanwhile
+        turn = 0
         while left:
+            buffer = buffers[turn]
             count = source.readinto(buffer[:min(left, len(buffer))])
             if not count:
                 raise InvalidArgumentError("the volume archive ends inside a file: it was "
                                            "cut short; export again")
             digest.update(buffer[:count])
-            written = 0
-            while written < count:  # an unbuffered write may take less than it is given
-                written += out.write(buffer[written:count]) or 0
+            if writing is not None:
+                writing.result()
+            writing = writer.submit(_write_all, out, buffer[:count])
             left -= count
+            turn ^= 1
+        if writing is not None:
+            writing.result()
     return {"blake3": digest.hexdigest(), "size": member.size}
+
+
+def _write_all(out: io.FileIO, data: memoryview) -> None:
+    written = 0
+    while written < len(data):  # an unbuffered write may take less than it is given
+        written += out.write(data[written:]) or 0
 
 
 def _finish(staging: Path, member: tarfile.TarInfo) -> None:
