@@ -22,7 +22,7 @@ from dockyard_operator.standalone import (
     plan_down,
     plan_up,
 )
-from tests.operator import container, desired, edited, manifests, one
+from tests.operator import container, desired, edited, manifests, one, volume
 
 WEB = container("web", args=["serve"], restartPolicy="Always")
 
@@ -184,3 +184,14 @@ def test_an_observed_container_reads_the_daemons_listing() -> None:
     assert observed.object == "default/web"
     bare = ObservedContainer.from_record({"id": "1", "name": "x", "status": "running"})
     assert (bare.managed, bare.object, bare.labels) == (False, None, {})
+
+
+def test_a_storage_provider_is_started_before_its_consumers() -> None:
+    """A consumer's start waits for its provider, whatever order the manifests give."""
+    consumer = container("app", volumeMounts=[{"name": "ceph", "mountPath": "/data"}])
+    provider = container("storage")
+    wanted = desired(consumer, provider, container("other"),
+                     volume("ceph", provider={"container": "storage", "path": "/export"}))
+    plan = plan_up(wanted, [])
+    assert [a.name for a in plan.actions] == ["default.storage", "default.app",
+                                              "default.other"]

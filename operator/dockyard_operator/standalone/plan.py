@@ -172,11 +172,19 @@ def plan_up(desired: Iterable[DesiredContainer], observed: Iterable[ObservedCont
         actions += [Remove(name=NodeName(o.name), key=o.object, container_id=o.id,
                            reason="no longer in the manifests (--prune)")
                     for o in sorted(leftovers, key=lambda o: o.name) if o.object is not None]
-    for want in desired:
+    for want in _providers_first(desired):
         found = by_name.get(want.name)
         actions.append(_converge(want, found))
     unpruned = () if prune else tuple(sorted(NodeName(o.name) for o in leftovers))
     return Plan(tuple(actions), unpruned)
+
+
+def _providers_first(desired: tuple[DesiredContainer, ...]) -> list[DesiredContainer]:
+    """The storage providers before the rest (a consumer's start waits for its provider),
+    each group in manifest order."""
+    providers = {v.get("provider") for d in desired for v in d.volumes
+                 if v.get("kind") == "provider"}
+    return sorted(desired, key=lambda want: want.name not in providers)
 
 
 def _converge(want: DesiredContainer, found: ObservedContainer | None) -> Action:
