@@ -234,3 +234,26 @@ def test_what_a_provider_mounts_later_reaches_its_running_consumers(runtime: Run
     runtime.delete(consumer.id)
     runtime.delete(early.id)
     runtime.delete("storage")
+
+
+def test_a_new_volume_starts_with_what_the_image_holds_there_as_with_docker(
+        runtime: Runtime, tmp_path: Path) -> None:
+    code, out = _run(runtime, "cat /etc/group; echo mine > /etc/added",
+                     volumes=(VolumeUse("conf", "/etc"),))
+    assert code == 0
+    assert out.startswith("root:x:0:")
+    data = runtime.volumes.source(runtime.volumes.get("conf"))
+    # The container's /etc: the image's files, and the runtime's mount points, as Docker's
+    assert {p.name for p in data.iterdir()} == {"added", "group", "passwd", "hostname",
+                                                "hosts", "resolv.conf"}
+    (data / "passwd").unlink()  # the volume has data now: the image's is not copied again
+    code, out = _run(runtime, "ls /etc", volumes=(VolumeUse("conf", "/etc"),))
+    assert "passwd" not in out.split()
+    assert "added" in out.split()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out = _run(runtime, "ls -A /etc", binds=(Bind(str(empty), "/etc"),))
+    # A host directory is never filled from the image; the runtime's mount points for
+    # /etc/hostname and the like are made in it, as runc makes them under Docker.
+    assert (code, out.split()) == (0, ["hostname", "hosts", "resolv.conf"])
+    assert {p.name for p in empty.iterdir()} == {"hostname", "hosts", "resolv.conf"}

@@ -68,7 +68,8 @@ def data_mounts(store: VolumeStore, config: ContainerConfig, name: str,
                 f"volume {volume.name} waits for its provider: container {volume.provider} "
                 "is not running; start it first")
         source = store.source(volume)
-        mounts.append(DataMount(use.target, str(source), use.subpath, use.readonly))
+        mounts.append(DataMount(use.target, str(source), use.subpath, use.readonly,
+                                fill=volume.kind is Kind.LOCAL))
     mounts.extend(DataMount(t.target, tmpfs=_tmpfs_options(t)) for t in config.tmpfs)
     try:
         for volume in exports_of(store, name):

@@ -37,6 +37,8 @@ syscalls and simple Python, and always ends in exec or os._exit.
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +92,9 @@ class DataMount:
     tree: int = -1
     """A detached mount (open_tree) to attach instead of binding `source`: a provider's
     export, which must stay a peer of its volume's hub. A descriptor of the caller's."""
+    fill: bool = False
+    """When `source` is empty, first copy into it what the image holds at `target`: how
+    Docker fills a new volume (local volumes only; never a host path)."""
 
 
 @dataclass(frozen=True)
@@ -337,12 +342,39 @@ def _mount_data(kernel: Kernel, root: str, data: DataMount) -> None:
             source = open_in_root(kernel, data.source, data.subpath, make="dir")
         else:  # the host path itself: the node's own, checked against its allowlist
             source = os.open(data.source, os.O_PATH | os.O_CLOEXEC)
+        if data.fill and not data.subpath and not os.listdir(data.source):
+            _copy_tree(f"/proc/self/fd/{target}", data.source)  # the target, in the root
         try:
             bind_by_fd(kernel, source, target, readonly=data.readonly)
         finally:
             os.close(source)
     finally:
         os.close(target)
+
+
+def _copy_tree(source: str, destination: str) -> None:
+    """Copy the tree under `source` into the existing directory `destination`: files,
+    directories and links (never followed), with modes, owners and times; devices and
+    fifos are not data. Nothing else runs in this container yet, so nothing moves."""
+    for entry in os.scandir(source):
+        here, there = entry.path, os.path.join(destination, entry.name)
+        info = entry.stat(follow_symlinks=False)
+        if entry.is_symlink():
+            os.symlink(os.readlink(here), there)
+        elif entry.is_dir(follow_symlinks=False):
+            os.mkdir(there)
+            _copy_tree(here, there)
+        elif entry.is_file(follow_symlinks=False):
+            shutil.copyfile(here, there, follow_symlinks=False)
+        else:
+            continue
+        os.chown(there, info.st_uid, info.st_gid, follow_symlinks=False)
+        if not entry.is_symlink():
+            os.chmod(there, stat.S_IMODE(info.st_mode))
+        os.utime(there, ns=(info.st_atime_ns, info.st_mtime_ns), follow_symlinks=False)
+    info = os.stat(source)
+    os.chown(destination, info.st_uid, info.st_gid)
+    os.chmod(destination, stat.S_IMODE(info.st_mode))
 
 
 def _mount_cgroup_v1(kernel: Kernel, spec: SandboxSpec) -> None:
