@@ -25,7 +25,9 @@ from tests.shim.rootfs_dir import busybox_rootfs
 class LayerImages:
     """The one image these tests need: busybox, committed as a single layer."""
 
-    def __init__(self, snapshots: OverlaySnapshotter, scratch: Path) -> None:
+    def __init__(self, snapshots: OverlaySnapshotter, scratch: Path,
+                 volumes: tuple[str, ...] = ()) -> None:
+        self._volumes = volumes
         snapshots.prepare("extract-busybox")
         upper = snapshots.upper_dir("extract-busybox")
         shutil.copytree(busybox_rootfs(scratch / "busybox"), upper, symlinks=True,
@@ -37,15 +39,17 @@ class LayerImages:
             raise NotFoundError(f"no such image: {name}")
         return RunnableImage(id="sha256:busybox", name="busybox",
                              top_layer="sha256:busybox-layer", cmd=("sh",),
-                             env=("HOME=/root",))
+                             env=("HOME=/root",), volumes=self._volumes)
 
 
 @contextmanager
-def busybox_runtime(root: Path) -> Iterator[Runtime]:
-    """A runtime under `root` with the busybox image; every container is removed after."""
+def busybox_runtime(root: Path, *, image_volumes: tuple[str, ...] = ()) -> Iterator[Runtime]:
+    """A runtime under `root` with the busybox image (declaring `image_volumes`); every
+    container and volume is removed after."""
     snapshots = OverlaySnapshotter(root / "snapshots")
     cgroups = detect(parent=f"dockyard-test-{secrets.token_hex(4)}")
-    runtime = Runtime(root, kernel=LinuxKernel(), images=LayerImages(snapshots, root),
+    runtime = Runtime(root, kernel=LinuxKernel(),
+                      images=LayerImages(snapshots, root, image_volumes),
                       snapshots=snapshots, cgroups=cgroups)
     try:
         yield runtime

@@ -257,3 +257,20 @@ def test_a_new_volume_starts_with_what_the_image_holds_there_as_with_docker(
     # /etc/hostname and the like are made in it, as runc makes them under Docker.
     assert (code, out.split()) == (0, ["hostname", "hosts", "resolv.conf"])
     assert {p.name for p in empty.iterdir()} == {"hostname", "hosts", "resolv.conf"}
+
+
+def test_a_path_the_image_declares_a_volume_gets_one_unless_something_is_mounted_there(
+        tmp_path: Path) -> None:
+    with busybox_runtime(tmp_path / "node", image_volumes=("/etc", "/cache")) as runtime:
+        record = runtime.create(config("sh", "-c", "ls /etc; echo x > /cache/x",
+                                       volumes=(VolumeUse("mine", "/cache"),)))
+        uses = {use["target"]: use["name"] for use in record.config["volumes"]}
+        assert uses["/cache"] == "mine"  # mounted there: the image's volume is not made
+        etc = runtime.volumes.get(uses["/etc"])
+        assert etc.anonymous
+        runtime.start(record.id)
+        runtime.wait(record.id, timeout=10)
+        assert "passwd" in runtime.log_path(record.id).read_text().split()
+        assert (runtime.volumes.source(etc) / "passwd").exists()  # filled from the image
+        runtime.delete(record.id, volumes=True)
+        assert [v.name for v in runtime.volumes.all()] == ["mine"]

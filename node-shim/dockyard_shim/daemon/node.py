@@ -60,7 +60,8 @@ class StoreImages:
         image = self._known[record.id] = RunnableImage(
             id=str(config.id), name=shown, top_layer=str(chain_id or ""),
             entrypoint=config.entrypoint, cmd=config.cmd, env=config.env,
-            working_dir=config.working_dir, user=config.user, labels=dict(config.labels))
+            working_dir=config.working_dir, user=config.user, labels=dict(config.labels),
+            volumes=config.volumes)
         return image
 
 

@@ -17,12 +17,23 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from dockyard_shim.errors import FailedPreconditionError, NotFoundError
-from dockyard_shim.runtime.config import ContainerConfig, TmpfsMount
+from dockyard_shim.runtime.config import ContainerConfig, TmpfsMount, VolumeUse
 from dockyard_shim.runtime.spawn import DataMount
 from dockyard_shim.volumes import Kind, VolumeRecord, VolumeStore
 
 CONTAINER_LABEL = "dockyard.dev/container"
 """On an anonymous volume: the id of the container it was made for."""
+
+
+def with_image_volumes(config: ContainerConfig, declared: Iterable[str]) -> ContainerConfig:
+    """The config with an anonymous volume at each path the image declares (VOLUME) where
+    the container mounts nothing, as Docker gives them."""
+    targets = [m.target for m in config.binds] + [m.target for m in config.volumes] + [
+        m.target for m in config.tmpfs]
+    taken = {os.path.normpath(target) for target in targets}
+    added = tuple(VolumeUse("", path) for path in declared
+                  if os.path.normpath(path) not in taken)
+    return replace(config, volumes=config.volumes + added) if added else config
 
 
 def claim_volumes(store: VolumeStore, config: ContainerConfig,

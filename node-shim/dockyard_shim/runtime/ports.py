@@ -31,6 +31,9 @@ class RunnableImage:
     working_dir: str = ""
     user: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    volumes: tuple[str, ...] = ()
+    """Paths the image declares as volumes (VOLUME): each gets an anonymous volume unless
+    the container mounts something there."""
 
     def save(self, bundle: Path) -> None:
         """Record it in a container's bundle (`image.json`)."""
@@ -39,7 +42,8 @@ class RunnableImage:
     @classmethod
     def of_bundle(cls, bundle: Path) -> RunnableImage:
         """The image recorded in a container's bundle by `save`."""
-        return cls(**json.loads((bundle / "image.json").read_text()))
+        data = json.loads((bundle / "image.json").read_text())
+        return cls(**{**data, "volumes": tuple(data.get("volumes", ()))})
 
 
 class Images(Protocol):

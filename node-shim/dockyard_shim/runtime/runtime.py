@@ -59,6 +59,7 @@ from dockyard_shim.runtime.datamounts import (
     exports_of,
     release,
     unmount_idle,
+    with_image_volumes,
 )
 from dockyard_shim.runtime.execs import Execs
 from dockyard_shim.runtime.initlayer import init_layer
@@ -130,6 +131,7 @@ class Runtime:
         """Make a container from `config` without starting it (docker create)."""
         validate(config)
         image = self._images.runnable(config.image)
+        config = validate(with_image_volumes(config, image.volumes))
         container_id = secrets.token_hex(32)
         config, made_volumes = claim_volumes(self.volumes, config, container_id)
         bundle = self.root / "containers" / container_id
