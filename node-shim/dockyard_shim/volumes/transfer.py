@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 import tarfile
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -39,7 +39,8 @@ _DATA = "data"
 _MANIFEST = "manifest.json"
 _MAC = "manifest.hmac"
 _FORMAT = 2  # 1 had SHA-256 digests
-_CHUNK = 1 << 20
+PIECE = 1 << 20
+"""The export's pieces (and the import's reads): big enough that per-piece costs vanish."""
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,6 @@ class _Sequential(io.RawIOBase):
     def __init__(self, raw: IO[bytes]) -> None:
         self._raw = raw
         self._position = 0
-        self.buffers = (memoryview(bytearray(_CHUNK)), memoryview(bytearray(_CHUNK)))
-        """Two scratch buffers for the reader's own copies: one fills while the other is
-        written out (`_write_file`)."""
 
     def writable(self) -> bool:
         return True
@@ -112,7 +110,7 @@ class _Sequential(io.RawIOBase):
         if whence == io.SEEK_END or target < self._position:
             raise io.UnsupportedOperation("a volume archive is read once, first to last")
         while self._position < target:
-            if not self.read(min(target - self._position, _CHUNK)):
+            if not self.read(min(target - self._position, PIECE)):
                 break  # the end: the next header read finds it
         return self._position
 
@@ -122,9 +120,9 @@ def export_volume(source: Path, out: IO[bytes], *, mac_key: bytes = b"") -> Tran
     `manifest.hmac` follows the manifest: its HMAC-SHA256 under that key, which proves the
     content to a receiver who shares the key (`remote`)."""
     files: dict[str, dict[str, Any]] = {}
-    buffer = bytearray(_CHUNK)
+    buffer = bytearray(PIECE)
     with tarfile.TarFile(fileobj=_Sequential(out), mode="w", format=tarfile.PAX_FORMAT,
-                         copybufsize=_CHUNK) as tar:
+                         copybufsize=PIECE) as tar:
         tar.add(source, arcname=_DATA, recursive=False)
         for directory, dirs, names in os.walk(source):
             dirs.sort()
@@ -194,7 +192,11 @@ def _extract(stream: IO[bytes], staging: Path, seen: dict[str, dict[str, Any]]
     manifest: dict[str, Any] | None = None
     raw_manifest, mac = b"", ""
     source = _Sequential(stream)
-    with tarfile.TarFile(fileobj=source, mode="r", copybufsize=_CHUNK) as tar:
+    # One writer thread and two buffers for the whole archive: one buffer fills while the
+    # other goes to disk (`_write_file`).
+    disk = _Disk(ThreadPoolExecutor(1), (memoryview(bytearray(PIECE)),
+                                         memoryview(bytearray(PIECE))))
+    with disk.writer, tarfile.TarFile(fileobj=source, mode="r", copybufsize=PIECE) as tar:
         for member in tar:
             if member.name == _MANIFEST and manifest is None:
                 raw_manifest = _member_data(tar, member).read()
@@ -210,7 +212,7 @@ def _extract(stream: IO[bytes], staging: Path, seen: dict[str, dict[str, Any]]
                     f"malformed volume archive: {member.name!r} is outside data/")
             if member.isreg():
                 _checked(member, str(staging))
-                seen[member.name] = _write_file(staging / member.name, member, source)
+                seen[member.name] = _write_file(staging / member.name, member, source, disk)
                 _finish(staging, member)
             else:
                 tar.extract(member, staging, filter=_checked, numeric_owner=True)
@@ -246,28 +248,41 @@ def _checked(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo:
     return member  # modes and owners as the volume had them
 
 
-def _write_file(path: Path, member: tarfile.TarInfo, source: _Sequential) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Disk:
+    """How an import writes files: a thread, and the two buffers it alternates."""
+
+    writer: ThreadPoolExecutor
+    buffers: tuple[memoryview, memoryview]
+
+
+def _write_file(path: Path, member: tarfile.TarInfo, source: _Sequential,
+                disk: _Disk) -> dict[str, Any]:
     """Write a regular file's data from where it lies in the stream, hashing it on the way
     (one copy: straight from the stream to the file); its digest and size."""
     path.parent.mkdir(parents=True, exist_ok=True)
     source.seek(member.offset_data)
     digest, left = blake3(), member.size
-    buffers = source.buffers
-    with open(path, "xb", buffering=0) as out, ThreadPoolExecutor(1) as writer:
+    buffers, writer = disk.buffers, disk.writer
+    with open(path, "xb", buffering=0) as out:
         writing: Future[None] | None = None  # the last piece goes to disk meanwhile
         turn = 0
-        while left:
-            buffer = buffers[turn]
-            count = source.readinto(buffer[:min(left, len(buffer))])
-            if not count:
-                raise InvalidArgumentError("the volume archive ends inside a file: it was "
-                                           "cut short; export again")
-            digest.update(buffer[:count])
+        try:
+            while left:
+                buffer = buffers[turn]
+                count = source.readinto(buffer[:min(left, len(buffer))])
+                if not count:
+                    raise InvalidArgumentError("the volume archive ends inside a file: it "
+                                               "was cut short; export again")
+                digest.update(buffer[:count])
+                if writing is not None:
+                    writing.result()
+                writing = writer.submit(_write_all, out, buffer[:count])
+                left -= count
+                turn ^= 1
+        finally:  # the file closes only once its last piece is written (or failed)
             if writing is not None:
-                writing.result()
-            writing = writer.submit(_write_all, out, buffer[:count])
-            left -= count
-            turn ^= 1
+                wait([writing])
         if writing is not None:
             writing.result()
     return {"blake3": digest.hexdigest(), "size": member.size}
