@@ -57,7 +57,7 @@ from dockyard_shim.runtime.datamounts import (
     close_trees,
     data_mounts,
     exports_of,
-    release,
+    remove_unused,
     unmount_idle,
     with_image_volumes,
 )
@@ -142,7 +142,7 @@ class Runtime:
                 created_at=time.time(), labels=dict(config.labels))
             self.store.add(record)  # the name is claimed before any disk state exists
         except BaseException:
-            release(self.volumes, made_volumes, self.volumes_in_use())
+            remove_unused(self.volumes, made_volumes, self.volumes_in_use())
             raise
         try:
             bundle.mkdir(parents=True)
@@ -153,7 +153,7 @@ class Runtime:
         except BaseException:
             shutil.rmtree(bundle, ignore_errors=True)
             self.store.delete(container_id)
-            release(self.volumes, made_volumes, self.volumes_in_use())
+            remove_unused(self.volumes, made_volumes, self.volumes_in_use())
             raise
         return record
 
@@ -409,7 +409,7 @@ class Runtime:
             self._delete(record)
         config = ContainerConfig.from_json(record.config)
         if volumes or config.auto_remove:
-            release(self.volumes, anonymous_volumes(config, self.volumes),
+            remove_unused(self.volumes, anonymous_volumes(config, self.volumes),
                     self.volumes_in_use())
 
     def _delete(self, record: ContainerRecord) -> None:
@@ -430,6 +430,8 @@ class Runtime:
     def _refuse_if_providing(self, record: ContainerRecord) -> None:
         """A storage provider whose volumes other containers use stays (unless forced)."""
         served = {v.name for v in exports_of(self.volumes, record.name)}
+        if not served:
+            return  # what nearly every container is: no need to read the others
         consumers = sorted(other.name for other in self.store.all() if other.id != record.id
                            and served & volumes_in_use([other.config]))
         if consumers:
@@ -445,9 +447,14 @@ class Runtime:
             return False
 
     def _unmount_idle_volumes(self, stopped: ContainerRecord) -> None:
-        running = volumes_in_use(r.config for r in self.store.all() if r.id != stopped.id
-                                 and r.status in (Status.RUNNING, Status.PAUSED))
-        unmount_idle(self.volumes, volumes_in_use([stopped.config]), running)
+        """Run at every stop: the other containers are read only when this one had
+        volumes."""
+        used = volumes_in_use([stopped.config])
+        if used:
+            running = volumes_in_use(r.config for r in self.store.all()
+                                     if r.id != stopped.id
+                                     and r.status in (Status.RUNNING, Status.PAUSED))
+            unmount_idle(self.volumes, used, running)
         for export in exports_of(self.volumes, stopped.name):
             self.volumes.withdraw_export(export)
 
