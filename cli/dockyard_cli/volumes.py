@@ -24,7 +24,7 @@ from dockyard_shim.daemon.storage import open_volumes, volumes_in_use
 from dockyard_shim.errors import NotFoundError, ShimError
 from dockyard_shim.volumes import Kind, VolumeRecord, VolumeStore
 from dockyard_shim.volumes.remote import pull_volume, read_token
-from dockyard_shim.volumes.transfer import export_volume, import_volume
+from dockyard_shim.volumes.transfer import TransferStats, export_volume, import_volume
 
 
 def open_store() -> VolumeStore:
@@ -219,14 +219,10 @@ def export(name: str, output: str) -> None:
     if output == "-" and sys.stdout.isatty():
         raise click.UsageError("the archive is binary: redirect standard output, or use -o")
     with open_store() as store:
-        record = store.get(name)
-        if record.kind is Kind.PROVIDER:
-            raise click.UsageError(f"{name} is a provider volume: its data is its provider's")
-        source = store.source(record)
+        source = store.export_source(name)
         with _output(output) as out:
             stats = export_volume(source, out)
-    click.echo(f"exported {stats.files} files, {stats.bytes} bytes, "
-               f"manifest sha256:{stats.digest}", err=True)
+    _summary("exported", stats)
 
 
 @volume.command("import")
@@ -247,8 +243,7 @@ def import_(name: str, source: str) -> None:
         else:
             with open(source, "rb") as stream:
                 stats = import_volume(store, name, stream)
-    click.echo(f"imported {stats.files} files, {stats.bytes} bytes, "
-               f"manifest sha256:{stats.digest}", err=True)
+    _summary("imported", stats)
 
 
 @volume.command("pull")
@@ -277,7 +272,11 @@ def pull(name: str, source: str, remote_name: str, token_file: Path) -> None:
     with open_store() as store:
         stats = pull_volume(store, name, source, read_token(token_file),
                             remote_name=remote_name)
-    click.echo(f"pulled {stats.files} files, {stats.bytes} bytes, "
+    _summary("pulled", stats)
+
+
+def _summary(verb: str, stats: TransferStats) -> None:
+    click.echo(f"{verb} {stats.files} files, {stats.bytes} bytes, "
                f"manifest sha256:{stats.digest}", err=True)
 
 

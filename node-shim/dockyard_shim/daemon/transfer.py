@@ -2,8 +2,9 @@
 
 Off unless configured: `DOCKYARD_TRANSFER_LISTEN=HOST:PORT` and a shared token in
 `DOCKYARD_TRANSFER_TOKEN_FILE`. One route, GET /v1/volumes/{name}/archive, signed by the
-puller; the export runs on a worker thread (it reads and hashes every file) and hands the
-event loop 1 MiB pieces to send, so the loop never reads the disk.
+puller. The export runs on a worker thread (it reads and hashes every file), so the loop
+never reads the disk: to an HTTP/1.0 puller (dockyard's own) the thread writes the body
+straight to the socket; to others it hands the loop 1 MiB pieces to send.
 """
 
 from __future__ import annotations
@@ -20,15 +21,14 @@ from aiohttp import web
 
 from dockyard_common import get_logger
 from dockyard_shim.errors import InvalidArgumentError, ShimError
-from dockyard_shim.volumes import Kind, VolumeStore, check_name
+from dockyard_shim.volumes import VolumeStore, check_name
 from dockyard_shim.volumes.remote import ARCHIVE_PATH, check_authorization, read_token
-from dockyard_shim.volumes.transfer import export_volume
+from dockyard_shim.volumes.transfer import PIECE, export_volume
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 log = get_logger(__name__)
-_CHUNK = 1 << 20
 _SEND_TIMEOUT = 60.0  # seconds a peer may take to take the next piece
 
 
@@ -62,11 +62,7 @@ def transfer_app(volumes: VolumeStore, token: bytes) -> web.Application:
             log.warning("refused a volume transfer", volume=name, peer=request.remote)
             raise web.HTTPUnauthorized(text=str(e)) from None
         try:
-            record = await asyncio.to_thread(volumes.get, name)
-            if record.kind is Kind.PROVIDER:
-                raise InvalidArgumentError(f"{name} is a provider volume: its data is its "
-                                           "provider's")
-            source = await asyncio.to_thread(volumes.source, record)
+            source = await asyncio.to_thread(volumes.export_source, name)
         except ShimError as e:
             raise web.HTTPNotFound(text=str(e)) from None
         response = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
@@ -130,7 +126,7 @@ class _SocketWriter(io.RawIOBase):
 def _export(source: Path, raw: io.RawIOBase, key: bytes) -> bool:
     """Stream the export in 1 MiB pieces; False when it ended early."""
     try:
-        with io.BufferedWriter(raw, _CHUNK) as out:
+        with io.BufferedWriter(raw, PIECE) as out:
             export_volume(source, out, mac_key=key)
     except (OSError, ShimError) as e:  # the puller went away, or the disk failed
         log.warning("a volume transfer ended early", error=str(e))

@@ -58,7 +58,7 @@ def claim_volumes(store: VolumeStore, config: ContainerConfig,
                     made.append(use.name)
             uses.append(use)
     except BaseException:
-        release(store, made)
+        remove_unused(store, made)
         raise
     return replace(config, volumes=tuple(uses)), made
 
@@ -123,7 +123,7 @@ def unmount_idle(store: VolumeStore, names: Iterable[str], running: Iterable[str
                 store.release(store.get(name))
 
 
-def release(store: VolumeStore, names: Iterable[str], in_use: Iterable[str] = ()) -> None:
+def remove_unused(store: VolumeStore, names: Iterable[str], in_use: Iterable[str] = ()) -> None:
     """Remove the volumes `names` that nothing else uses; gone ones are no error."""
     busy = set(in_use)
     for name in names:

@@ -121,6 +121,15 @@ class VolumeStore:
             return data
         return self._export_hub(record)
 
+    def export_source(self, name: str) -> Path:
+        """The directory an export of the volume `name` carries (a provider volume's data
+        is its provider's: refused)."""
+        record = self.get(name)
+        if record.kind is Kind.PROVIDER:
+            raise InvalidArgumentError(
+                f"{name} is a provider volume: its data is its provider's to export")
+        return self.source(record)
+
     def usage(self, record: VolumeRecord) -> int | None:
         """Bytes used by a local volume's data (None for other kinds)."""
         if record.kind is not Kind.LOCAL:
@@ -213,9 +222,9 @@ class VolumeStore:
             raise FailedPreconditionError(
                 f"volume {name} is in use by a container: remove the container first "
                 "(dockyard rm CONTAINER), then the volume")
-        self.release(record)
-        if record.kind is Kind.PROVIDER and _is_mount_point(self.data_dir(record.name)):
-            self._kernel.umount2(str(self.data_dir(record.name)), MNT_DETACH)
+        data = self.data_dir(record.name)
+        if _is_mount_point(data):  # a tmpfs volume's memory, a provider volume's hub
+            self._kernel.umount2(str(data), MNT_DETACH)
         with self._db.write() as db:
             db.execute("DELETE FROM volumes WHERE name = ?", (record.name,))
         self._trash(record.name)
