@@ -5,6 +5,7 @@ root that pulls from it. A relay between them can cut the stream or change a byt
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -15,6 +16,9 @@ from pathlib import Path
 import pytest
 
 from dockyard_cli.client import Client, DaemonError
+from dockyard_shim.volumes import VolumeStore
+from dockyard_shim.volumes.remote import ARCHIVE_PATH, authorization, read_token, session_key
+from dockyard_shim.volumes.transfer import import_volume
 from tests.shim.nodes import Node, busybox_node
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
@@ -172,3 +176,24 @@ def test_the_operator_asks_the_new_nodes_daemon_to_pull(node_a: tuple[Node, int]
         assert result.stdout == "ok\n"
         with pytest.raises(DaemonError, match="refused volume nothing"):
             client.call("POST", "/volumes/nothing/pull", {"from": f"http://127.0.0.1:{port}"})
+
+
+def test_an_http_1_1_client_gets_the_same_archive_chunked(node_a: tuple[Node, int],
+                                                          tmp_path: Path, token: Path) -> None:
+    """Other pullers than dockyard's own (HTTP/1.1: the server frames the body itself)."""
+    node, port = node_a
+    path, nonce = ARCHIVE_PATH.format(name="pgdata"), "n" * 32
+    key = read_token(token)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", path, headers={
+            "Authorization": authorization(key, path, nonce)})
+        response = connection.getresponse()
+        assert (response.status, response.getheader("Transfer-Encoding")) == (200, "chunked")
+        with VolumeStore(tmp_path / "c" / "volumes") as store:
+            stats = import_volume(store, "copy", response, mac_key=session_key(key, nonce))
+            assert stats.files == 2
+            assert _data(str(tmp_path / "c"), "copy") == \
+                _data(node.env["DOCKYARD_ROOT"], "pgdata")
+    finally:
+        connection.close()
