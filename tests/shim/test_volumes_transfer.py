@@ -49,6 +49,8 @@ def _fill(data: Path) -> None:
     (data / "current").symlink_to("/data/db")  # absolute: the container's own path
     os.link(data / "db" / "rows", data / "rows-again")
     os.utime(data / "db" / "rows", (1_700_000_000, 1_700_000_000))
+    for old in ("db/shared", "db", "current"):  # times an import must restore, not now's
+        os.utime(data / old, (1_600_000_000, 1_600_000_000), follow_symlinks=False)
 
 
 def test_export_then_import_gives_the_same_tree(store: VolumeStore) -> None:

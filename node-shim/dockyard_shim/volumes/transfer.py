@@ -191,6 +191,7 @@ def _extract(stream: IO[bytes], staging: Path, seen: dict[str, dict[str, Any]]
     manifest (None if it never came), the manifest's bytes and its HMAC (or "")."""
     manifest: dict[str, Any] | None = None
     raw_manifest, mac = b"", ""
+    timed: list[tarfile.TarInfo] = []  # directories and links, whose times are set last
     source = _Sequential(stream)
     # One writer thread and two buffers for the whole archive: one buffer fills while the
     # other goes to disk (`_write_file`).
@@ -216,6 +217,12 @@ def _extract(stream: IO[bytes], staging: Path, seen: dict[str, dict[str, Any]]
                 _finish(staging, member)
             else:
                 tar.extract(member, staging, filter=_checked, numeric_owner=True)
+                if member.isdir() or member.issym():
+                    timed.append(member)
+    # Last, deepest first: what was written in a directory after it was made moved its
+    # time, and tarfile leaves a link's own time alone.
+    for member in sorted(timed, key=lambda m: m.name.count("/"), reverse=True):
+        os.utime(staging / member.name, (member.mtime, member.mtime), follow_symlinks=False)
     return manifest, raw_manifest, mac
 
 
