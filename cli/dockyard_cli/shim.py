@@ -17,7 +17,8 @@ def command() -> None:
     """Run the node daemon: the container runtime behind a local API.
 
     It listens on $DOCKYARD_HOST (default /run/dockyard/dockyard.sock) and keeps its state
-    in $DOCKYARD_ROOT (default /var/lib/dockyard). Other commands start it on demand, so
+    in $DOCKYARD_ROOT (default /var/lib/dockyard); its containers' cgroups sit under
+    $DOCKYARD_CGROUP_PARENT (default dockyard). Other commands start it on demand, so
     you rarely run it yourself. Containers keep running when it stops, and even when it
     is killed their exit codes are kept; a restarted daemon finds them all again.
     """

@@ -4,6 +4,7 @@ Tests marked `root` need root and the real kernel (namespaces, mounts, cgroups).
 skipped, with the reason, only when the test process is not root; CI runs as root, so
 there they always run. Every root test is wrapped in a leak check: the mounts, cgroups,
 child processes and dockyard daemons after the test must be those before it.
+The run's own cgroup parent (see tests/conftest.py) is not counted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import RUN_CGROUP_PARENT
 from tests.shim.cgroupfs_fake import Children
 
 IS_ROOT = os.geteuid() == 0
@@ -32,10 +34,11 @@ def _mount_points() -> set[str]:
 
 
 def _dockyard_cgroups() -> set[str]:
+    """Dockyard's cgroups, except the run's parent (the session removes that)."""
     found = set()
     for hierarchy in CGROUP_ROOT.iterdir() if CGROUP_ROOT.is_dir() else []:
         for path in hierarchy.glob("**/dockyard*"):
-            if path.is_dir():
+            if path.is_dir() and path.name != RUN_CGROUP_PARENT:
                 found.add(str(path))
     return found
 

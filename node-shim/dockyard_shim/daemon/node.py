@@ -19,6 +19,7 @@ from pathlib import Path
 
 from dockyard_shim.background import Background
 from dockyard_shim.cgroups import CgroupDriver, detect
+from dockyard_shim.daemon.paths import cgroup_parent as configured_cgroup_parent
 from dockyard_shim.daemon.paths import state_root
 from dockyard_shim.daemon.storage import open_images, open_volumes
 from dockyard_shim.errors import NotFoundError
@@ -87,16 +88,17 @@ class Node:
         self.snapshots.close()
 
 
-def open_node(root: Path | None = None, *, cgroup_parent: str = "dockyard",
+def open_node(root: Path | None = None, *, cgroup_parent: str | None = None,
               fork_server: bool = False) -> Node:
-    """Open (creating if needed) the node state under `root`. With `fork_server` (the
-    daemon), containers' init processes come from a `ForkServer`, which starts faster
-    than a fork of a large process."""
+    """Open (creating if needed) the node state under `root` (default `state_root()`),
+    with containers' cgroups under `cgroup_parent` (default `$DOCKYARD_CGROUP_PARENT`,
+    else `dockyard`). With `fork_server` (the daemon), containers' init processes come
+    from a `ForkServer`, which starts faster than a fork of a large process."""
     root = root or state_root()
     # Removed containers' and snapshots' directories are deleted in the background.
     background = Background()
     snapshots, images = open_images(root, sweep=background)
-    cgroups = detect(parent=cgroup_parent)
+    cgroups = detect(parent=cgroup_parent or configured_cgroup_parent())
     forker = ForkServer() if fork_server else None
     volumes = open_volumes(root, later=background)
     runtime = Runtime(root, kernel=LinuxKernel(), images=StoreImages(images),

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 DEFAULT_ROOT = "/var/lib/dockyard"
 DEFAULT_SOCKET = "/run/dockyard/dockyard.sock"
+DEFAULT_CGROUP_PARENT = "dockyard"
 
 
 def state_root() -> Path:
@@ -35,6 +36,12 @@ def socket_path() -> Path:
     from pathlib import Path  # noqa: PLC0415 -- see the module's docstring
 
     return Path(socket_file())
+
+
+def cgroup_parent() -> str:
+    """`$DOCKYARD_CGROUP_PARENT`, else `dockyard`: the cgroup (in every hierarchy) that
+    holds this node's containers. Two daemons on one machine need different ones."""
+    return os.environ.get("DOCKYARD_CGROUP_PARENT") or DEFAULT_CGROUP_PARENT
 
 
 def host_paths(root: Path) -> HostPaths:
