@@ -23,8 +23,9 @@ from dockyard_shim.daemon.paths import state_root
 from dockyard_shim.daemon.storage import open_volumes, volumes_in_use
 from dockyard_shim.errors import NotFoundError, ShimError
 from dockyard_shim.volumes import Kind, VolumeRecord, VolumeStore
+from dockyard_shim.volumes.importing import import_volume
 from dockyard_shim.volumes.remote import pull_volume, read_token
-from dockyard_shim.volumes.transfer import TransferStats, export_volume, import_volume
+from dockyard_shim.volumes.transfer import TransferStats, export_volume
 
 
 def open_store() -> VolumeStore:
@@ -262,7 +263,8 @@ def pull(name: str, source: str, remote_name: str, token_file: Path) -> None:
 
     The request is signed with the shared token (which never travels) and the data is
     checked file by file, and as a whole against the sender's signature, before NAME can
-    be used. If the transfer breaks off, NAME stays unusable: pull again.
+    be used. If the transfer breaks off, NAME stays unusable: pull again, and it resumes
+    (the files already here whole are not sent again when the peer still has them so).
 
     \b
     Examples:
@@ -276,7 +278,9 @@ def pull(name: str, source: str, remote_name: str, token_file: Path) -> None:
 
 
 def _summary(verb: str, stats: TransferStats) -> None:
-    click.echo(f"{verb} {stats.files} files, {stats.bytes} bytes, "
+    resumed = (f" ({stats.kept_files} files, {stats.kept_bytes} bytes of them were here "
+               "from the broken attempt before)" if stats.kept_files else "")
+    click.echo(f"{verb} {stats.files} files, {stats.bytes} bytes{resumed}, "
                f"manifest sha256:{stats.digest}", err=True)
 
 

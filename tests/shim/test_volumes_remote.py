@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -17,8 +18,8 @@ import pytest
 
 from dockyard_cli.client import Client, DaemonError
 from dockyard_shim.volumes import VolumeStore
+from dockyard_shim.volumes.importing import import_volume
 from dockyard_shim.volumes.remote import ARCHIVE_PATH, authorization, read_token, session_key
-from dockyard_shim.volumes.transfer import import_volume
 from tests.shim.nodes import Node, busybox_node
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
@@ -47,8 +48,9 @@ def node_a(tmp_path: Path, token: Path) -> Iterator[tuple[Node, int]]:
     with busybox_node(tmp_path / "a", DOCKYARD_TRANSFER_LISTEN=f"127.0.0.1:{port}",
                       DOCKYARD_TRANSFER_TOKEN_FILE=str(token)) as node:
         node.dockyard("run", "--rm", "-v", "pgdata:/d", "busybox", "sh", "-c",
-                      "mkdir /d/base && dd if=/dev/urandom of=/d/base/rel bs=1M count=4 "
-                      "2>/dev/null && echo ok > /d/flag", check=True)
+                      "mkdir /d/base && for i in 1 2 3 4; do dd if=/dev/urandom "
+                      "of=/d/base/rel$i bs=1M count=1 2>/dev/null; done && echo ok > /d/flag",
+                      check=True)
         yield node, port
 
 
@@ -96,12 +98,14 @@ def test_a_peer_without_the_token_gets_nothing(node_a: tuple[Node, int], tmp_pat
 
 
 class _Relay:
-    """One connection from B to A, passing A's answer through `mangle`."""
+    """One connection from B to A, passing A's answer through `mangle`; `passed` counts
+    the bytes of it that came through."""
 
-    def __init__(self, upstream: int, mangle: Mangle) -> None:
+    def __init__(self, upstream: int, mangle: Mangle = lambda chunk, _: chunk) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._upstream, self._mangle = upstream, mangle
+        self.passed = 0
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -111,13 +115,12 @@ class _Relay:
             client.settimeout(5)
             request = client.recv(65536)
             server.sendall(request)
-            passed = 0
             while chunk := server.recv(65536):
-                changed = self._mangle(chunk, passed)
+                changed = self._mangle(chunk, self.passed)
                 if changed is None:
                     return  # the line breaks
                 client.sendall(changed)
-                passed += len(chunk)
+                self.passed += len(chunk)
 
     def close(self) -> None:
         self._listener.close()
@@ -138,27 +141,40 @@ def _flip_at(offset: int) -> Mangle:
     return flip
 
 
-@pytest.mark.parametrize(("mangle", "message"), [
-    (_cut_after(1 << 20), "cut short"),
-    (_flip_at(3 << 20), "does not match its manifest"),
-], ids=["broken-off", "changed-on-the-way"])
-def test_a_transfer_that_fails_leaves_nothing_usable_and_a_new_pull_starts_over(
-        node_a: tuple[Node, int], tmp_path: Path, token: Path, mangle: Mangle,
-        message: str) -> None:
-    node, port = node_a
-    env = _b_env(tmp_path, token)
-    relay = _Relay(port, mangle)
+def _relayed_pull(node: Node, env: dict[str, str], port: int, mangle: Mangle | None = None
+                  ) -> tuple[int, str, int]:
+    """Pull pgdata into B through a relay; the exit code, stderr and the bytes relayed."""
+    relay = _Relay(port, mangle) if mangle else _Relay(port)
     try:
         code, out = _pull(node, env, relay.port, "pgdata")
     finally:
         relay.close()
+    return code, out, relay.passed
+
+
+@pytest.mark.parametrize(("mangle", "message"), [
+    (_cut_after(5 << 19), "cut short"),
+    (_flip_at(3 << 20), "does not match its manifest"),
+], ids=["broken-off", "changed-on-the-way"])
+def test_a_transfer_that_fails_leaves_nothing_usable_and_the_next_pull_resumes(
+        node_a: tuple[Node, int], tmp_path: Path, token: Path, mangle: Mangle,
+        message: str) -> None:
+    node, port = node_a
+    env = _b_env(tmp_path, token)
+    code, out, _ = _relayed_pull(node, env, port, mangle)
     assert code == 1
     assert message in out or "broke off" in out, out
     shown = Node(env, tmp_path / "b").dockyard("volume", "inspect", "pgdata", check=True)
     assert json.loads(shown.stdout)[0]["Labels"] == {"dockyard.dev/state": "importing"}
-    code, out = _pull(node, env, port, "pgdata")
+
+    code, out, relayed = _relayed_pull(node, env, port)
+
     assert code == 0, out
     assert _data(env["DOCKYARD_ROOT"], "pgdata") == _data(node.env["DOCKYARD_ROOT"], "pgdata")
+    kept = re.search(r"\((\d+) files, (\d+) bytes of them were here", out)
+    assert kept is not None, out
+    assert int(kept[1]) >= 2  # the flag and a file of 1 MiB at least
+    assert relayed < (4 << 20) - int(kept[2]) + 65536  # what was here did not come again
 
 
 def test_the_operator_asks_the_new_nodes_daemon_to_pull(node_a: tuple[Node, int],
@@ -170,7 +186,7 @@ def test_the_operator_asks_the_new_nodes_daemon_to_pull(node_a: tuple[Node, int]
         client = Client(Path(node_b.env["DOCKYARD_HOST"]))
         answer = client.call("POST", "/volumes/moved/pull",
                              {"from": f"http://127.0.0.1:{port}", "remote": "pgdata"})
-        assert answer["Files"] == 2
+        assert (answer["Files"], answer["KeptFiles"]) == (5, 0)
         result = node_b.dockyard("run", "--rm", "-v", "moved:/d", "busybox", "cat", "/d/flag",
                                  check=True)
         assert result.stdout == "ok\n"
@@ -187,12 +203,12 @@ def test_an_http_1_1_client_gets_the_same_archive_chunked(node_a: tuple[Node, in
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         connection.request("GET", path, headers={
-            "Authorization": authorization(key, path, nonce)})
+            "Authorization": authorization(key, "GET", path, nonce)})
         response = connection.getresponse()
         assert (response.status, response.getheader("Transfer-Encoding")) == (200, "chunked")
         with VolumeStore(tmp_path / "c" / "volumes") as store:
             stats = import_volume(store, "copy", response, mac_key=session_key(key, nonce))
-            assert stats.files == 2
+            assert stats.files == 5
             assert _data(str(tmp_path / "c"), "copy") == \
                 _data(node.env["DOCKYARD_ROOT"], "pgdata")
     finally:

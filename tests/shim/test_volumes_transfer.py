@@ -9,10 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from blake3 import blake3
 
 from dockyard_shim.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError
 from dockyard_shim.volumes import VolumeRecord, VolumeStore
-from dockyard_shim.volumes.transfer import export_volume, import_volume
+from dockyard_shim.volumes.importing import import_volume, prepare_import
+from dockyard_shim.volumes.transfer import TransferStats, export_volume
 
 pytestmark = pytest.mark.root  # owners are kept: chown needs root
 
@@ -145,3 +147,84 @@ def test_hostile_archives_write_nothing_outside(store: VolumeStore, tmp_path: Pa
     assert not (tmp_path / "outside").exists()
     with pytest.raises(FailedPreconditionError):
         store.source(store.get("hostile"))
+
+
+def _interrupted(store: VolumeStore, name: str, archive: bytes, cut: int) -> None:
+    """An import of `archive` into `name` whose stream breaks off after `cut` bytes."""
+    with pytest.raises((InvalidArgumentError, tarfile.ReadError, EOFError)):
+        import_volume(store, name, io.BytesIO(archive[:cut]))
+
+
+def _resumed(store: VolumeStore, name: str, source: Path) -> tuple[TransferStats, int]:
+    """Resume the import of `name` from `source`; its stats and the archive's size."""
+    with prepare_import(store, name, resume=True) as job:
+        archive = io.BytesIO()
+        export_volume(source, archive, have={k: v["blake3"] for k, v in job.have.items()})
+        archive.seek(0)
+        return job.receive(archive), len(archive.getvalue())
+
+
+def test_an_interrupted_import_resumes_without_the_files_it_has(store: VolumeStore) -> None:
+    source = store.source(store.create(VolumeRecord(name="origin")))
+    for i in range(4):
+        (source / f"part{i}").write_bytes(os.urandom(1 << 20))
+    whole = _exported_again(store)
+    _interrupted(store, "copy", whole, int(2.5 * (1 << 20)))  # part0 and part1 arrived
+    with prepare_import(store, "copy", resume=True) as job:
+        assert sorted(job.have) == ["data/part0", "data/part1"]
+
+    stats, size = _resumed(store, "copy", source)
+
+    assert (stats.files, stats.kept_files, stats.kept_bytes) == (4, 2, 2 << 20)
+    assert size < len(whole) / 2 + 65536
+    assert _tree(store.source(store.get("copy"))) == _tree(source)
+    assert "dockyard.dev/state" not in store.get("copy").labels
+
+
+def test_a_resumed_import_gets_again_what_changed_or_went_missing(store: VolumeStore) -> None:
+    source = store.source(store.create(VolumeRecord(name="origin")))
+    for i in range(4):
+        (source / f"part{i}").write_bytes(os.urandom(1 << 20))
+    _interrupted(store, "copy", _exported_again(store), int(3.5 * (1 << 20)))
+    (source / "part0").write_bytes(os.urandom(1 << 20))  # changed on the sender
+    (store.root / "copy" / "import" / "data" / "part1").unlink()  # gone on the receiver
+
+    stats, _ = _resumed(store, "copy", source)
+
+    assert (stats.kept_files, stats.kept_bytes) == (1, 1 << 20)  # part2 only
+    assert _tree(store.source(store.get("copy"))) == _tree(source)
+
+
+def test_an_archive_that_claims_a_file_is_here_when_it_is_not_is_refused(
+        store: VolumeStore) -> None:
+    source = store.source(store.create(VolumeRecord(name="origin")))
+    (source / "file").write_text("data")
+    archive = io.BytesIO()
+    export_volume(source, archive, have={"data/file": blake3(b"data").hexdigest()})
+    archive.seek(0)
+    with pytest.raises(InvalidArgumentError, match="'data/file' was left out as already here"):
+        import_volume(store, "copy", archive)
+
+
+def test_one_import_at_a_time_per_volume(store: VolumeStore) -> None:
+    with prepare_import(store, "copy"), pytest.raises(FailedPreconditionError,
+                                                      match="being imported by another pull"):
+        prepare_import(store, "copy", resume=True)
+    with prepare_import(store, "copy", resume=True) as job:  # free again
+        assert job.have == {}
+
+
+def test_a_resumed_import_clears_nothing_outside_its_staging(store: VolumeStore,
+                                                            tmp_path: Path) -> None:
+    source = store.source(store.create(VolumeRecord(name="origin")))
+    (source / "file").write_text("data")
+    whole = _exported_again(store)
+    _interrupted(store, "hostile", whole, whole.index(b"manifest.json") - 1)
+    canary = tmp_path / "canary"
+    canary.write_text("untouched")
+    with prepare_import(store, "hostile", resume=True) as job:
+        assert job.have
+        escape = "data/" + "../" * 4 + "canary"  # staging is volumes/hostile/import
+        with pytest.raises(InvalidArgumentError):
+            job.receive(_hostile(_member(escape, data=b"x")))
+    assert canary.read_text() == "untouched"

@@ -278,7 +278,9 @@ async def volume_pull(request: web.Request) -> web.Response:
                         request.match_info["name"], str(body.get("from") or ""),
                         Path(token_file), str(body.get("remote") or ""))
     return web.json_response({"Files": stats.files, "Bytes": stats.bytes,
-                              "ManifestDigest": f"sha256:{stats.digest}"}, status=201)
+                              "ManifestDigest": f"sha256:{stats.digest}",
+                              "KeptFiles": stats.kept_files, "KeptBytes": stats.kept_bytes},
+                             status=201)
 
 
 def _pull(store: VolumeStore, name: str, source: str, token_file: Path,

@@ -1,10 +1,11 @@
 """The shim's transfer listener: other shims pull volumes from here (`volumes.remote`).
 
 Off unless configured: `DOCKYARD_TRANSFER_LISTEN=HOST:PORT` and a shared token in
-`DOCKYARD_TRANSFER_TOKEN_FILE`. One route, GET /v1/volumes/{name}/archive, signed by the
-puller. The export runs on a worker thread (it reads and hashes every file), so the loop
-never reads the disk: to an HTTP/1.0 puller (dockyard's own) the thread writes the body
-straight to the socket; to others it hands the loop 1 MiB pieces to send.
+`DOCKYARD_TRANSFER_TOKEN_FILE`. One route, /v1/volumes/{name}/archive, signed by the
+puller: POST with the files it has already (`remote.parse_have`), or GET for all. The
+export runs on a worker thread (it reads and hashes every file), so the loop never reads
+the disk: to an HTTP/1.0 puller (dockyard's own) the thread writes the body straight to
+the socket; to others it hands the loop 1 MiB pieces to send.
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ from aiohttp import web
 from dockyard_common import get_logger
 from dockyard_shim.errors import InvalidArgumentError, ShimError
 from dockyard_shim.volumes import VolumeStore, check_name
-from dockyard_shim.volumes.remote import ARCHIVE_PATH, check_authorization, read_token
+from dockyard_shim.volumes.remote import (
+    ARCHIVE_PATH,
+    check_authorization,
+    parse_have,
+    read_token,
+)
 from dockyard_shim.volumes.transfer import PIECE, export_volume
 
 if TYPE_CHECKING:
@@ -30,6 +36,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 _SEND_TIMEOUT = 60.0  # seconds a peer may take to take the next piece
+_HAVE_MAX = 256 << 20  # bytes of a request body: the files a puller has, ~100 bytes each
 
 
 @dataclass(frozen=True)
@@ -55,12 +62,18 @@ class TransferConfig:
 def transfer_app(volumes: VolumeStore, token: bytes) -> web.Application:
     async def archive(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
+        body = await request.read()
         try:
-            key = check_authorization(token, ARCHIVE_PATH.format(name=check_name(name)),
-                                      request.headers.get("Authorization", ""))
+            key = check_authorization(token, request.method,
+                                      ARCHIVE_PATH.format(name=check_name(name)),
+                                      request.headers.get("Authorization", ""), body)
         except (PermissionError, InvalidArgumentError) as e:
             log.warning("refused a volume transfer", volume=name, peer=request.remote)
             raise web.HTTPUnauthorized(text=str(e)) from None
+        try:
+            have = parse_have(body)
+        except InvalidArgumentError as e:
+            raise web.HTTPBadRequest(text=str(e)) from None
         try:
             source = await asyncio.to_thread(volumes.export_source, name)
         except ShimError as e:
@@ -76,13 +89,16 @@ def transfer_app(volumes: VolumeStore, token: bytes) -> web.Application:
             out: io.RawIOBase = _SocketWriter(transport.get_extra_info("socket").fileno())
         else:
             out = _ResponseWriter(response, asyncio.get_running_loop())
-        sent = await asyncio.to_thread(_export, source, out, key)
+        sent = await asyncio.to_thread(_export, source, out, key, have)
         await response.write_eof()
-        log.info("sent a volume", volume=name, peer=request.remote, complete=sent)
+        log.info("sent a volume", volume=name, peer=request.remote, complete=sent,
+                 left_out=len(have))
         return response
 
-    app = web.Application()
+    # A resuming puller lists the files it has: some 100 bytes each.
+    app = web.Application(client_max_size=_HAVE_MAX)
     app.router.add_get(ARCHIVE_PATH.format(name="{name}"), archive)
+    app.router.add_post(ARCHIVE_PATH.format(name="{name}"), archive)
     return app
 
 
@@ -123,11 +139,11 @@ class _SocketWriter(io.RawIOBase):
         super().close()
 
 
-def _export(source: Path, raw: io.RawIOBase, key: bytes) -> bool:
+def _export(source: Path, raw: io.RawIOBase, key: bytes, have: dict[str, str]) -> bool:
     """Stream the export in 1 MiB pieces; False when it ended early."""
     try:
         with io.BufferedWriter(raw, PIECE) as out:
-            export_volume(source, out, mac_key=key)
+            export_volume(source, out, mac_key=key, have=have)
     except (OSError, ShimError) as e:  # the puller went away, or the disk failed
         log.warning("a volume transfer ended early", error=str(e))
         return False

@@ -3,13 +3,20 @@
 The two shims share a token (a file on each node, `DOCKYARD_TRANSFER_TOKEN_FILE`); it
 never travels. The puller picks a random nonce and sends
 
-    Authorization: Dockyard-HMAC <nonce>:<HMAC-SHA256(token, "GET <path> <nonce>")>
+    POST /v1/volumes/<name>/archive
+    Authorization: Dockyard-HMAC <nonce>:<HMAC-SHA256(token, "POST <path> <nonce> <sha256(body)>")>
 
-which the server checks in constant time. The archive it sends back ends with
-`manifest.hmac` under the key HMAC(token, nonce), so the puller keeps the data only if the
-manifest, and through its digests every file, is what that server sent for this very
-request: a wrong peer, a replayed answer or data changed on the way all fail the import,
-and the volume stays unusable (`transfer.import_volume`). Pulling again starts over.
+    {"have": {<archive name>: <BLAKE3 digest>, ...}}
+
+which the server checks in constant time. `have` lists the files an earlier, broken pull
+already wrote (empty the first time): the server leaves those out when they are unchanged
+(`transfer`), so a pull that broke off resumes where it stopped. The archive it sends back
+ends with `manifest.hmac` under the key HMAC(token, nonce), so the puller keeps the data
+only if the manifest, and through its digests every file, is what that server sent for
+this very request: a wrong peer, a replayed answer or data changed on the way all fail the
+import, and the volume stays unusable (`importing.import_volume`).
+
+A GET with no body asks for the whole archive (signed over an empty body).
 
 The channel authenticates; it does not encrypt: keep transfers on the nodes' private
 network.
@@ -19,16 +26,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import socket
 import urllib.parse
 from pathlib import Path
 from typing import IO
 
-from dockyard_shim.errors import InvalidArgumentError, NotFoundError, UnavailableError
+from dockyard_shim.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    ShimError,
+    UnavailableError,
+)
+from dockyard_shim.volumes.importing import prepare_import
 from dockyard_shim.volumes.model import check_name
 from dockyard_shim.volumes.store import VolumeStore
-from dockyard_shim.volumes.transfer import TransferStats, import_volume
+from dockyard_shim.volumes.transfer import TransferStats
 
 SCHEME = "Dockyard-HMAC"
 ARCHIVE_PATH = "/v1/volumes/{name}/archive"
@@ -52,19 +66,35 @@ def session_key(token: bytes, nonce: str) -> bytes:
     return hmac.new(token, nonce.encode(), hashlib.sha256).digest()
 
 
-def authorization(token: bytes, path: str, nonce: str) -> str:
-    proof = hmac.new(token, f"GET {path} {nonce}".encode(), hashlib.sha256).hexdigest()
+def authorization(token: bytes, method: str, path: str, nonce: str, body: bytes = b"") -> str:
+    signed = f"{method} {path} {nonce} {hashlib.sha256(body).hexdigest()}"
+    proof = hmac.new(token, signed.encode(), hashlib.sha256).hexdigest()
     return f"{SCHEME} {nonce}:{proof}"
 
 
-def check_authorization(token: bytes, path: str, header: str) -> bytes:
-    """The session key of a valid request for `path`; PermissionError otherwise."""
+def check_authorization(token: bytes, method: str, path: str, header: str,
+                        body: bytes = b"") -> bytes:
+    """The session key of a valid request; PermissionError otherwise."""
     scheme, _, credentials = header.partition(" ")
     nonce = credentials.partition(":")[0]
     if scheme != SCHEME or len(nonce) < 16 or not hmac.compare_digest(
-            authorization(token, path, nonce), header):
+            authorization(token, method, path, nonce, body), header):
         raise PermissionError("the transfer request is not signed with this node's token")
     return session_key(token, nonce)
+
+
+def parse_have(body: bytes) -> dict[str, str]:
+    """The `have` of a request body: archive name -> digest."""
+    if not body:
+        return {}
+    try:
+        have = json.loads(body)["have"]
+        if isinstance(have, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                          for k, v in have.items()):
+            return have
+    except (ValueError, KeyError, TypeError):
+        pass
+    raise InvalidArgumentError('the request body is {"have": {NAME: BLAKE3 digest, ...}}')
 
 
 def pull_volume(store: VolumeStore, name: str, source: str, token: bytes, *,
@@ -75,8 +105,37 @@ def pull_volume(store: VolumeStore, name: str, source: str, token: bytes, *,
     url = urllib.parse.urlsplit(source)
     if url.scheme != "http" or not url.hostname:
         raise InvalidArgumentError(f"{source!r}: write the peer shim as http://HOST:PORT")
+    try:
+        store.get(name)
+        new = False
+    except NotFoundError:
+        new = True
     path = ARCHIVE_PATH.format(name=urllib.parse.quote(remote))
     nonce = secrets.token_hex(16)
+    with prepare_import(store, name, resume=True) as job:
+        body = json.dumps({"have": {k: v["blake3"] for k, v in job.have.items()}}).encode()
+        try:
+            connection, stream = _request(
+                url, path, body, volume=remote, timeout=timeout,
+                authorization=authorization(token, "POST", path, nonce, body))
+        except ShimError:
+            if new:  # nothing came: leave no volume behind
+                job.close()
+                store.remove(name, in_use=())
+            raise
+        with connection, stream:
+            try:
+                return job.receive(stream, mac_key=session_key(token, nonce))
+            except OSError as e:  # the line broke: the volume stays marked, unusable
+                raise UnavailableError(f"the transfer of volume {remote} from {source} "
+                                       f"broke off: {e}; pull again to resume") from e
+
+
+def _request(url: urllib.parse.SplitResult, path: str, body: bytes, *, volume: str,
+             timeout: float, authorization: str) -> tuple[socket.socket, IO[bytes]]:
+    """POST `body` to `path` at `url` for `volume`: the connection, and its stream at the
+    start of the archive that answers."""
+    source = url.geturl()
     try:
         connection = socket.create_connection((url.hostname, url.port or 80), timeout=timeout)
     except OSError as e:
@@ -84,23 +143,25 @@ def pull_volume(store: VolumeStore, name: str, source: str, token: bytes, *,
     # HTTP/1.0 on purpose: the body then comes plain until the server closes, without
     # HTTP/1.1's chunk framing to decode (a fifth of the time on 1 GiB). Its end is known
     # from the archive itself: the manifest comes last.
-    with connection, connection.makefile("rb") as stream:
+    stream = connection.makefile("rb")
+    try:
         try:
-            connection.sendall(f"GET {path} HTTP/1.0\r\nHost: {url.netloc}\r\n"
-                               f"Authorization: {authorization(token, path, nonce)}\r\n\r\n"
-                               .encode())
+            connection.sendall(
+                f"POST {path} HTTP/1.0\r\nHost: {url.netloc}\r\n"
+                f"Authorization: {authorization}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
             status = _read_head(stream)
         except OSError as e:
             raise UnavailableError(f"cannot reach the shim at {source}: {e}") from e
         if status != 200:
             detail = stream.read(4096).decode(errors="replace").strip()
             error = NotFoundError if status == 404 else UnavailableError
-            raise error(f"the shim at {source} refused volume {remote}: {status} {detail}")
-        try:
-            return import_volume(store, name, stream, mac_key=session_key(token, nonce))
-        except OSError as e:  # the line broke: the volume stays marked, unusable
-            raise UnavailableError(f"the transfer of volume {remote} from {source} broke "
-                                   f"off: {e}; pull again") from e
+            raise error(f"the shim at {source} refused volume {volume}: {status} {detail}")
+    except BaseException:
+        stream.close()
+        connection.close()
+        raise
+    return connection, stream
 
 
 def _read_head(stream: IO[bytes]) -> int:

@@ -58,7 +58,7 @@ _SCHEMA = ("""CREATE TABLE IF NOT EXISTS volumes (
 _TRASH = "trash-"
 STATE_LABEL = "dockyard.dev/state"
 IMPORTING = "importing"
-"""A volume labelled so is being filled (`transfer.import_volume`): not mounted yet."""
+"""A volume labelled so is being filled (`importing.import_volume`): not mounted yet."""
 _DB = "volumes.db"
 
 
