@@ -1,14 +1,14 @@
 """Volume benchmarks: I/O inside a container on a volume vs the same directory from the host.
 
-The same static busybox runs the same script on both sides (its sh, dd, ls, rm, named
-as `busybox APPLET`: the host's own sh and dd are other programs): on the host, in the
-volume's own data directory; in a container (through `dockyard exec`), on the volume
-mounted at /vol, and for contrast in the container's overlay root filesystem (/scratch).
-The script times its work itself, in microseconds (busybox adjtimex), so neither `exec`
-nor process start-up is counted. Host and volume swap the same two files sample by sample
-and the sides take turns in a rotating order, so that neither where a file lies on the
-virtual disk nor a noisy spell of it favours one side. Throughput ratios: volume / host
-(the physical limit is 1.0) and overlay / host.
+The same static busybox runs the same script on both sides (its sh, dd, cp, ls, rm, named
+as `busybox APPLET`: the host's own are other programs): on the host, in the volume's own
+data directory; in a container (through `dockyard exec`), on the volume mounted at /vol,
+and for contrast in the container's overlay root filesystem (/scratch). The script times
+its work itself, in microseconds (busybox adjtimex), so neither `exec` nor process
+start-up is counted. Host and volume swap the same two files sample by sample and the
+sides take turns in a rotating order, so that neither where a file lies on the virtual
+disk nor a noisy spell of it favours one side. Throughput ratios: volume / host (the
+physical limit is 1.0) and overlay / host.
 
 Workloads:
 - write 1 GiB, buffered: dd bs=1M, then fsync (conv=fsync): the data reaches the disk;
@@ -16,7 +16,15 @@ Workloads:
 - read 4 GiB, buffered: the 1 GiB file just written, four times, from the page cache
   (the VFS path itself);
 - read 1 GiB, direct: dd iflag=direct;
-- small files: create, stat (ls -l) and delete 3,000 files.
+- small files: a tree of small files copied (cp -r: create and write each), listed
+  (ls -lR: stat each) and deleted (rm -r), all syscalls, on two filesystems:
+  - the disk's, where the volume's directory lives (3,000 files). On these machines it
+    is ext4 without a journal, whose inode allocator skips every inode deleted in the
+    last minutes by reading its on-disk record (`recently_deleted`): a create costs 15 to
+    400 us depending on how many files anyone deleted lately, which no side controls;
+  - tmpfs (a `--tmpfs-size` volume, whose mount the host side uses too; 20,000 files):
+    the same work without the disk filesystem's noise, which shows what the bind mount,
+    the namespaces and the cgroups themselves cost. The overlay root has no tmpfs side.
 """
 
 from __future__ import annotations
@@ -30,91 +38,126 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from measure import report_times
 
 DOCKYARD = [sys.executable, "-m", "dockyard_cli"]
 BUSYBOX = "/bin/busybox"
-FILES = 3000
 CONTAINER = "dockyard-bench-io"
 _DD = "busybox dd bs=1M 2>/dev/null"
+_STORM = ("busybox cp -r {dir}/storm-src {dir}/many-{side} && "
+          "busybox ls -lR {dir}/many-{side} > /dev/null && busybox rm -r {dir}/many-{side}")
+STORM_FILES = {"disk": 3000, "tmpfs": 20000}
 
-# Every command is busybox's, named so. {dir}: the side's directory; {f}: its own file.
-WORKLOADS: dict[str, tuple[str, int]] = {
-    # name: (script, MiB moved: 0 for a rate in files)
-    "write 1 GiB, buffered + fsync": (f"{_DD} if=/dev/zero of={{f}} count=1024 conv=fsync",
-                                      1024),
-    "write 1 GiB, direct": (f"{_DD} if=/dev/zero of={{f}} count=1024 oflag=direct", 1024),
-    "read 4 GiB, buffered": (" && ".join([f"{_DD} if={{f}} of=/dev/null"] * 4), 4096),
-    "read 1 GiB, direct": (f"{_DD} if={{f}} of=/dev/null iflag=direct", 1024),
-    f"{FILES} small files: create, stat, delete": (
-        f"busybox mkdir -p {{dir}}/many-{{side}} && cd {{dir}}/many-{{side}} && i=0; "
-        f"while [ $i -lt {FILES} ]; do echo $i > f$i; i=$((i+1)); done; "
-        "busybox ls -l > /dev/null; cd / && busybox rm -r {dir}/many-{side}", 0),
+
+@dataclass(frozen=True)
+class Workload:
+    script: str
+    """busybox commands; {dir}: the side's directory, {f}: its own file, {side}: its name"""
+    mib: int = 0
+    """MiB moved, for a rate in MiB/s; 0: a rate in files/s"""
+    where: str = "disk"
+    """the volume's filesystem: `disk` (the state root's) or `tmpfs`"""
+
+
+WORKLOADS: dict[str, Workload] = {
+    "write 1 GiB, buffered + fsync": Workload(
+        f"{_DD} if=/dev/zero of={{f}} count=1024 conv=fsync", 1024),
+    "write 1 GiB, direct": Workload(f"{_DD} if=/dev/zero of={{f}} count=1024 oflag=direct",
+                                    1024),
+    "read 4 GiB, buffered": Workload(" && ".join([f"{_DD} if={{f}} of=/dev/null"] * 4), 4096),
+    "read 1 GiB, direct": Workload(f"{_DD} if={{f}} of=/dev/null iflag=direct", 1024),
+    f"{STORM_FILES['disk']:,} small files on disk: copy, stat, delete": Workload(_STORM),
+    f"{STORM_FILES['tmpfs']:,} small files on tmpfs: copy, stat, delete": Workload(
+        _STORM, where="tmpfs"),
 }
+_Side = Callable[[Workload, int], float | None]
+"""Runs a workload's sample N on one side: the seconds it took (None: not on this side)."""
 _TIMED = ("now() {{ busybox adjtimex | busybox awk '/tv_sec/ {{s = $2}} /tv_usec/ {{u = $2}} "
           "END {{printf \"%d%06d\", s, u}}'; }}; t0=$(now); {work}; t1=$(now); "
           "echo elapsed_us $((t1 - t0))")
+_SEED = ("busybox mkdir {dir}/storm-src && cd {dir}/storm-src && i=0; "
+         "while [ $i -lt {files} ]; do echo $i > f$i; i=$((i+1)); done")
 
 
-def bench_volume_io(env: dict[str, str], samples: int) -> list[tuple[str, dict[str, float]]]:
-    """For each workload: the median seconds on the host, on the volume, on the overlay."""
+def bench_volume_io(env: dict[str, str], samples: int
+                    ) -> list[tuple[str, dict[str, float | None]]]:
+    """For each workload: the median seconds of each side (None: the side has no such
+    filesystem)."""
     def dockyard(*args: str) -> str:
         return subprocess.run([*DOCKYARD, *args], env=env, check=True, capture_output=True,
                               text=True).stdout
 
     dockyard("volume", "create", "bench-io")
-    data = json.loads(dockyard("volume", "inspect", "bench-io"))[0]["Mountpoint"]
-    dockyard("run", "-d", "--name", CONTAINER, "-v", "bench-io:/vol", "busybox",
-             "sleep", "86400")
+    dockyard("volume", "create", "--tmpfs-size", "1g", "bench-io-tmpfs")
+    dockyard("run", "-d", "--name", CONTAINER, "-v", "bench-io:/vol", "-v",
+             "bench-io-tmpfs:/tvol", "busybox", "sleep", "86400")
     try:
-        dockyard("exec", CONTAINER, "mkdir", "-p", "/scratch")
+        data = {where: json.loads(dockyard("volume", "inspect", name))[0]["Mountpoint"]
+                for where, name in (("disk", "bench-io"), ("tmpfs", "bench-io-tmpfs"))}
+        mounted = {"disk": "/vol", "tmpfs": "/tvol"}
         in_container = [*DOCKYARD, "exec", CONTAINER, "busybox", "sh", "-c"]
+        for where, files in STORM_FILES.items():  # host and volume share the directory
+            subprocess.run([BUSYBOX, "sh", "-c", _SEED.format(dir=data[where], files=files)],
+                           check=True)
+        dockyard("exec", CONTAINER, "busybox", "sh", "-c",
+                 "busybox mkdir -p /scratch && "
+                 + _SEED.format(dir="/scratch", files=STORM_FILES["disk"]))
         # The host, but from inside the container's cgroups: a process there pays the
-        # memory cgroup's charge for every inode and dentry it makes (~9% on a file storm
-        # here), which the bind mount has nothing to do with. Against this side, the
-        # volume's ratio is the mount's own cost.
+        # memory cgroup's charge for every inode and dentry it makes, which the bind mount
+        # has nothing to do with. Against this side, the volume's ratio is the mount's own.
         container_id = json.loads(dockyard("inspect", CONTAINER))[0]["id"]
-        join = " ".join(str(f) for f in _cgroup_files(container_id))
+        join = " ".join(str(f) for f in _cgroup_files(env, container_id))
         in_cgroups = [BUSYBOX, "sh", "-c", f'for f in {join}; do echo $$ > "$f"; done; '
                       'exec busybox sh -c "$0"']
         # Host and volume share the directory, and swap its two files sample by sample:
         # where a file's blocks lie on the (virtual) disk then favours neither side.
-        sides: dict[str, Callable[[str, int], float]] = {
-            "host": lambda work, n: _timed([BUSYBOX, "sh", "-c", _script(
-                work, dir=data, f=f"{data}/io-{n % 2}.bin", side="host")], env),
-            "host in cgroups": lambda work, n: _timed([*in_cgroups, _script(
-                work, dir=data, f=f"{data}/io-{n % 2}.bin", side="cgroups")], env),
-            "volume": lambda work, n: _timed([*in_container, _script(
-                work, dir="/vol", f=f"/vol/io-{(n + 1) % 2}.bin", side="volume")], env),
-            "overlay": lambda work, n: _timed([*in_container, _script(
-                work, dir="/scratch", f=f"/scratch/io-{n % 2}.bin", side="overlay")], env),
+        sides: dict[str, _Side] = {
+            "host": lambda w, n: _timed([BUSYBOX, "sh", "-c", _script(
+                w, dir=data[w.where], f=f"{data[w.where]}/io-{n % 2}.bin", side="host")],
+                env),
+            "host in cgroups": lambda w, n: _timed([*in_cgroups, _script(
+                w, dir=data[w.where], f=f"{data[w.where]}/io-{n % 2}.bin",
+                side="cgroups")], env),
+            "volume": lambda w, n: _timed([*in_container, _script(
+                w, dir=mounted[w.where], f=f"{mounted[w.where]}/io-{(n + 1) % 2}.bin",
+                side="volume")], env),
+            "overlay": lambda w, n: None if w.where != "disk" else _timed([
+                *in_container, _script(w, dir="/scratch", f=f"/scratch/io-{n % 2}.bin",
+                                       side="overlay")], env),
         }
         results = []
-        for name, (work, mib) in WORKLOADS.items():
-            times: dict[str, list[float]] = {side: [] for side in sides}
+        for name, workload in WORKLOADS.items():
+            times: dict[str, list[float | None]] = {side: [] for side in sides}
             order = list(sides)
-            # The small-file storm takes a second and varies most: three times the samples.
-            for sample in range(samples if mib else 3 * samples):
+            # The small-file storms are short and vary most: three times the samples.
+            for sample in range(samples if workload.mib else 3 * samples):
                 turn = sample % len(order)
                 for side in order[turn:] + order[:turn]:  # rotating turns
-                    times[side].append(sides[side](work, sample))
-            results.append((name, {side: statistics.median(v) for side, v in times.items()}))
+                    times[side].append(sides[side](workload, sample))
+            results.append((name, {side: _median(v) for side, v in times.items()}))
         return results
     finally:
         dockyard("rm", "-f", CONTAINER)
-        dockyard("volume", "rm", "bench-io")
+        dockyard("volume", "rm", "bench-io", "bench-io-tmpfs")
 
 
-def _cgroup_files(container_id: str) -> list[Path]:
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def _cgroup_files(env: dict[str, str], container_id: str) -> list[Path]:
     """The files a process writes its pid to, to join the container's cgroups (v1 or v2)."""
-    found = sorted(Path("/sys/fs/cgroup").glob(f"*/dockyard/{container_id}/tasks"))
-    return found or [Path("/sys/fs/cgroup/dockyard", container_id, "cgroup.procs")]
+    parent = env.get("DOCKYARD_CGROUP_PARENT") or "dockyard"
+    found = sorted(Path("/sys/fs/cgroup").glob(f"*/{parent}/{container_id}/tasks"))
+    return found or [Path("/sys/fs/cgroup", parent, container_id, "cgroup.procs")]
 
 
-def _script(work: str, **names: str) -> str:
-    return _TIMED.format(work=work.format(**names))
+def _script(workload: Workload, **names: str) -> str:
+    return _TIMED.format(work=workload.script.format(**names))
 
 
 def _timed(command: list[str], env: dict[str, str]) -> float:
@@ -126,22 +169,29 @@ def _timed(command: list[str], env: dict[str, str]) -> float:
     return int(match.group(1)) / 1e6
 
 
-def report_volume_io(rows: list[tuple[str, dict[str, float]]]) -> None:
+def report_volume_io(rows: list[tuple[str, dict[str, float | None]]]) -> None:
     print("\n### Volume I/O: the same work in a container on a volume, in its overlay root, "
           "on the host, and on the host from inside the container's cgroups\n")
     print("| workload | host | host in cgroups | volume | overlay | volume / host | "
           "volume / host in cgroups | overlay / host |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, seconds in rows:
-        mib = WORKLOADS[name][1]
-        unit = "MiB/s" if mib else "files/s"
-        amount = mib or FILES
-        rate = {side: amount / t for side, t in seconds.items()}
-        print(f"| {name} | {rate['host']:.0f} {unit} | {rate['host in cgroups']:.0f} {unit} "
-              f"| {rate['volume']:.0f} {unit} | {rate['overlay']:.0f} {unit} | "
-              f"{rate['volume'] / rate['host']:.3f} | "
-              f"{rate['volume'] / rate['host in cgroups']:.3f} | "
-              f"{rate['overlay'] / rate['host']:.3f} |")
+        workload = WORKLOADS[name]
+        unit = "MiB/s" if workload.mib else "files/s"
+        amount = workload.mib or STORM_FILES[workload.where]
+        rate = {side: None if t is None else amount / t for side, t in seconds.items()}
+
+        def shown(side: str, rate: dict[str, float | None] = rate, unit: str = unit) -> str:
+            value = rate[side]
+            return "-" if value is None else f"{value:.0f} {unit}"
+
+        def ratio(side: str, base: str, rate: dict[str, float | None] = rate) -> str:
+            top, bottom = rate[side], rate[base]
+            return "-" if top is None or bottom is None else f"{top / bottom:.3f}"
+
+        print(f"| {name} | {shown('host')} | {shown('host in cgroups')} | {shown('volume')} "
+              f"| {shown('overlay')} | {ratio('volume', 'host')} | "
+              f"{ratio('volume', 'host in cgroups')} | {ratio('overlay', 'host')} |")
 
 
 # ------------------------------------------------------------------- transfer
