@@ -19,6 +19,7 @@ covers every file, so the finished volume is verified as a whole exactly as befo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import hmac
@@ -26,6 +27,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import stat
 import tarfile
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ from blake3 import blake3
 
 from dockyard_shim.errors import FailedPreconditionError, InvalidArgumentError
 from dockyard_shim.volumes.model import Kind, VolumeRecord
+from dockyard_shim.volumes.splice import SPLICE_MIN, SocketReceiver
 from dockyard_shim.volumes.store import IMPORTING, STATE_LABEL, VolumeStore
 from dockyard_shim.volumes.transfer import (
     DATA,
@@ -124,11 +127,16 @@ class Import:
             os.close(self.journal)  # and with it the lock
             self.journal = -1
 
-    def receive(self, stream: IO[bytes], *, mac_key: bytes = b"") -> TransferStats:
-        """Extract and verify the archive in `stream`, then make the volume usable."""
+    def receive(self, stream: IO[bytes], *, mac_key: bytes = b"",
+                connection: socket.socket | None = None) -> TransferStats:
+        """Extract and verify the archive in `stream`, then make the volume usable. When
+        `stream` is `connection`'s buffered reader, big files are spliced (`splice`)."""
         seen: dict[str, dict[str, Any]] = {}
         try:
-            manifest, raw_manifest, mac = _extract(stream, self, seen)
+            with contextlib.ExitStack() as stack:
+                receiver = None if connection is None else stack.enter_context(
+                    SocketReceiver(connection, stream))  # type: ignore[arg-type]
+                manifest, raw_manifest, mac = _extract(stream, self, seen, receiver)
         except tarfile.TarError as e:
             raise InvalidArgumentError(f"the volume archive is damaged or cut short: {e}") from e
         _verify(manifest, seen)
@@ -166,8 +174,8 @@ def _journaled(staging: Path, journal: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _extract(stream: IO[bytes], job: Import, seen: dict[str, dict[str, Any]]
-             ) -> tuple[dict[str, Any] | None, bytes, str]:
+def _extract(stream: IO[bytes], job: Import, seen: dict[str, dict[str, Any]],
+             receiver: SocketReceiver | None) -> tuple[dict[str, Any] | None, bytes, str]:
     """Extract the archive's data under the job's staging directory, hashing each file into
     `seen` and journaling it; the manifest (None if it never came), the manifest's bytes
     and its HMAC (or "")."""
@@ -201,7 +209,11 @@ def _extract(stream: IO[bytes], job: Import, seen: dict[str, dict[str, Any]]
                 job.kept.add(member.name)
                 _finish(staging, member)
             elif member.isreg():
-                seen[member.name] = _write_file(staging / member.name, member, source, buffer)
+                path = staging / member.name
+                seen[member.name] = (
+                    _splice_file(path, member, source, receiver)
+                    if receiver is not None and member.size >= SPLICE_MIN
+                    else _write_file(path, member, source, buffer))
                 _finish(staging, member)
                 os.write(job.journal, json.dumps({"name": member.name, **seen[member.name]})
                          .encode() + b"\n")
@@ -285,6 +297,19 @@ def _write_file(path: Path, member: tarfile.TarInfo, source: Sequential,
             _write_all(out, buffer[:count])
             left -= count
     return {"blake3": digest.hexdigest(), "size": member.size}
+
+
+def _splice_file(path: Path, member: tarfile.TarInfo, source: Sequential,
+                 receiver: SocketReceiver) -> dict[str, Any]:
+    """`_write_file` for a file that arrives on a socket: spliced into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    source.seek(member.offset_data)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        digest = receiver.receive(source, fd, member.size)
+    finally:
+        os.close(fd)
+    return {"blake3": digest, "size": member.size}
 
 
 def _write_all(out: io.FileIO, data: memoryview) -> None:

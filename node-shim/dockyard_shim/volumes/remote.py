@@ -126,7 +126,8 @@ def pull_volume(store: VolumeStore, name: str, source: str, token: bytes, *,
             raise
         with connection, stream:
             try:
-                return job.receive(stream, mac_key=session_key(token, nonce))
+                return job.receive(stream, mac_key=session_key(token, nonce),
+                                   connection=connection)
             except OSError as e:  # the line broke: the volume stays marked, unusable
                 raise UnavailableError(f"the transfer of volume {remote} from {source} "
                                        f"broke off: {e}; pull again to resume") from e

@@ -101,6 +101,10 @@ class Sequential(io.RawIOBase):
     def tell(self) -> int:
         return self._position
 
+    def consumed(self, count: int) -> None:
+        """`count` bytes of the underlying stream were read by other means (`splice`)."""
+        self._position += count
+
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         target = offset if whence == io.SEEK_SET else self._position + offset
         if whence == io.SEEK_END or target < self._position:
