@@ -102,6 +102,31 @@ def _default_into(value: Any, schema: Schema) -> None:
             _default_into(item, schema["items"])
 
 
+def prune(obj: dict[str, Any], schema: Schema) -> dict[str, Any]:
+    """A copy of `obj` without the fields its schema does not know: what the API server
+    stores when the client does not ask for strict field validation (structural pruning;
+    `metadata` is the server's own)."""
+    pruned = copy.deepcopy(obj)
+    _prune_into(pruned, schema, ())
+    return pruned
+
+
+def _prune_into(value: Any, schema: Schema, path: Path) -> None:
+    if isinstance(value, dict) and schema.get("type") == "object":
+        props = schema.get("properties")
+        if props is not None and "additionalProperties" not in schema and path != ("metadata",) \
+                and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            for key in [key for key in value if key not in props]:
+                del value[key]
+        for key, item in value.items():
+            sub = (props or {}).get(key) or schema.get("additionalProperties")
+            if isinstance(sub, dict):
+                _prune_into(item, sub, (*path, key))
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for item in value:
+            _prune_into(item, schema["items"], path)
+
+
 def _unknown_fields(value: Any, schema: Schema, path: Path) -> list[Problem]:
     found: list[Problem] = []
     if isinstance(value, dict) and schema.get("type") == "object":

@@ -1,0 +1,90 @@
+"""Real kopf against the test API server: discovery, list and watch, patches of status and
+metadata, and finalizers work as kopf expects them to on a real cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import kmock
+import kopf
+import pytest
+import pytest_asyncio
+
+from tests.kube.apiserver import ApiServer
+
+VOLUMES = "/apis/dockyard.dev/v1alpha1/namespaces/ns/volumes"
+
+
+@pytest_asyncio.fixture
+async def cluster() -> AsyncIterator[tuple[ApiServer, kmock.Server]]:
+    async with ApiServer() as server, kmock.Server(server) as http:
+        yield server, http
+
+
+@contextlib.asynccontextmanager
+async def running(registry: kopf.OperatorRegistry, url: str) -> AsyncIterator[None]:
+    """kopf running `registry` against the server at `url`, stopped on the way out."""
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=url, insecure=True)
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # The CRDs' schemas keep no unknown fields: kopf keeps its state in annotations.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
+        settings.watching.reconnect_backoff = 0.1
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(kopf.operator(registry=registry, clusterwide=True,
+                                             standalone=True, stop_flag=stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+async def _eventually(check: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "never happened"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.asyncio
+async def test_kopf_creates_reports_and_finalizes_through_the_server(cluster: Any) -> None:
+    server, http = cluster
+    registry = kopf.OperatorRegistry()
+    deleted: list[str] = []
+
+    @kopf.on.create("dockyard.dev", "v1alpha1", "volumes", registry=registry)
+    def created(name: str, patch: kopf.Patch, **_: Any) -> None:
+        patch.status["phase"] = "Ready"
+        patch.status["node"] = "node-1"
+
+    @kopf.on.delete("dockyard.dev", "v1alpha1", "volumes", registry=registry)
+    def gone(name: str, **_: Any) -> None:
+        deleted.append(name)
+
+    async with running(registry, str(http.url)):
+        async with http.client.post(VOLUMES, json={
+                "apiVersion": "dockyard.dev/v1alpha1", "kind": "Volume",
+                "metadata": {"name": "data"}, "spec": {"local": {}}}) as response:
+            assert response.status == 200
+        await _eventually(lambda: (server.get("volumes", "data", "ns") or {})
+                          .get("status", {}).get("phase") == "Ready")
+        volume = server.get("volumes", "data", "ns")
+        assert volume is not None
+        assert volume["status"]["node"] == "node-1"
+        assert volume["metadata"]["finalizers"] == ["kopf.zalando.org/KopfFinalizerMarker"]
+        assert volume["metadata"]["generation"] == 1  # kopf's writes are not spec changes
+
+        async with http.client.delete(f"{VOLUMES}/data") as response:
+            assert response.status == 200
+        await _eventually(lambda: server.get("volumes", "data", "ns") is None)
+        assert deleted == ["data"]
