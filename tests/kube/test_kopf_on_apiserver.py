@@ -1,5 +1,5 @@
 """Real kopf against the test API server: discovery, list and watch, patches of status and
-metadata, and finalizers work as kopf expects them to on a real cluster."""
+metadata, finalizers and Events work as kopf expects them to on a real cluster."""
 
 from __future__ import annotations
 
@@ -63,9 +63,10 @@ async def test_kopf_creates_reports_and_finalizes_through_the_server(cluster: An
     deleted: list[str] = []
 
     @kopf.on.create("dockyard.dev", "v1alpha1", "volumes", registry=registry)
-    def created(name: str, patch: kopf.Patch, **_: Any) -> None:
+    def created(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         patch.status["phase"] = "Ready"
         patch.status["node"] = "node-1"
+        kopf.info(body, reason="Placed", message="placed on node-1")
 
     @kopf.on.delete("dockyard.dev", "v1alpha1", "volumes", registry=registry)
     def gone(name: str, **_: Any) -> None:
@@ -88,3 +89,6 @@ async def test_kopf_creates_reports_and_finalizes_through_the_server(cluster: An
             assert response.status == 200
         await _eventually(lambda: server.get("volumes", "data", "ns") is None)
         assert deleted == ["data"]
+        await _eventually(lambda: [  # kopf posts Events in the background
+            (e["reason"], e["message"], e["involvedObject"]["name"])
+            for e in server.all("events", group="")] == [("Placed", "placed on node-1", "data")])
