@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import ValidationError
@@ -115,6 +115,19 @@ def parse(obj: object, *, source: str = "") -> Resource:
         return cls.model_validate_json(text, by_alias=True, by_name=False)
     except ValidationError as e:
         raise InvalidManifestError(_problems(e), source=source) from e
+
+
+R = TypeVar("R", bound=Resource)
+
+
+def parse_as(cls: type[R], obj: object, *, source: str = "") -> R:
+    """`parse` an object that must be of `cls`'s kind (as a watched object is)."""
+    resource = parse(obj, source=source)
+    if not isinstance(resource, cls):
+        raise InvalidManifestError(
+            [Problem("kind", f"expected {cls.__name__}, got {type(resource).__name__}")],
+            source=source)
+    return resource
 
 
 def dump(resource: Resource) -> dict[str, Any]:

@@ -3,9 +3,7 @@ metadata, finalizers and Events work as kopf expects them to on a real cluster."
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import kmock
@@ -14,6 +12,7 @@ import pytest
 import pytest_asyncio
 
 from tests.kube.apiserver import ApiServer
+from tests.kube.kopfrun import eventually, running
 
 VOLUMES = "/apis/dockyard.dev/v1alpha1/namespaces/ns/volumes"
 
@@ -22,38 +21,6 @@ VOLUMES = "/apis/dockyard.dev/v1alpha1/namespaces/ns/volumes"
 async def cluster() -> AsyncIterator[tuple[ApiServer, kmock.Server]]:
     async with ApiServer() as server, kmock.Server(server) as http:
         yield server, http
-
-
-@contextlib.asynccontextmanager
-async def running(registry: kopf.OperatorRegistry, url: str) -> AsyncIterator[None]:
-    """kopf running `registry` against the server at `url`, stopped on the way out."""
-
-    @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=url, insecure=True)
-
-    @kopf.on.startup(registry=registry)
-    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        # The CRDs' schemas keep no unknown fields: kopf keeps its state in annotations.
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
-        settings.watching.reconnect_backoff = 0.1
-
-    stop = asyncio.Event()
-    task = asyncio.create_task(kopf.operator(registry=registry, clusterwide=True,
-                                             standalone=True, stop_flag=stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
-
-
-async def _eventually(check: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "never happened"
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.asyncio
@@ -77,7 +44,7 @@ async def test_kopf_creates_reports_and_finalizes_through_the_server(cluster: An
                 "apiVersion": "dockyard.dev/v1alpha1", "kind": "Volume",
                 "metadata": {"name": "data"}, "spec": {"local": {}}}) as response:
             assert response.status == 200
-        await _eventually(lambda: (server.get("volumes", "data", "ns") or {})
+        await eventually(lambda: (server.get("volumes", "data", "ns") or {})
                           .get("status", {}).get("phase") == "Ready")
         volume = server.get("volumes", "data", "ns")
         assert volume is not None
@@ -87,8 +54,8 @@ async def test_kopf_creates_reports_and_finalizes_through_the_server(cluster: An
 
         async with http.client.delete(f"{VOLUMES}/data") as response:
             assert response.status == 200
-        await _eventually(lambda: server.get("volumes", "data", "ns") is None)
+        await eventually(lambda: server.get("volumes", "data", "ns") is None)
         assert deleted == ["data"]
-        await _eventually(lambda: [  # kopf posts Events in the background
+        await eventually(lambda: [  # kopf posts Events in the background
             (e["reason"], e["message"], e["involvedObject"]["name"])
             for e in server.all("events", group="")] == [("Placed", "placed on node-1", "data")])

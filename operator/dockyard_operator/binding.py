@@ -1,0 +1,93 @@
+"""The scheduling handlers: bind each new Container to a node (kopf, thin).
+
+The decisions are `scheduling.place`'s. What the handlers add is the state it needs:
+- the nodes, from a kopf index of DockyardNode objects;
+- what each node holds, from the Containers bound so far (`Bindings`, in the operator's
+  memo): filled from every Container event that shows a node, and updated at once when a
+  handler binds one, so that a burst of creates handled concurrently counts each earlier
+  decision before the API server has echoed it back. An event without a node does not
+  unbind: it may be an echo of kopf's own write, older than the binding (the first run of
+  the burst test put 9 containers of 250m on a 2-CPU node that way).
+
+Binding writes `status.node`, `status.phase: Pending` and the label `dockyard.dev/node`,
+which the node agents watch with a server-side label selector. Every decision is an
+Event on the Container: `Scheduled`, or `FailedScheduling` with kube-scheduler's reason,
+after which kopf retries (a node may join or free room).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from dockyard_api import Container, DockyardNode
+from dockyard_api.manifests import parse_as
+from dockyard_operator.scheduling import Demand, Node, Request, place
+
+GROUP, VERSION = "dockyard.dev", "v1alpha1"
+NODE_LABEL = "dockyard.dev/node"
+RETRY_UNSCHEDULABLE = 5.0  # seconds before kopf tries a container that fits nowhere again
+
+
+@dataclass
+class Bindings:
+    """Which node each Container is bound to, with what it demands."""
+
+    bound: dict[str, tuple[str, Demand]] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def load(self) -> dict[str, Demand]:
+        """What each node holds."""
+        held: dict[str, Demand] = {}
+        for node, demand in self.bound.values():
+            held[node] = held.get(node, Demand()) + demand
+        return held
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Add the scheduling handlers to `registry`."""
+
+    @kopf.on.startup(id="bindings", registry=registry)
+    def remember(memo: kopf.Memo, **_: Any) -> None:
+        memo.setdefault("bindings", Bindings())
+
+    @kopf.index(GROUP, VERSION, "dockyardnodes", id="nodes", registry=registry)
+    def nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, Node]:
+        return {name: Node.of(parse_as(DockyardNode, dict(body)))}
+
+    @kopf.on.event(GROUP, VERSION, "containers", id="observe", registry=registry)
+    def observe(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        body = event["object"]
+        key = f"{body['metadata'].get('namespace')}/{body['metadata']['name']}"
+        node = (body.get("status") or {}).get("node")
+        bindings: Bindings = memo["bindings"]
+        if event["type"] == "DELETED":
+            bindings.bound.pop(key, None)
+        elif node:  # one without a node may be bound here already, its write not yet seen
+            bindings.bound[key] = (node, Request.of(parse_as(Container, dict(body))).demand)
+
+    @kopf.on.resume(GROUP, VERSION, "containers", id="schedule", registry=registry)
+    @kopf.on.create(GROUP, VERSION, "containers", id="schedule", registry=registry)
+    async def schedule(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
+                       **kwargs: Any) -> None:
+        nodes: kopf.Index[str, Node] = kwargs["nodes"]  # the index, passed by its id
+        container = parse_as(Container, dict(body))
+        if container.status is not None and container.status.node:
+            return  # bound already (a resumed operator)
+        request = Request.of(container)
+        bindings: Bindings = memo["bindings"]
+        known = [node for store in nodes.values() for node in store]
+        async with bindings.lock:
+            decision = place(request, known, bindings.load())
+            if decision.node is not None:
+                bindings.bound[request.name] = (decision.node, request.demand)
+        if decision.node is None:
+            kopf.warn(body, reason="FailedScheduling", message=decision.reason)
+            raise kopf.TemporaryError(decision.reason, delay=RETRY_UNSCHEDULABLE)
+        patch.status["node"] = decision.node
+        patch.status["phase"] = "Pending"
+        patch.metadata.labels[NODE_LABEL] = decision.node
+        kopf.info(body, reason="Scheduled", message=f"bound to node {decision.node}")

@@ -1,0 +1,42 @@
+"""Running real kopf against the test API server, in the test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import kopf
+
+
+@contextlib.asynccontextmanager
+async def running(registry: kopf.OperatorRegistry, url: str) -> AsyncIterator[None]:
+    """kopf running `registry` against the server at `url`, stopped on the way out."""
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=url, insecure=True)
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # The CRDs' schemas keep no unknown fields: kopf keeps its state in annotations.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
+        settings.watching.reconnect_backoff = 0.1
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(kopf.operator(registry=registry, clusterwide=True,
+                                             standalone=True, stop_flag=stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "never happened"
+        await asyncio.sleep(0.05)
