@@ -220,11 +220,7 @@ class ApiServer(KubernetesScaffold):
         return copy.deepcopy(obj)
 
     async def _serve_patch(self, request: rendering.Request) -> dict[str, Any]:
-        kind = self._kind(request)
-        key = self._key(kind, request.namespace, request.name or "")
-        current = self._objects.get(key)
-        if current is None:
-            raise self._not_found(kind, request.name)
+        kind, key, current = self._existing(request)
         patched = _patched(current, request)
         wanted = patched.get("metadata", {}).get("resourceVersion")
         if wanted is not None and wanted != current["metadata"]["resourceVersion"]:
@@ -249,11 +245,7 @@ class ApiServer(KubernetesScaffold):
         return copy.deepcopy(updated)
 
     async def _serve_delete(self, request: rendering.Request) -> dict[str, Any]:
-        kind = self._kind(request)
-        key = self._key(kind, request.namespace, request.name or "")
-        current = self._objects.get(key)
-        if current is None:
-            raise self._not_found(kind, request.name)
+        _, key, current = self._existing(request)
         if current["metadata"].get("finalizers"):
             if not current["metadata"].get("deletionTimestamp"):
                 current["metadata"]["deletionTimestamp"] = _now()
@@ -266,11 +258,16 @@ class ApiServer(KubernetesScaffold):
         return copy.deepcopy(current)
 
     async def _serve_fetch(self, request: rendering.Request) -> dict[str, Any]:
+        return copy.deepcopy(self._existing(request)[2])
+
+    def _existing(self, request: rendering.Request) -> tuple[Kind, Key, dict[str, Any]]:
+        """The kind, key and stored object a request names; 404 if there is none."""
         kind = self._kind(request)
-        found = self._objects.get(self._key(kind, request.namespace, request.name or ""))
-        if found is None:
+        key = self._key(kind, request.namespace, request.name or "")
+        current = self._objects.get(key)
+        if current is None:
             raise self._not_found(kind, request.name)
-        return copy.deepcopy(found)
+        return kind, key, current
 
     async def _serve_list(self, request: rendering.Request) -> dict[str, Any]:
         kind = self._kind(request)
