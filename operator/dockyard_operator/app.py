@@ -1,7 +1,7 @@
 """The operator as kopf runs it: settings, and every handler registered in one registry.
 
-Run it with `kopf run -m dockyard_operator.app --all-namespaces` (or embed it with
-`kopf.operator(registry=registry())`).
+`kopf run -m dockyard_operator.main --all-namespaces` runs it; tests and embedders pass
+`registry()` to `kopf.operator`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,12 @@ from dockyard_operator import binding
 
 
 def registry() -> kopf.OperatorRegistry:
-    """A registry with the operator's handlers."""
-    handlers = kopf.OperatorRegistry()
+    """A new registry with the operator's handlers."""
+    return register(kopf.OperatorRegistry())
+
+
+def register(handlers: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
+    """Add the operator's settings and handlers to `handlers`."""
 
     @kopf.on.startup(registry=handlers)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
