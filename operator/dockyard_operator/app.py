@@ -10,7 +10,7 @@ from typing import Any
 
 import kopf
 
-from dockyard_operator import binding
+from dockyard_operator import binding, images
 
 
 def registry() -> kopf.OperatorRegistry:
@@ -31,4 +31,5 @@ def register(handlers: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
             prefix="dockyard.dev")
 
     binding.register(handlers)
+    images.register(handlers)
     return handlers
