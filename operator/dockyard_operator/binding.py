@@ -9,8 +9,10 @@ The decisions are `scheduling.place`'s. What the handlers add is the state it ne
   unbind: it may be an echo of kopf's own write, older than the binding (the first run of
   the burst test put 9 containers of 250m on a 2-CPU node that way).
 
-Binding writes `status.node`, `status.phase: Pending` and the label `dockyard.dev/node`,
-which the node agents watch with a server-side label selector. Every decision is an
+Binding writes `status.node`, `status.phase: Pending`, `status.imageDigest` (the digest
+the container runs: its Image's pin, which it waits for, or its own reference's, resolved
+once for the cluster) and the label `dockyard.dev/node`, which the node agents watch with
+a server-side label selector. Every decision is an
 Event on the Container: `Scheduled`, or `FailedScheduling` with kube-scheduler's reason,
 after which kopf retries (a node may join or free room).
 """
@@ -25,11 +27,13 @@ import kopf
 
 from dockyard_api import Container, DockyardNode
 from dockyard_api.manifests import parse_as
+from dockyard_operator.pinning import ResolveError, resolve
 from dockyard_operator.scheduling import Demand, Node, Request, place
 
 GROUP, VERSION = "dockyard.dev", "v1alpha1"
 NODE_LABEL = "dockyard.dev/node"
 RETRY_UNSCHEDULABLE = 5.0  # seconds before kopf tries a container that fits nowhere again
+RETRY_IMAGE = 2.0  # seconds before looking again for the digest a container is to run
 
 
 @dataclass
@@ -54,6 +58,11 @@ def register(registry: kopf.OperatorRegistry) -> None:
     def remember(memo: kopf.Memo, **_: Any) -> None:
         memo.setdefault("bindings", Bindings())
 
+    @kopf.index(GROUP, VERSION, "images", id="pins", registry=registry)
+    def pins(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[str, str]:
+        digest = (body.get("status") or {}).get("digest")
+        return {f"{namespace}/{name}": digest} if digest else {}
+
     @kopf.index(GROUP, VERSION, "dockyardnodes", id="nodes", registry=registry)
     def nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, Node]:
         return {name: Node.of(parse_as(DockyardNode, dict(body)))}
@@ -73,10 +82,11 @@ def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.create(GROUP, VERSION, "containers", id="schedule", registry=registry)
     async def schedule(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
                        **kwargs: Any) -> None:
-        nodes: kopf.Index[str, Node] = kwargs["nodes"]  # the index, passed by its id
+        nodes: kopf.Index[str, Node] = kwargs["nodes"]  # the indexes, passed by their ids
         container = parse_as(Container, dict(body))
         if container.status is not None and container.status.node:
             return  # bound already (a resumed operator)
+        digest = await _digest(body, container, kwargs["pins"], memo)
         request = Request.of(container)
         bindings: Bindings = memo["bindings"]
         known = [node for store in nodes.values() for node in store]
@@ -89,5 +99,32 @@ def register(registry: kopf.OperatorRegistry) -> None:
             raise kopf.TemporaryError(decision.reason, delay=RETRY_UNSCHEDULABLE)
         patch.status["node"] = decision.node
         patch.status["phase"] = "Pending"
+        patch.status["imageDigest"] = digest
         patch.metadata.labels[NODE_LABEL] = decision.node
         kopf.info(body, reason="Scheduled", message=f"bound to node {decision.node}")
+
+
+async def _digest(body: kopf.Body, container: Container, pins: kopf.Index[str, str],
+                  memo: kopf.Memo) -> str:
+    """The digest `container` runs: its Image's pin, the digest written in its reference,
+    or its reference's tag resolved once for the whole cluster (kept in the memo)."""
+    spec, namespace = container.spec, container.metadata.namespace
+    if spec.image_ref is not None:
+        key = f"{namespace}/{spec.image_ref}"
+        for digest in pins.get(key, []):
+            return digest
+        message = f"waiting for Image {spec.image_ref} to be pinned to a digest"
+        kopf.info(body, reason="WaitingForImage", message=message)
+        raise kopf.TemporaryError(message, delay=RETRY_IMAGE)
+    reference = spec.image or ""
+    written = reference.partition("@")[2]
+    if written:
+        return written
+    resolved: dict[str, str] = memo.setdefault("resolved", {})
+    if reference not in resolved:
+        try:
+            resolved[reference] = (await asyncio.to_thread(resolve, reference)).digest
+        except ResolveError as e:
+            kopf.warn(body, reason="ResolveFailed", message=str(e))
+            raise kopf.TemporaryError(str(e), delay=RETRY_IMAGE) from e
+    return resolved[reference]

@@ -17,6 +17,8 @@ from tests.kube.apiserver import ApiServer
 from tests.kube.kopfrun import eventually, running
 
 API = "/apis/dockyard.dev/v1alpha1"
+DIGEST = "sha256:" + "c" * 64
+BUSYBOX = f"busybox@{DIGEST}"  # written with its digest: no registry is asked
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
@@ -40,7 +42,8 @@ async def _node(client: aiohttp.ClientSession, name: str, cpu: str, **labels: st
 async def _container(client: aiohttp.ClientSession, name: str, **spec: Any) -> None:
     body = {"apiVersion": "dockyard.dev/v1alpha1", "kind": "Container",
             "metadata": {"name": name},
-            "spec": {"image": "busybox", "resources": {"cpu": "250m"}, **spec}}
+            "spec": {"resources": {"cpu": "250m"},
+                     **({} if "imageRef" in spec else {"image": BUSYBOX}), **spec}}
     async with client.post(f"{API}/namespaces/shop/containers", json=body) as response:
         assert response.status == 200, await response.text()
 
@@ -67,6 +70,7 @@ async def test_a_burst_of_containers_is_bound_and_spread_by_node_size(cluster: A
         for container in server.all("containers"):
             assert container["metadata"]["labels"][NODE_LABEL] == container["status"]["node"]
             assert container["status"]["phase"] == "Pending"
+            assert container["status"]["imageDigest"] == DIGEST
 
 
 @pytest.mark.asyncio
@@ -85,3 +89,27 @@ async def test_a_container_that_fits_nowhere_waits_and_says_why(cluster: Any) ->
         assert _bound(server) == {"fast": None}
         await _node(client, "n2", "2", disk="ssd")  # room appears: the retry binds it
         await eventually(lambda: _bound(server) == {"fast": "n2"}, timeout=20)
+
+
+@pytest.mark.asyncio
+async def test_a_container_of_an_image_waits_for_its_pin_and_records_it(cluster: Any) -> None:
+    server, http = cluster
+    client = http.client
+    await _node(client, "n1", "2")
+    pinned = "sha256:" + "d" * 64
+    async with running(registry(), str(http.url)):
+        await _container(client, "tool", imageRef="tools")
+
+        def waiting() -> bool:
+            return any(e["reason"] == "WaitingForImage" for e in server.all("events", group=""))
+        await eventually(waiting)
+        assert _bound(server) == {"tool": None}
+        image = {"apiVersion": "dockyard.dev/v1alpha1", "kind": "Image",
+                 "metadata": {"name": "tools"},
+                 "spec": {"reference": "registry.local:5000/tools:3", "digest": pinned}}
+        async with client.post(f"{API}/namespaces/shop/images", json=image) as response:
+            assert response.status == 200, await response.text()
+        await eventually(lambda: _bound(server) == {"tool": "n1"})
+        tool = server.get("containers", "tool", "shop")
+        assert tool is not None
+        assert tool["status"]["imageDigest"] == pinned
