@@ -56,7 +56,11 @@ def register(registry: kopf.OperatorRegistry) -> None:
 
     @kopf.on.startup(id="bindings", registry=registry)
     def remember(memo: kopf.Memo, **_: Any) -> None:
+        # Made here, in the operator's memo: each object's handlers see a shallow copy of
+        # it, so what they add themselves is theirs alone.
         memo.setdefault("bindings", Bindings())
+        memo.setdefault("resolved", {})  # reference -> digest, for the whole cluster
+        memo.setdefault("resolving", asyncio.Lock())  # one resolution at a time
 
     @kopf.index(GROUP, VERSION, "images", id="pins", registry=registry)
     def pins(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[str, str]:
@@ -120,11 +124,12 @@ async def _digest(body: kopf.Body, container: Container, pins: kopf.Index[str, s
     written = reference.partition("@")[2]
     if written:
         return written
-    resolved: dict[str, str] = memo.setdefault("resolved", {})
-    if reference not in resolved:
-        try:
-            resolved[reference] = (await asyncio.to_thread(resolve, reference)).digest
-        except ResolveError as e:
-            kopf.warn(body, reason="ResolveFailed", message=str(e))
-            raise kopf.TemporaryError(str(e), delay=RETRY_IMAGE) from e
-    return resolved[reference]
+    resolved: dict[str, str] = memo["resolved"]
+    async with memo["resolving"]:  # two containers of one new tag must get one answer
+        if reference not in resolved:
+            try:
+                resolved[reference] = (await asyncio.to_thread(resolve, reference)).digest
+            except ResolveError as e:
+                kopf.warn(body, reason="ResolveFailed", message=str(e))
+                raise kopf.TemporaryError(str(e), delay=RETRY_IMAGE) from e
+        return resolved[reference]

@@ -138,3 +138,49 @@ async def test_the_operator_pins_an_image_once_and_again_when_its_spec_changes(
             await eventually(lambda: len(pinned()) == 2)  # once per spec
             assert pinned() == [f"pinned to {registry.host}/app@{first}",
                                 f"pinned to {registry.host}/app@{third}"]
+
+
+@pytest.mark.e2e
+@pytest.mark.asyncio
+async def test_containers_naming_a_tag_all_run_the_digest_it_had_first(tmp_path: Path) -> None:
+    """A tag in a Container's own reference is resolved once for the cluster: a container
+    created after the tag moved still runs the first digest, like its siblings."""
+    with running_registry(tmp_path / "registry") as registry:
+        def push(number: int) -> str:
+            img = image([{"app/version": f"{number}\n".encode()}])
+            archive = oci_archive(tmp_path / f"v{number}.tar", [(img, ["x/y:1"])])
+            subprocess.run(["skopeo", "copy", "--dest-tls-verify=false",
+                            f"oci-archive:{archive}", f"docker://{registry.host}/app:1"],
+                           check=True, capture_output=True)
+            return img.manifest_digest
+
+        first = push(1)
+        async with ApiServer() as server, kmock.Server(server) as http, \
+                running(operator(), str(http.url)):
+            api = "/apis/dockyard.dev/v1alpha1"
+            async with http.client.post(f"{api}/dockyardnodes", json={
+                    "apiVersion": "dockyard.dev/v1alpha1", "kind": "DockyardNode",
+                    "metadata": {"name": "n1"}}) as response:
+                assert response.status == 200
+            async with http.client.patch(f"{api}/dockyardnodes/n1/status", json={
+                    "status": {"phase": "Ready"}},
+                    headers={"Content-Type": "application/merge-patch+json"}) as response:
+                assert response.status == 200
+
+            async def create(name: str) -> None:
+                async with http.client.post(f"{api}/namespaces/ns/containers", json={
+                        "apiVersion": "dockyard.dev/v1alpha1", "kind": "Container",
+                        "metadata": {"name": name},
+                        "spec": {"image": f"{registry.host}/app:1"}}) as response:
+                    assert response.status == 200
+
+            def digest(name: str) -> str | None:
+                found = server.get("containers", name, "ns") or {}
+                return (found.get("status") or {}).get("imageDigest")
+
+            await create("early")
+            await eventually(lambda: digest("early") == first)
+            push(2)  # the tag moves
+            await create("late")
+            await eventually(lambda: digest("late") is not None)
+            assert digest("late") == first
