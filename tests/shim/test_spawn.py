@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -297,6 +298,25 @@ def test_a_fork_server_that_died_is_replaced_at_the_next_start(tmp_path: Path) -
     finally:
         server.close()
     # the leak check asserts that neither the dead helper nor its successor is left
+
+
+def test_a_fork_server_that_dies_before_reading_a_request_is_replaced_for_it(
+        tmp_path: Path) -> None:
+    """The race the test above can hit: killed, but not yet reaped when the start polls it.
+    Stopped, it takes the request into its queue unread; killed then, it leaves the
+    request unread, and a new helper must serve it."""
+    server = ForkServer()
+    try:
+        os.kill(server.pid, signal.SIGSTOP)
+        killer = threading.Timer(0.3, os.kill, (server.pid, signal.SIGKILL))
+        killer.start()
+        spec = _spec(tmp_path, "true")
+        spawned = spawn(LinuxKernel(), spec, fork=server)
+        killer.join()
+        _reap(spawned.pid, spec)
+        assert json.loads(spec.exit_path.read_text())["exitCode"] == 0
+    finally:
+        server.close()
 
 
 def test_a_failing_hook_aborts_the_start_and_leaves_no_process(tmp_path: Path) -> None:

@@ -58,15 +58,21 @@ class ForkServer:
         request = pickle.dumps(spec)
         fds = [pipes.status_w, pipes.go_r, pipes.err_w, *_trees(spec)]
         with self._lock:
-            if self._helper.poll() is not None:
-                self._stop()
-                self._helper, self._socket = _launch()
-            connection = self._socket
-            try:
-                socket.send_fds(connection, [request], fds)
-                reply = connection.recv(_MESSAGE_MAX).decode()
-            except OSError as e:
-                reply = f"error {e}"
+            for attempt in range(2):
+                if self._helper.poll() is not None or attempt:
+                    self._stop()
+                    self._helper, self._socket = _launch()
+                try:
+                    socket.send_fds(self._socket, [request], fds)
+                    reply = self._socket.recv(_MESSAGE_MAX).decode()
+                except (BrokenPipeError, ConnectionResetError) as e:
+                    # It died before it read the request (killed, but not yet reaped when
+                    # polled): nothing was started, so a new one may take it.
+                    reply = f"error {e}"
+                    continue
+                except OSError as e:
+                    reply = f"error {e}"
+                break
             if not reply:  # it died with the request; a new one serves the next
                 reply = "error the fork server exited"
         word, _, rest = reply.partition(" ")
