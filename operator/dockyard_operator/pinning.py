@@ -16,11 +16,11 @@ manifest, which is the digest `docker pull` prints and every node then pulls.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import subprocess
 from dataclasses import dataclass
 
 from dockyard_api.image import Image
+from dockyard_api.registries import plain_http_allowed
 
 _DIGEST_SEPARATOR = "@"
 
@@ -102,12 +102,4 @@ def resolve(reference: str, *, timeout: float = 60.0) -> Pin:
 def _loopback(reference: str) -> bool:
     """Whether the reference's registry is on this machine (127.0.0.1:5000/app, ...)."""
     first, slash, _ = reference.partition("/")
-    if not slash:
-        return False
-    host = first[1:first.find("]")] if first.startswith("[") else first.split(":")[0]
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return bool(slash) and plain_http_allowed(first)

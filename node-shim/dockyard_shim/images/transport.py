@@ -17,7 +17,6 @@ Registry settings follow Docker's rules:
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from dockyard_api.registries import plain_http_allowed
 from dockyard_shim.errors import (
     InvalidArgumentError,
     NotFoundError,
@@ -46,18 +46,6 @@ def docker_config() -> Path:
     `~/.docker/config.json`."""
     folder = os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
     return Path(folder) / "config.json"
-
-
-def plain_http_allowed(domain: str) -> bool:
-    """Whether the registry at `domain` (`host[:port]`) may be reached without TLS."""
-    host = domain.rsplit(":", 1)[0] if not domain.endswith("]") else domain
-    host = host.removeprefix("[").removesuffix("]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def inspect_raw(reference: Reference, *, config: bool = False) -> bytes:

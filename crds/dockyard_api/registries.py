@@ -1,0 +1,21 @@
+"""Facts about image registries that the operator and the node shim share.
+
+Pure computation: no I/O.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+
+def plain_http_allowed(domain: str) -> bool:
+    """Whether the registry at `domain` (`host[:port]`) may be reached without TLS: only
+    one on this machine (localhost, or a loopback address)."""
+    host = domain.rsplit(":", 1)[0] if not domain.endswith("]") else domain
+    host = host.removeprefix("[").removesuffix("]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
