@@ -12,10 +12,12 @@ import os
 import secrets
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import pytest_asyncio
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_CGROUP_PARENT = f"dockyard-test-run-{secrets.token_hex(4)}"
@@ -30,6 +32,15 @@ def run_cgroup_parent() -> Iterator[None]:
         from dockyard_shim.cgroups import detect  # noqa: PLC0415 -- root runs only
 
         detect(parent=RUN_CGROUP_PARENT).delete_parent()
+
+
+@pytest_asyncio.fixture
+async def cluster() -> AsyncIterator[Any]:
+    """A fresh test API server (`tests/kube/apiserver.py`) and its HTTP side."""
+    from tests.kube.kopfrun import serving  # noqa: PLC0415 -- operator tests only
+
+    async with serving() as pair:
+        yield pair
 
 
 @pytest.fixture(scope="session")

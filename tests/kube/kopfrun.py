@@ -1,4 +1,4 @@
-"""Running real kopf against the test API server, in the test's event loop."""
+"""The test API server on 127.0.0.1, and real kopf run against it in the test's loop."""
 
 from __future__ import annotations
 
@@ -7,7 +7,20 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import kmock
 import kopf
+
+from tests.kube.apiserver import ApiServer
+
+MERGE = {"Content-Type": "application/merge-patch+json"}
+"""The headers of a merge patch (RFC 7386), as kopf sends them."""
+
+
+@contextlib.asynccontextmanager
+async def serving() -> AsyncIterator[tuple[ApiServer, kmock.Server]]:
+    """A fresh test API server, listening on 127.0.0.1, and its HTTP side."""
+    async with ApiServer() as server, kmock.Server(server) as http:
+        yield server, http
 
 
 @contextlib.asynccontextmanager

@@ -7,26 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import kmock
 import pytest
-import pytest_asyncio
 
 from tests.kube.apiserver import ApiServer
+from tests.kube.kopfrun import MERGE
 from tests.kube.selectors import SelectorError, parse
 
 VOLUMES = "/apis/dockyard.dev/v1alpha1/namespaces/ns/volumes"
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
-MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
-@pytest_asyncio.fixture
-async def api() -> AsyncIterator[tuple[ApiServer, aiohttp.ClientSession]]:
-    async with ApiServer() as server, kmock.Server(server) as http:
-        yield server, http.client
+@pytest.fixture
+def api(cluster: tuple[ApiServer, kmock.Server]) -> tuple[ApiServer, aiohttp.ClientSession]:
+    server, http = cluster
+    return server, http.client
 
 
 def _volume(name: str, **labels: str) -> dict[str, Any]:

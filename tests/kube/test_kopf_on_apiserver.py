@@ -3,24 +3,15 @@ metadata, finalizers and Events work as kopf expects them to on a real cluster."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import kmock
 import kopf
 import pytest
-import pytest_asyncio
 
-from tests.kube.apiserver import ApiServer
 from tests.kube.kopfrun import eventually, running
 
 VOLUMES = "/apis/dockyard.dev/v1alpha1/namespaces/ns/volumes"
 
-
-@pytest_asyncio.fixture
-async def cluster() -> AsyncIterator[tuple[ApiServer, kmock.Server]]:
-    async with ApiServer() as server, kmock.Server(server) as http:
-        yield server, http
 
 
 @pytest.mark.asyncio

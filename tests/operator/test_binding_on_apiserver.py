@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import kmock
 import pytest
-import pytest_asyncio
 
 from dockyard_operator.app import registry
 from dockyard_operator.binding import NODE_LABEL
 from tests.kube.apiserver import ApiServer
-from tests.kube.kopfrun import eventually, running
+from tests.kube.kopfrun import MERGE, eventually, running
 
 API = "/apis/dockyard.dev/v1alpha1"
 DIGEST = "sha256:" + "c" * 64
 BUSYBOX = f"busybox@{DIGEST}"  # written with its digest: no registry is asked
-MERGE = {"Content-Type": "application/merge-patch+json"}
 
-
-@pytest_asyncio.fixture
-async def cluster() -> AsyncIterator[tuple[ApiServer, kmock.Server]]:
-    async with ApiServer() as server, kmock.Server(server) as http:
-        yield server, http
 
 
 async def _node(client: aiohttp.ClientSession, name: str, cpu: str, **labels: str) -> None:

@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import kmock
 import pytest
 
 from dockyard_api import Image
@@ -22,8 +21,7 @@ from dockyard_operator.pinning import (
     plan,
     resolve,
 )
-from tests.kube.apiserver import ApiServer
-from tests.kube.kopfrun import eventually, running
+from tests.kube.kopfrun import MERGE, eventually, running, serving
 from tests.registry import running_registry
 from tests.shim.imagefactory import image, oci_archive
 
@@ -72,20 +70,24 @@ def test_the_pinned_reference_drops_the_tag(reference: str, pinned: str) -> None
     assert pinned_reference(reference, DIGEST) == pinned
 
 
+def _push(tmp_path: Path, number: int, reference: str) -> str:
+    """Push a one-file image, numbered `number`, to `reference` (plain HTTP: the test
+    registry); its manifest digest."""
+    img = image([{"app/version": f"{number}\n".encode()}])
+    archive = oci_archive(tmp_path / f"v{number}.tar", [(img, ["x/y:1"])])
+    subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", f"oci-archive:{archive}",
+                    f"docker://{reference}"], check=True, capture_output=True)
+    return img.manifest_digest
+
+
 @pytest.mark.e2e
 def test_a_tag_resolves_to_the_digest_it_names_and_a_moved_tag_to_the_new_one(
         tmp_path: Path) -> None:
     with running_registry(tmp_path / "registry") as registry:
-        first = image([{"app/version": b"1\n"}])
-        second = image([{"app/version": b"2\n"}])
-        for number, img in ((1, first), (2, second)):
-            archive = oci_archive(tmp_path / f"v{number}.tar", [(img, ["x/y:1"])])
-            subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", f"oci-archive:{archive}",
-                            f"docker://{registry.host}/team/app:stable"], check=True,
-                           capture_output=True)
+        for number in (1, 2):
+            digest = _push(tmp_path, number, f"{registry.host}/team/app:stable")
             pin = resolve(f"{registry.host}/team/app:stable")
-            assert pin == Pin(img.manifest_digest,
-                              f"{registry.host}/team/app@{img.manifest_digest}")
+            assert pin == Pin(digest, f"{registry.host}/team/app@{digest}")
         with pytest.raises(ResolveError, match="cannot resolve"):
             resolve(f"{registry.host}/team/absent:1")
 
@@ -95,17 +97,8 @@ def test_a_tag_resolves_to_the_digest_it_names_and_a_moved_tag_to_the_new_one(
 async def test_the_operator_pins_an_image_once_and_again_when_its_spec_changes(
         tmp_path: Path) -> None:
     with running_registry(tmp_path / "registry") as registry:
-        def push(number: int, tag: str) -> str:
-            img = image([{"app/version": f"{number}\n".encode()}])
-            archive = oci_archive(tmp_path / f"v{number}.tar", [(img, ["x/y:1"])])
-            subprocess.run(["skopeo", "copy", "--dest-tls-verify=false",
-                            f"oci-archive:{archive}", f"docker://{registry.host}/app:{tag}"],
-                           check=True, capture_output=True)
-            return img.manifest_digest
-
-        first = push(1, "stable")
-        async with ApiServer() as server, kmock.Server(server) as http, \
-                running(operator(), str(http.url)):
+        first = _push(tmp_path, 1, f"{registry.host}/app:stable")
+        async with serving() as (server, http), running(operator(), str(http.url)):
             images = "/apis/dockyard.dev/v1alpha1/namespaces/ns/images"
             body = {"apiVersion": "dockyard.dev/v1alpha1", "kind": "Image",
                     "metadata": {"name": "app"},
@@ -119,15 +112,15 @@ async def test_the_operator_pins_an_image_once_and_again_when_its_spec_changes(
             await eventually(lambda: status().get("digest") == first)
             assert status()["resolvedReference"] == f"{registry.host}/app@{first}"
 
-            push(2, "stable")  # the tag moves: nothing that runs changes
+            _push(tmp_path, 2, f"{registry.host}/app:stable")  # the tag moves: nothing changes
             async with http.client.patch(f"{images}/app", json={
                     "metadata": {"labels": {"team": "web"}}},
-                    headers={"Content-Type": "application/merge-patch+json"}) as response:
+                    headers=MERGE) as response:
                 assert response.status == 200
-            third = push(3, "next")
+            third = _push(tmp_path, 3, f"{registry.host}/app:next")
             async with http.client.patch(f"{images}/app", json={
                     "spec": {"reference": f"{registry.host}/app:next"}},
-                    headers={"Content-Type": "application/merge-patch+json"}) as response:
+                    headers=MERGE) as response:
                 assert response.status == 200
             await eventually(lambda: status().get("digest") == third)
             assert status()["observedGeneration"] == 2
@@ -146,17 +139,8 @@ async def test_containers_naming_a_tag_all_run_the_digest_it_had_first(tmp_path:
     """A tag in a Container's own reference is resolved once for the cluster: a container
     created after the tag moved still runs the first digest, like its siblings."""
     with running_registry(tmp_path / "registry") as registry:
-        def push(number: int) -> str:
-            img = image([{"app/version": f"{number}\n".encode()}])
-            archive = oci_archive(tmp_path / f"v{number}.tar", [(img, ["x/y:1"])])
-            subprocess.run(["skopeo", "copy", "--dest-tls-verify=false",
-                            f"oci-archive:{archive}", f"docker://{registry.host}/app:1"],
-                           check=True, capture_output=True)
-            return img.manifest_digest
-
-        first = push(1)
-        async with ApiServer() as server, kmock.Server(server) as http, \
-                running(operator(), str(http.url)):
+        first = _push(tmp_path, 1, f"{registry.host}/app:1")
+        async with serving() as (server, http), running(operator(), str(http.url)):
             api = "/apis/dockyard.dev/v1alpha1"
             async with http.client.post(f"{api}/dockyardnodes", json={
                     "apiVersion": "dockyard.dev/v1alpha1", "kind": "DockyardNode",
@@ -164,7 +148,7 @@ async def test_containers_naming_a_tag_all_run_the_digest_it_had_first(tmp_path:
                 assert response.status == 200
             async with http.client.patch(f"{api}/dockyardnodes/n1/status", json={
                     "status": {"phase": "Ready"}},
-                    headers={"Content-Type": "application/merge-patch+json"}) as response:
+                    headers=MERGE) as response:
                 assert response.status == 200
 
             async def create(name: str) -> None:
@@ -180,7 +164,7 @@ async def test_containers_naming_a_tag_all_run_the_digest_it_had_first(tmp_path:
 
             await create("early")
             await eventually(lambda: digest("early") == first)
-            push(2)  # the tag moves
+            _push(tmp_path, 2, f"{registry.host}/app:1")  # the tag moves
             await create("late")
             await eventually(lambda: digest("late") is not None)
             assert digest("late") == first
