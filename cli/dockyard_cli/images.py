@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import click
 
@@ -24,9 +24,6 @@ from dockyard_shim.daemon.paths import state_root
 from dockyard_shim.daemon.storage import images_in_use, open_images
 from dockyard_shim.errors import ShimError
 from dockyard_shim.images import ImageRecord, ImageStore, parse_reference
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 @contextmanager

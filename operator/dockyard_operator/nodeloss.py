@@ -25,8 +25,6 @@ from dataclasses import dataclass
 
 from dockyard_api.container import RestartPolicy
 
-LEASE_DURATION = datetime.timedelta(seconds=40)
-RENEW_INTERVAL = datetime.timedelta(seconds=10)
 DEFAULT_GRACE = datetime.timedelta(seconds=40)
 
 
