@@ -65,7 +65,7 @@ def daemon(work: Path) -> Iterator[dict[str, str]]:
     with (work / "daemon.log").open("ab") as log:
         keeper = subprocess.Popen([*DOCKYARD, "shim"], env=env, stdout=log, stderr=log)
     os.environ.update({k: env[k] for k in ("DOCKYARD_ROOT", "DOCKYARD_HOST")})
-    from dockyard_cli.client import Client  # noqa: PLC0415 -- after the env is set
+    from dockyard_shim.daemon.client import Client  # noqa: PLC0415 -- after the env is set
 
     client = Client(Path(env["DOCKYARD_HOST"]))
     while not client.ping():

@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from dockyard_cli.client import DaemonError
 from dockyard_common import configure_logging
+from dockyard_shim.daemon.client import DaemonError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("dockyard_cli.containers:run",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from dockyard_cli.client import Client, DaemonError
 from dockyard_cli.flags import parse_env
+from dockyard_shim.daemon.client import Client, DaemonError
 
 TYPE_CHECKING = False  # typing costs `dockyard run` milliseconds of start-up
 if TYPE_CHECKING:

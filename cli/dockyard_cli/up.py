@@ -1,6 +1,6 @@
 """`dockyard up` and `dockyard down`: run a set of manifests on this machine, no cluster.
 
-Thin on purpose: read the files, let the standalone core (`dockyard_operator.standalone`)
+Thin on purpose: read the files, let the standalone core (`dockyard_api.converge`)
 decide, check what only the machine can tell (images present, host paths there), then
 carry out the actions through the node daemon and print one line for each.
 
@@ -17,9 +17,7 @@ from typing import NoReturn
 
 import click
 
-from dockyard_cli.client import Client, DaemonError, connect
-from dockyard_cli.images import open_store
-from dockyard_operator.standalone import (
+from dockyard_api.converge import (
     Action,
     Create,
     DesiredContainer,
@@ -36,6 +34,9 @@ from dockyard_operator.standalone import (
     plan_down,
     plan_up,
 )
+from dockyard_cli.client import connect
+from dockyard_cli.images import open_store
+from dockyard_shim.daemon.client import Client, DaemonError
 from dockyard_shim.daemon.paths import state_root
 from dockyard_shim.daemon.storage import open_volumes
 from dockyard_shim.errors import ShimError

@@ -15,8 +15,10 @@ our operator depends on:
   change nothing else;
 - optimistic concurrency: a patch that names a `metadata.resourceVersion` other than the
   current one gets 409 Conflict; a create of an existing name gets 409 AlreadyExists;
-- `labelSelector` on list and watch; watch from a `resourceVersion` (the events after
-  it), or from now with the current objects first; `timeoutSeconds`;
+- `labelSelector` on list and watch: an object modified out of a watch's selector is
+  DELETED to it, one modified into it ADDED, as the real watch cache sends them; watch
+  from a `resourceVersion` (the events after it), or from now with the current objects
+  first; `timeoutSeconds`;
 - finalizers: a delete sets `deletionTimestamp` while any remain; the object goes when
   the last one is removed;
 - merge patches (RFC 7386: `null` deletes) and JSON patches;
@@ -39,7 +41,7 @@ import copy
 import datetime
 import itertools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,7 +112,9 @@ class ApiServer(KubernetesScaffold):
     _objects: dict[Key, dict[str, Any]] = attrs.field(factory=dict, init=False)
     _version: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
     _last: int = attrs.field(default=0, init=False)
-    _history: list[tuple[int, Key, dict[str, Any]]] = attrs.field(factory=list, init=False)
+    # (resourceVersion, key, event, the object before a MODIFIED event or None)
+    _history: list[tuple[int, Key, dict[str, Any], dict[str, Any] | None]] = attrs.field(
+        factory=list, init=False)
     _changed: asyncio.Condition | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -162,9 +166,11 @@ class ApiServer(KubernetesScaffold):
             self._changed = asyncio.Condition()
         return self._changed
 
-    async def _record(self, event: str, key: Key, obj: dict[str, Any]) -> None:
+    async def _record(self, event: str, key: Key, obj: dict[str, Any],
+                      before: dict[str, Any] | None = None) -> None:
         version = int(obj["metadata"]["resourceVersion"])
-        self._history.append((version, key, {"type": event, "object": copy.deepcopy(obj)}))
+        self._history.append((version, key, {"type": event, "object": copy.deepcopy(obj)},
+                              copy.deepcopy(before) if before is not None else None))
         async with self._condition():
             self._condition().notify_all()
 
@@ -241,16 +247,17 @@ class ApiServer(KubernetesScaffold):
             await self._record("DELETED", key, updated)
             return copy.deepcopy(updated)
         self._objects[key] = updated
-        await self._record("MODIFIED", key, updated)
+        await self._record("MODIFIED", key, updated, before=current)
         return copy.deepcopy(updated)
 
     async def _serve_delete(self, request: rendering.Request) -> dict[str, Any]:
         _, key, current = self._existing(request)
         if current["metadata"].get("finalizers"):
             if not current["metadata"].get("deletionTimestamp"):
+                before = copy.deepcopy(current)
                 current["metadata"]["deletionTimestamp"] = _now()
                 self._stamp(current)
-                await self._record("MODIFIED", key, current)
+                await self._record("MODIFIED", key, current, before=before)
             return copy.deepcopy(current)
         del self._objects[key]
         self._stamp(current)
@@ -288,16 +295,17 @@ class ApiServer(KubernetesScaffold):
                 if matches(key, obj):
                     yield {"type": "ADDED", "object": copy.deepcopy(obj)}
         else:
-            position = next((i for i, (version, _, _) in enumerate(self._history)
+            position = next((i for i, (version, *_) in enumerate(self._history)
                              if version > int(since)), len(self._history))
         timeout = request.params.get("timeoutSeconds")
         deadline = None if timeout is None else asyncio.get_running_loop().time() + int(timeout)
         while True:
             while position < len(self._history):
-                _, key, event = self._history[position]
+                _, key, event, before = self._history[position]
                 position += 1
-                if matches(key, event["object"]):
-                    yield copy.deepcopy(event)
+                seen = _as_seen(event, before, lambda obj, key=key: matches(key, obj))
+                if seen is not None:
+                    yield seen
             left = None if deadline is None else deadline - asyncio.get_running_loop().time()
             if left is not None and left <= 0:
                 return
@@ -329,6 +337,19 @@ class ApiServer(KubernetesScaffold):
     def _not_found(self, kind: Kind, name: str | None) -> KubernetesError:
         return _error(404, "NotFound", f'{kind.plural}.{kind.group} "{name}" not found',
                       name=name, group=kind.group, kind=kind.plural)
+
+
+def _as_seen(event: dict[str, Any], before: dict[str, Any] | None,
+             matches: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    """An event as a watch with a selector sees it, as the watch cache sends it: an object
+    modified into the selector is ADDED, one modified out of it is DELETED (its last state
+    that matched), others pass when they match."""
+    now = matches(event["object"])
+    if event["type"] != "MODIFIED" or before is None or now == matches(before):
+        return copy.deepcopy(event) if now else None
+    if now:
+        return {"type": "ADDED", "object": copy.deepcopy(event["object"])}
+    return {"type": "DELETED", "object": copy.deepcopy(before)}
 
 
 def _now() -> str:

@@ -141,6 +141,21 @@ async def test_a_watch_from_a_version_sends_what_came_after_it_that_matches(api:
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in from_now] == [("ADDED", "b")]
 
 
+
+@pytest.mark.asyncio
+async def test_a_watch_with_a_selector_sees_objects_move_in_and_out_of_it(api: Any) -> None:
+    # As the real watch cache: a node agent watching `node=n1` must see a container that
+    # is rebound to n2 leave (DELETED), and one bound to n1 arrive (ADDED).
+    _, client = api
+    first = await _call(client, "POST", VOLUMES, _volume("a", node="n1"))
+    await _call(client, "POST", VOLUMES, _volume("b", node="n2"))
+    await _call(client, "PATCH", f"{VOLUMES}/a", {"metadata": {"labels": {"node": "n2"}}})
+    await _call(client, "PATCH", f"{VOLUMES}/b", {"metadata": {"labels": {"node": "n1"}}})
+    events = await _watch(client, f"resourceVersion={_version(first)}&labelSelector=node%3Dn1")
+    assert [(e["type"], e["object"]["metadata"]["name"], e["object"]["metadata"]["labels"])
+            for e in events] == [("DELETED", "a", {"node": "n1"}),
+                                 ("ADDED", "b", {"node": "n1"})]
+
 @pytest.mark.asyncio
 async def test_a_watch_sees_writes_made_while_it_runs(api: Any) -> None:
     _, client = api

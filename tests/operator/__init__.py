@@ -7,7 +7,7 @@ import copy
 import json
 from typing import Any
 
-from dockyard_operator.standalone import DesiredContainer, Manifests, desire, load_manifests
+from dockyard_api.converge import DesiredContainer, Manifests, desire, load_manifests
 
 
 def container(name: str = "web", namespace: str | None = None, **spec: Any) -> dict[str, Any]:

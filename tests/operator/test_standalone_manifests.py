@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 
 from dockyard_api import load_documents
-from dockyard_api.crd import kind_schema
-from dockyard_api.server_validation import validate
-from dockyard_operator.standalone import (
+from dockyard_api.converge import (
     ManifestSetError,
     ObjectKey,
     SourcedProblem,
     desire,
     load_manifests,
 )
+from dockyard_api.crd import kind_schema
+from dockyard_api.server_validation import validate
 from tests.operator import container, manifests, text, volume
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "standalone"

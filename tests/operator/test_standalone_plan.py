@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from dockyard_operator.standalone import (
+from dockyard_api.converge import (
     Absent,
     Create,
     DesiredContainer,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from dockyard_operator.standalone import (
+from dockyard_api.converge import (
     ManifestSetError,
     desire,
     spec_hash,

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockyard_cli.client import Client
+from dockyard_shim.daemon.client import Client
 from tests.shim.rootfs_dir import busybox_rootfs
 
 

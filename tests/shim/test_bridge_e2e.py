@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard_cli.client import Client
+from dockyard_shim.daemon.client import Client
 from tests.shim.rootfs_dir import busybox_rootfs
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]

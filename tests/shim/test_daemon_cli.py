@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from dockyard_cli.client import Client
+from dockyard_shim.daemon.client import Client
 from tests.shim.nodes import Node, busybox_node, end_orphan
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard_cli.client import Client
+from dockyard_shim.daemon.client import Client
 from dockyard_shim.daemon.storage import open_images
 from dockyard_shim.errors import InvalidArgumentError, NotFoundError
 from dockyard_shim.images import ImageStore

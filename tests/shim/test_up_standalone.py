@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from dockyard_cli.client import Client
 from dockyard_cli.up import down, up
+from dockyard_shim.daemon.client import Client
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 

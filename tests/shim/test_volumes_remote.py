@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard_cli.client import Client, DaemonError
+from dockyard_shim.daemon.client import Client, DaemonError
 from dockyard_shim.volumes import VolumeStore
 from dockyard_shim.volumes.importing import import_volume
 from dockyard_shim.volumes.remote import ARCHIVE_PATH, authorization, read_token, session_key

@@ -27,15 +27,15 @@ from typing import Any, NewType
 
 from dockyard_api import Container
 from dockyard_api.container import NetworkMode, RestartPolicy
-from dockyard_api.quantity import cpu_millis, memory_bytes
-from dockyard_api.volume import VolumeSpec
-from dockyard_operator.standalone.manifests import (
+from dockyard_api.converge.manifests import (
     Manifests,
     ManifestSetError,
     ObjectKey,
     Placed,
     SourcedProblem,
 )
+from dockyard_api.quantity import cpu_millis, memory_bytes
+from dockyard_api.volume import VolumeSpec
 
 NodeName = NewType("NodeName", str)
 """A container's name on the node: `<namespace>.<name>`."""

@@ -27,13 +27,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from dockyard_operator.standalone.manifests import (
+from dockyard_api.converge.manifests import (
     Manifests,
     ManifestSetError,
     ObjectKey,
     SourcedProblem,
 )
-from dockyard_operator.standalone.translate import (
+from dockyard_api.converge.translate import (
     MANAGED_BY,
     MANAGER,
     OBJECT,

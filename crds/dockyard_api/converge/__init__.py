@@ -14,7 +14,7 @@ No I/O here and no import of the node shim: the CLI reads the files, lists the n
 containers, and carries out the actions through the daemon's API.
 """
 
-from dockyard_operator.standalone.manifests import (
+from dockyard_api.converge.manifests import (
     DEFAULT_NAMESPACE,
     Manifests,
     ManifestSetError,
@@ -23,7 +23,7 @@ from dockyard_operator.standalone.manifests import (
     SourcedProblem,
     load_manifests,
 )
-from dockyard_operator.standalone.plan import (
+from dockyard_api.converge.plan import (
     Absent,
     Action,
     Create,
@@ -36,7 +36,7 @@ from dockyard_operator.standalone.plan import (
     plan_down,
     plan_up,
 )
-from dockyard_operator.standalone.translate import (
+from dockyard_api.converge.translate import (
     MANAGED_BY,
     MANAGER,
     OBJECT,
