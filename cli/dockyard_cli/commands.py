@@ -71,6 +71,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "Log in to a registry; the credentials go to Docker's config.json."),
     "volume": ("dockyard_cli.volumes:volume",
                "Manage volumes: data that outlives containers, mounted with -v NAME:/path."),
+    "agent": ("dockyard_cli.agent:command",
+              "Run the node agent: this node's part of a Dockyard cluster."),
     "shim": ("dockyard_cli.shim:command",
              "Run the node daemon: the container runtime behind a local API."),
     "up": ("dockyard_cli.up:up",

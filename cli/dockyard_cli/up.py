@@ -36,11 +36,10 @@ from dockyard_api.converge import (
 )
 from dockyard_cli.client import connect
 from dockyard_cli.images import open_store
+from dockyard_shim.agent.actions import carry_out, prepare_volumes
 from dockyard_shim.daemon.client import Client, DaemonError
 from dockyard_shim.daemon.paths import state_root
-from dockyard_shim.daemon.storage import open_volumes
 from dockyard_shim.errors import ShimError
-from dockyard_shim.volumes import VolumeRecord
 
 _SUFFIXES = (".yaml", ".yml", ".json")
 _WOULD = {Create: "would create", Replace: "would replace", Start: "would start",
@@ -229,13 +228,10 @@ def _missing_on_machine(plan: Plan, manifests: Manifests, root: Path
 
 def _prepare_volumes(plan: Plan) -> None:
     """Make the node volumes the containers to create need (each once; kept by `down`)."""
-    with open_volumes(_state_root()) as store:
-        for want in _to_create(plan):
-            for volume in want.volumes:
-                try:
-                    store.create(VolumeRecord.from_json(dict(volume)))
-                except ShimError as e:
-                    _fail(f"{want.name}: volume {volume['name']}: {e}")
+    try:
+        prepare_volumes(_state_root(), _to_create(plan))
+    except ShimError as e:
+        _fail(str(e))
 
 
 def _carry_out(client: Client, plan: Plan, *, dry_run: bool, timeout: float,
@@ -247,7 +243,7 @@ def _carry_out(client: Client, plan: Plan, *, dry_run: bool, timeout: float,
             click.echo(line)
             continue
         try:
-            _do(client, action, timeout)
+            carry_out(client, action, timeout=timeout)
         except DaemonError as e:
             click.echo(f"Error: {action.name}: {e.message}", err=True)
             failed += 1
@@ -262,45 +258,3 @@ def _line(action: Action, dry_run: bool, terse: tuple[type[Action], ...]) -> str
     if isinstance(action, terse):
         return f"{verb} {action.name}"
     return f"{verb} {action.name}: {action.reason}"
-
-
-def _do(client: Client, action: Action, timeout: float) -> None:
-    if isinstance(action, Create):
-        _create(client, action.desired)
-    elif isinstance(action, Replace):
-        _remove(client, action.container_id, timeout)
-        _create(client, action.desired)
-    elif isinstance(action, Start):
-        _start(client, action.container_id)
-    elif isinstance(action, Remove):
-        _remove(client, action.container_id, timeout)
-    else:  # pragma: no cover -- a new kind of action must be carried out here
-        raise AssertionError(f"no way to carry out {action!r}")
-
-
-def _create(client: Client, desired: DesiredContainer) -> None:
-    created = client.call("POST", "/containers/create", dict(desired.config))
-    client.call("POST", f"/containers/{created['Id']}/start")
-
-
-def _start(client: Client, container_id: str) -> None:
-    try:
-        client.call("POST", f"/containers/{container_id}/start")
-    except DaemonError:
-        # The daemon's restart policy may have started it first: then it runs, as wanted.
-        if client.call("GET", f"/containers/{container_id}/json")["status"] != "running":
-            raise
-
-
-def _remove(client: Client, container_id: str, timeout: float) -> None:
-    try:
-        if timeout > 0:
-            record = client.call("GET", f"/containers/{container_id}/json")
-            if record["status"] in ("running", "paused"):
-                client.call("POST", f"/containers/{container_id}/stop?t={timeout}",
-                            timeout=timeout + 60)
-        client.call("DELETE", f"/containers/{container_id}?force=1")
-    except DaemonError as e:
-        if not e.message.startswith("no such container"):
-            raise  # else it went away meanwhile: what removing it wanted
-

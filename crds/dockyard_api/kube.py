@@ -28,6 +28,10 @@ class ApiError(Exception):
         self.message = message
 
 
+FAILURES = (ApiError, aiohttp.ClientError, TimeoutError, OSError)
+"""What a request may raise: refused, or the server not reached."""
+
+
 def path(group: str, version: str, plural: str, *, namespace: str | None = None,
          name: str | None = None, subresource: str | None = None) -> str:
     """The URL path of a collection or an object: `/apis/g/v/namespaces/ns/plural/name`."""
@@ -94,6 +98,21 @@ class KubeClient:
             self._session = None
 
 
+def connection(memo: kopf.Memo, logger: kopf.Logger, settings: kopf.OperatorSettings
+               ) -> kopf.ConnectionInfo:
+    """The API server and credentials: those an embedder (a test) put in the memo under
+    `connection`, else the in-cluster service account or the kubeconfig, found as
+    kubectl finds them. Kept in the memo, so kopf's login and our client agree."""
+    info = memo.get("connection")
+    if info is None:
+        info = kopf.login_via_client(logger=logger, settings=settings)
+        if info is None:  # pragma: no cover -- the kubernetes library is a dependency
+            raise kopf.PermanentError("no Kubernetes client library to log in with")
+        memo["connection"] = info
+    found: kopf.ConnectionInfo = info
+    return found
+
+
 def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
     if info.insecure:
         return False
@@ -102,6 +121,9 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
     context = ssl.create_default_context(
         cafile=_text(info.ca_path),
         cadata=_text(info.ca_data) if info.ca_data else None)
+    if info.certificate_data or info.private_key_data:
+        raise ValueError("a client certificate given as data is not supported: give its "
+                         "file (client-certificate in the kubeconfig) or use a token")
     if info.certificate_path and info.private_key_path:
         context.load_cert_chain(_text(info.certificate_path) or "",
                                 _text(info.private_key_path))

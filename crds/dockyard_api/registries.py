@@ -19,3 +19,14 @@ def plain_http_allowed(domain: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def pinned_reference(reference: str, digest: str) -> str:
+    """`reference` without its tag (or digest), with `digest`: what runs the same bytes
+    on every node, and what a node's image store finds by manifest digest."""
+    name = reference.partition("@")[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:  # a tag, not a registry's port
+        name = name[:colon]
+    return f"{name}@{digest}"

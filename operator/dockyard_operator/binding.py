@@ -9,7 +9,8 @@ The decisions are `scheduling.place`'s. What the handlers add is the state it ne
   unbind: it may be an echo of kopf's own write, older than the binding (the first run of
   the burst test put 9 containers of 250m on a 2-CPU node that way).
 
-Binding writes `status.node`, `status.phase: Pending`, `status.imageDigest` (the digest
+A Container unbound because its node was lost (`lifecycle`) is scheduled again, keeping
+its digest. Binding writes `status.node`, `status.phase: Pending`, `status.imageDigest` (the digest
 the container runs: its Image's pin, which it waits for, or its own reference's, resolved
 once for the cluster) and the label `dockyard.dev/node`, which the node agents watch with
 a server-side label selector. Every decision is an
@@ -61,6 +62,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         memo.setdefault("bindings", Bindings())
         memo.setdefault("resolved", {})  # reference -> digest, for the whole cluster
         memo.setdefault("resolving", asyncio.Lock())  # one resolution at a time
+        memo.setdefault("lost", set())  # nodes found lost, before the index shows it
 
     @kopf.index(GROUP, VERSION, "images", id="pins", registry=registry)
     def pins(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[str, str]:
@@ -84,6 +86,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
 
     @kopf.on.resume(GROUP, VERSION, "containers", id="schedule", registry=registry)
     @kopf.on.create(GROUP, VERSION, "containers", id="schedule", registry=registry)
+    @kopf.on.update(GROUP, VERSION, "containers", id="schedule", registry=registry,
+                    labels={NODE_LABEL: kopf.ABSENT})  # unbound: its node was lost
     async def schedule(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
                        **kwargs: Any) -> None:
         nodes: kopf.Index[str, Node] = kwargs["nodes"]  # the indexes, passed by their ids
@@ -93,7 +97,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
         digest = await _digest(body, container, kwargs["pins"], memo)
         request = Request.of(container)
         bindings: Bindings = memo["bindings"]
-        known = [node for store in nodes.values() for node in store]
+        lost: set[str] = memo["lost"]
+        known = [node for store in nodes.values() for node in store if node.name not in lost]
         async with bindings.lock:
             decision = place(request, known, bindings.load())
             if decision.node is not None:
@@ -113,6 +118,8 @@ async def _digest(body: kopf.Body, container: Container, pins: kopf.Index[str, s
     """The digest `container` runs: its Image's pin, the digest written in its reference,
     or its reference's tag resolved once for the whole cluster (kept in the memo)."""
     spec, namespace = container.spec, container.metadata.namespace
+    if container.status is not None and container.status.image_digest:
+        return str(container.status.image_digest)  # rescheduled: the same bytes as before
     if spec.image_ref is not None:
         key = f"{namespace}/{spec.image_ref}"
         for digest in pins.get(key, []):

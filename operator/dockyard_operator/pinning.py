@@ -20,7 +20,7 @@ import subprocess
 from dataclasses import dataclass
 
 from dockyard_api.image import Image
-from dockyard_api.registries import plain_http_allowed
+from dockyard_api.registries import pinned_reference, plain_http_allowed
 
 _DIGEST_SEPARATOR = "@"
 
@@ -69,16 +69,6 @@ def plan(image: Image) -> Plan:
         return Keep() if current and status and status.digest == digest else \
             Pin(digest, pinned_reference(reference, digest))
     return Keep() if current else Resolve(reference)
-
-
-def pinned_reference(reference: str, digest: str) -> str:
-    """`reference` without its tag (or digest), with `digest`."""
-    name = reference.partition(_DIGEST_SEPARATOR)[0]
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    if colon > slash:  # a tag, not a registry's port
-        name = name[:colon]
-    return f"{name}{_DIGEST_SEPARATOR}{digest}"
 
 
 class ResolveError(RuntimeError):

@@ -39,8 +39,9 @@ async def running(registry: kopf.OperatorRegistry, url: str) -> AsyncIterator[No
         settings.watching.reconnect_backoff = 0.1
 
     stop = asyncio.Event()
+    memo = kopf.Memo(connection=kopf.ConnectionInfo(server=url, insecure=True))
     task = asyncio.create_task(kopf.operator(registry=registry, clusterwide=True,
-                                             standalone=True, stop_flag=stop))
+                                             standalone=True, stop_flag=stop, memo=memo))
     try:
         yield
     finally:

@@ -10,6 +10,7 @@ import pytest
 
 from dockyard_api import Image
 from dockyard_api.manifests import parse_as
+from dockyard_api.registries import pinned_reference
 from dockyard_operator.app import registry as operator
 from dockyard_operator.pinning import (
     AwaitCommit,
@@ -17,7 +18,6 @@ from dockyard_operator.pinning import (
     Pin,
     Resolve,
     ResolveError,
-    pinned_reference,
     plan,
     resolve,
 )

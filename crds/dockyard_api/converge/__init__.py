@@ -37,6 +37,7 @@ from dockyard_api.converge.plan import (
     plan_up,
 )
 from dockyard_api.converge.translate import (
+    AGENT,
     MANAGED_BY,
     MANAGER,
     OBJECT,
@@ -50,7 +51,7 @@ from dockyard_api.converge.translate import (
 )
 
 __all__ = [
-    "DEFAULT_NAMESPACE", "MANAGED_BY", "MANAGER", "OBJECT", "SPEC_HASH",
+    "AGENT", "DEFAULT_NAMESPACE", "MANAGED_BY", "MANAGER", "OBJECT", "SPEC_HASH",
     "Absent", "Action", "Create", "DesiredContainer", "Keep", "ManifestSetError", "Manifests",
     "NodeName", "ObjectKey", "ObservedContainer", "Placed", "Plan", "Remove", "Replace",
     "SourcedProblem", "Start", "desire", "load_manifests", "node_name", "plan_down",

@@ -34,6 +34,7 @@ from dockyard_api.converge.manifests import (
     SourcedProblem,
 )
 from dockyard_api.converge.translate import (
+    AGENT,
     MANAGED_BY,
     MANAGER,
     OBJECT,
@@ -43,6 +44,7 @@ from dockyard_api.converge.translate import (
     node_name,
 )
 
+_MADE_BY = {MANAGER: "dockyard up", AGENT: "the node agent"}
 _RUNNING = ("running", "paused")  # paused by someone on purpose: up leaves it so
 
 
@@ -72,8 +74,13 @@ class ObservedContainer:
     @property
     def object(self) -> ObjectKey | None:
         """The object `up` made this container for; None when `up` did not make it."""
-        return ObjectKey(self.labels[OBJECT]) if self.managed and OBJECT in self.labels \
-            else None
+        return self.made_for(MANAGER)
+
+    def made_for(self, manager: str) -> ObjectKey | None:
+        """The object `manager` made this container for; None when it did not make it."""
+        if self.labels.get(MANAGED_BY) != manager or OBJECT not in self.labels:
+            return None
+        return ObjectKey(self.labels[OBJECT])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,29 +160,32 @@ class Plan:
 
 
 def plan_up(desired: Iterable[DesiredContainer], observed: Iterable[ObservedContainer], *,
-            namespaces: Iterable[str] = (), prune: bool = False) -> Plan:
+            namespaces: Iterable[str] | None = (), prune: bool = False,
+            manager: str = MANAGER, pruned: str = "no longer in the manifests (--prune)"
+            ) -> Plan:
     """The actions that make the node run `desired` (see the module docstring).
 
-    `namespaces` bounds pruning; the namespaces of the manifest set (`Manifests.namespaces`).
-    Raise ManifestSetError when a desired name is taken by a container `up` did not make.
+    `namespaces` bounds pruning (None: no bound); the namespaces of the manifest set
+    (`Manifests.namespaces`). `manager` is whose containers these are (`up`'s, or the node
+    agent's), and `pruned` why a pruned one goes. Raise ManifestSetError when a desired
+    name is taken by a container `manager` did not make.
     """
     desired = tuple(desired)
     by_name = {o.name: o for o in observed}
-    _refuse_foreign(((d.name, d.key, d.source) for d in desired), by_name)
+    _refuse_foreign(((d.name, d.key, d.source) for d in desired), by_name, manager)
     wanted = {d.key for d in desired}
-    scope = set(namespaces)
-    leftovers = [o for o in by_name.values()
-                 if o.object is not None and o.object not in wanted
-                 and o.object.split("/", 1)[0] in scope]
+    scope = None if namespaces is None else set(namespaces)
+    leftovers = [(o, key) for o in by_name.values()
+                 if (key := o.made_for(manager)) is not None and key not in wanted
+                 and (scope is None or key.split("/", 1)[0] in scope)]
     actions: list[Action] = []
     if prune:  # first: what goes away frees its resources for what comes
-        actions += [Remove(name=NodeName(o.name), key=o.object, container_id=o.id,
-                           reason="no longer in the manifests (--prune)")
-                    for o in sorted(leftovers, key=lambda o: o.name) if o.object is not None]
+        actions += [Remove(name=NodeName(o.name), key=key, container_id=o.id, reason=pruned)
+                    for o, key in sorted(leftovers, key=lambda pair: pair[0].name)]
     for want in _providers_first(desired):
         found = by_name.get(want.name)
         actions.append(_converge(want, found))
-    unpruned = () if prune else tuple(sorted(NodeName(o.name) for o in leftovers))
+    unpruned = () if prune else tuple(sorted(NodeName(o.name) for o, _ in leftovers))
     return Plan(tuple(actions), unpruned)
 
 
@@ -247,14 +257,15 @@ def plan_down(manifests: Manifests, observed: Iterable[ObservedContainer]) -> Pl
 
 
 def _refuse_foreign(wanted: Iterable[tuple[NodeName, ObjectKey, str]],
-                    by_name: Mapping[str, ObservedContainer]) -> None:
+                    by_name: Mapping[str, ObservedContainer], manager: str = MANAGER) -> None:
     problems = []
     for name, key, source in wanted:
         found = by_name.get(name)
-        if found is not None and found.object != key:
+        if found is not None and found.made_for(manager) != key:
             problems.append(SourcedProblem(
                 source, "metadata.name",
-                f"a container named {name} is on this machine and dockyard up did not make "
+                f"a container named {name} is on this machine and "
+                f"{_MADE_BY.get(manager, manager)} did not make "
                 f"it for Container {key}: remove it (dockyard rm -f {name}) or rename the "
                 "Container"))
     if problems:

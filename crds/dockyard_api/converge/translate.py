@@ -35,6 +35,7 @@ from dockyard_api.converge.manifests import (
     SourcedProblem,
 )
 from dockyard_api.quantity import cpu_millis, memory_bytes
+from dockyard_api.registries import pinned_reference
 from dockyard_api.volume import VolumeSpec
 
 NodeName = NewType("NodeName", str)
@@ -42,6 +43,8 @@ NodeName = NewType("NodeName", str)
 
 MANAGED_BY = "dockyard.dev/managed-by"
 MANAGER = "dockyard-up"
+AGENT = "dockyard-agent"
+"""The manager of the containers a node agent runs for the cluster (`up` leaves them be)."""
 OBJECT = "dockyard.dev/object"
 SPEC_HASH = "dockyard.dev/spec-hash"
 
@@ -110,8 +113,11 @@ def desire(manifests: Manifests) -> tuple[DesiredContainer, ...]:
     return tuple(desired)
 
 
-def translate(placed: Placed[Container], manifests: Manifests) -> DesiredContainer:
-    """The desired container of one Container object (see `desire`)."""
+def translate(placed: Placed[Container], manifests: Manifests, *, manager: str = MANAGER,
+              digest: str | None = None) -> DesiredContainer:
+    """The desired container of one Container object (see `desire`), labelled as made by
+    `manager`; with `digest` (the one the cluster pinned it to), its image is that digest
+    of its reference."""
     problems: list[SourcedProblem] = []
 
     def problem(path: str, message: str) -> None:
@@ -126,6 +132,8 @@ def translate(placed: Placed[Container], manifests: Manifests) -> DesiredContain
         problem("spec.resources.memory", f"{spec.resources.memory} is below the runtime's "
                 "minimum of 6Mi: the runtime itself needs that much room")
     image = _image(placed, manifests, problem)
+    if digest is not None and image:
+        image = pinned_reference(image, digest)
     mounts, volumes = _volumes(placed, manifests, problem)
     if problems:
         raise ManifestSetError(problems)
@@ -155,9 +163,9 @@ def translate(placed: Placed[Container], manifests: Manifests) -> DesiredContain
         "cap_add": [cap.value for cap in spec.capabilities.add],
         "cap_drop": [cap.value for cap in spec.capabilities.drop],
     }
-    digest = spec_hash(config)
-    config["labels"] = {MANAGED_BY: MANAGER, OBJECT: placed.key, SPEC_HASH: digest}
-    return DesiredContainer(placed.key, name, placed.source, config, digest, volumes)
+    hashed = spec_hash(config)
+    config["labels"] = {MANAGED_BY: manager, OBJECT: placed.key, SPEC_HASH: hashed}
+    return DesiredContainer(placed.key, name, placed.source, config, hashed, volumes)
 
 
 def _image(placed: Placed[Container], manifests: Manifests, problem: _Report) -> str:

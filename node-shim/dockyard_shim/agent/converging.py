@@ -1,0 +1,322 @@
+"""The node agent's loop: the Containers bound to this node -> the node's containers, and
+what they do -> the Containers' status.
+
+Level-triggered, as the kubelet's sync loop: each pass reads the bound objects (kept up to
+date by the watch, `saw`) and the daemon's containers, plans with the same core as
+`dockyard up` (`dockyard_api.converge.plan_up`, under the agent's own manager label, with
+pruning: a container whose Container is no longer bound here goes), carries the plan out
+and reports. A pass runs when the watch brings a change and at least every `poll_every`
+seconds, which is how exits, OOM kills and restarts reach the status.
+
+A container that cannot run here (its image cannot be pulled, a volume cannot be made,
+its name is taken by a container the agent did not make) stays `Pending` with the reason
+in `status.message`, and is tried again on the next pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dockyard_api import Container, Image, Volume
+from dockyard_api.converge import (
+    AGENT,
+    SPEC_HASH,
+    Action,
+    Create,
+    DesiredContainer,
+    Manifests,
+    ManifestSetError,
+    ObjectKey,
+    ObservedContainer,
+    Placed,
+    Replace,
+    plan_up,
+    translate,
+)
+from dockyard_api.kube import FAILURES, ApiError, KubeClient, path
+from dockyard_api.manifests import parse_as
+from dockyard_common import get_logger
+from dockyard_shim.agent.actions import carry_out, prepare_volumes, remove
+from dockyard_shim.agent.report import changed, pending, status_of
+from dockyard_shim.daemon.client import Client, DaemonError
+from dockyard_shim.daemon.storage import open_images
+from dockyard_shim.errors import NotFoundError, ShimError
+from dockyard_shim.images.distribution import pull
+
+log = get_logger(__name__)
+T = TypeVar("T")
+R = TypeVar("R", Image, Volume)
+GROUP, VERSION = "dockyard.dev", "v1alpha1"
+NODE_LABEL = "dockyard.dev/node"
+FINALIZER = "dockyard.dev/node-agent"
+"""Held by the agent on every Container it runs: a deleted one goes from the node first."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """One node agent's settings."""
+
+    node: str
+    """The node's name: its DockyardNode, its Lease, the label value it watches."""
+    root: Path
+    """The node daemon's state root (images and volumes are prepared there)."""
+    socket: str
+    """The node daemon's unix socket."""
+    namespace: str = "dockyard-system"
+    """Where the node's Lease lives."""
+    renew_every: float = 10.0
+    lease_seconds: int = 40
+    poll_every: float = 1.0
+    workers: int = 8
+    """How many daemon requests run at once."""
+    capacity: Mapping[str, Any] | None = None
+    """What the node offers (default: the machine's)."""
+    address: str = ""
+    """Where other nodes reach this one's volume transfers (`host:port`)."""
+
+
+class Agent:
+    """One node's convergence loop (see the module docstring)."""
+
+    def __init__(self, config: AgentConfig, kube: KubeClient) -> None:
+        self.config = config
+        self.kube = kube
+        self.bound: dict[str, dict[str, Any]] = {}
+        """`namespace/name` -> the Container object, as the watch last showed it."""
+        self._wake = asyncio.Event()
+        self._clients = threading.local()
+        self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="agent")
+
+    # The watch's side --------------------------------------------------------------------
+
+    def saw(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A watch event of a Container bound here (DELETED: gone, or bound elsewhere)."""
+        meta = body["metadata"]
+        key = f"{meta.get('namespace')}/{meta['name']}"
+        if event_type == "DELETED":
+            self.bound.pop(key, None)
+        else:
+            self.bound[key] = dict(body)
+        self._wake.set()
+
+    async def removed(self, namespace: str, name: str) -> None:
+        """A bound Container is being deleted: its container goes from the node now."""
+        key = f"{namespace}/{name}"
+        self.bound.pop(key, None)
+        for record in await self._records():
+            if ObservedContainer.from_record(record).made_for(AGENT) == key:
+                await self._remove(str(record["id"]))
+
+    # The loop ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Converge until cancelled; a failed pass is logged and the next one tries again."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.poll_every)
+            self._wake.clear()
+            try:
+                await self.converge()
+            except (DaemonError, *FAILURES) as e:
+                log.warning("converge pass failed", error=str(e))
+
+    async def fence(self) -> list[str]:
+        """Remove every container this agent made whose Container is no longer bound to
+        this node: what a returning node runs for objects moved meanwhile. The names
+        removed."""
+        bound = await self.kube.list(path(GROUP, VERSION, "containers"),
+                                     label_selector=f"{NODE_LABEL}={self.config.node}")
+        keys = {f"{o['metadata'].get('namespace')}/{o['metadata']['name']}" for o in bound}
+        observed = [ObservedContainer.from_record(r) for r in await self._records()]
+        stale = [o for o in observed
+                 if (made_for := o.made_for(AGENT)) is not None and made_for not in keys]
+        await asyncio.gather(*(self._remove(o.id) for o in stale))
+        for o in stale:
+            log.info("fenced", container=o.name, reason="no longer bound to this node")
+        return sorted(o.name for o in stale)
+
+    async def converge(self) -> None:
+        """One pass: plan, act, report."""
+        objects = {key: body for key, body in self.bound.items()
+                   if not body["metadata"].get("deletionTimestamp")}
+        records = await self._records()
+        observed = [ObservedContainer.from_record(r) for r in records]
+        desired, problems = await self._desired(objects, observed)
+        plan = plan_up(desired, observed, namespaces=None, prune=True, manager=AGENT,
+                       pruned="no longer bound to this node")
+        actions = [action for action in plan.actions if action.changes]
+        if actions:
+            problems |= await self._carry_out(actions)
+            records = await self._records()
+        await self._report(objects, records, desired, problems)
+
+    # Steps -------------------------------------------------------------------------------
+
+    async def _remove(self, container_id: str) -> None:
+        await self._in_thread(lambda client: remove(client, container_id))
+
+    async def _records(self) -> list[dict[str, Any]]:
+        """Every container on the node, as the daemon lists them."""
+        records: list[dict[str, Any]] = await self._in_thread(
+            lambda client: client.call("GET", "/containers/json?all=1"))
+        return records
+
+    async def _desired(self, objects: Mapping[str, Mapping[str, Any]],
+                       observed: Iterable[ObservedContainer]
+                       ) -> tuple[list[DesiredContainer], dict[str, str]]:
+        """The containers the objects describe, and why the others cannot run."""
+        taken = {o.name: o for o in observed if o.made_for(AGENT) is None}
+        desired: list[DesiredContainer] = []
+        problems: dict[str, str] = {}
+        for key, body in objects.items():
+            try:
+                want = await self._translate(key, body)
+            except ManifestSetError as e:
+                problems[key] = "; ".join(f"{p.path}: {p.message}" for p in e.problems)
+                continue
+            except ApiError as e:
+                problems[key] = e.message
+                continue
+            if want.name in taken:
+                problems[key] = (f"a container named {want.name} is on node "
+                                 f"{self.config.node} and the node agent did not make it: "
+                                 f"remove it (dockyard rm -f {want.name})")
+                continue
+            desired.append(want)
+        return desired, problems
+
+    async def _translate(self, key: str, body: Mapping[str, Any]) -> DesiredContainer:
+        """The runtime config of one Container, with the Image and Volumes it names."""
+        container = parse_as(Container, dict(body))
+        namespace, name = key.split("/", 1)
+        placed = Placed(container, f"Container {key}", namespace, name)
+        images: dict[ObjectKey, Placed[Image]] = {}
+        volumes: dict[ObjectKey, Placed[Volume]] = {}
+        spec = container.spec
+        if spec.image_ref is not None:
+            image = await self._fetch(Image, "images", namespace, spec.image_ref)
+            if image is not None:
+                images[ObjectKey(f"{namespace}/{spec.image_ref}")] = image
+        for mount in spec.volume_mounts:
+            volume = await self._fetch(Volume, "volumes", namespace, mount.name)
+            if volume is not None:
+                volumes[ObjectKey(f"{namespace}/{mount.name}")] = volume
+        digest = container.status.image_digest if container.status is not None else None
+        return translate(placed, Manifests((placed,), images, volumes), manager=AGENT,
+                         digest=digest)
+
+    async def _fetch(self, kind: type[R], plural: str, namespace: str, name: str
+                     ) -> Placed[R] | None:
+        try:
+            body = await self.kube.get(path(GROUP, VERSION, plural, namespace=namespace,
+                                            name=name))
+        except ApiError as e:
+            if e.status == 404:
+                return None  # translate names what is missing
+            raise
+        return Placed(parse_as(kind, body), f"{plural} {namespace}/{name}", namespace, name)
+
+    async def _carry_out(self, actions: list[Action]) -> dict[str, str]:
+        """Pull the images and make the volumes the new containers need, then act, many
+        at once; why each action that failed did."""
+        problems: dict[str, str] = {}
+        new = [a.desired for a in actions if isinstance(a, Create | Replace)]
+        missing = await asyncio.to_thread(_pull_missing, self.config.root,
+                                          {str(want.config["image"]) for want in new})
+        for want in new:
+            if want.config["image"] in missing:
+                problems[want.key] = missing[str(want.config["image"])]
+                continue
+            try:
+                await asyncio.to_thread(prepare_volumes, self.config.root, [want])
+            except ShimError as e:
+                problems[want.key] = str(e)
+
+        async def act(action: Action) -> None:
+            try:
+                await self._in_thread(lambda client: carry_out(client, action))
+                log.info(action.verb, container=action.name, reason=action.reason)
+            except DaemonError as e:
+                problems[action.key] = e.message
+                log.warning("failed", container=action.name, error=e.message)
+
+        await asyncio.gather(*(act(a) for a in actions if a.key not in problems))
+        return problems
+
+    async def _report(self, objects: Mapping[str, Mapping[str, Any]],
+                      records: Iterable[Mapping[str, Any]],
+                      desired: Iterable[DesiredContainer], problems: Mapping[str, str]
+                      ) -> None:
+        """Patch the status of every object whose container's state changed."""
+        ours = {key: record for record in records
+                if (key := ObservedContainer.from_record(record).made_for(AGENT))}
+        hashes = {want.key: want.spec_hash for want in desired}
+        patches: list[tuple[ObjectKey, dict[str, Any]]] = []
+        for name, body in objects.items():
+            key = ObjectKey(name)
+            generation = body["metadata"].get("generation")
+            found = ours.get(key)
+            if key in problems:
+                wanted = pending(problems[key])
+            elif found is not None:
+                wanted = status_of(found, generation)
+                if (found.get("labels") or {}).get(SPEC_HASH) != hashes.get(key):
+                    wanted.pop("observedGeneration")  # the new spec is not running yet
+            else:
+                continue
+            patch = changed(body.get("status") or {}, wanted)
+            if patch:
+                patches.append((key, patch))
+        await asyncio.gather(*(self._patch_status(key, patch) for key, patch in patches))
+
+    async def _patch_status(self, key: str, patch: dict[str, Any]) -> None:
+        namespace, name = key.split("/", 1)
+        url = path(GROUP, VERSION, "containers", namespace=namespace, name=name,
+                   subresource="status")
+        try:
+            await self.kube.patch(url, {"status": patch})
+        except ApiError as e:
+            if e.status != 404:  # deleted meanwhile: nothing to report to
+                log.warning("status not written", container=key, error=str(e))
+
+    async def _in_thread(self, call: Callable[[Client], T]) -> T:
+        """Run `call` with this worker thread's own daemon client (one connection each)."""
+        def run() -> T:
+            client = getattr(self._clients, "client", None)
+            if client is None:
+                client = self._clients.client = Client(self.config.socket)
+            return call(client)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def _pull_missing(root: Path, references: set[str]) -> dict[str, str]:
+    """Pull the images of `references` the node does not have; why each that could not
+    be pulled could not."""
+    if not references:
+        return {}
+    failed: dict[str, str] = {}
+    snapshots, images = open_images(root)
+    try:
+        for reference in sorted(references):
+            try:
+                images.get(reference)
+            except NotFoundError:
+                try:
+                    pull(images, reference)
+                    log.info("pulled", image=reference)
+                except ShimError as e:
+                    failed[reference] = f"cannot pull {reference}: {e}"
+    finally:
+        images.close()
+        snapshots.close()
+    return failed

@@ -1,0 +1,126 @@
+"""The node lifecycle handlers: notice lost nodes and move their containers (kopf, thin).
+
+`nodeloss` decides. Each node agent renews a Lease labelled `dockyard.dev/node`; a kopf
+index keeps each node's last renewal, and a timer on every DockyardNode compares it with
+the clock each second. When the lease is older than the grace, the node is marked
+`NotReady` (an Event `NodeNotReady` on it) and its Containers are evicted:
+- those with restart policy `Always` or `OnFailure` are unbound (status.node cleared, the
+  routing label removed, phase `Pending`), and the scheduling handler binds them again
+  on a ready node; Event `NodeLost`;
+- the others end `Failed` with reason NodeLost, unbound, and without the node agent's
+  finalizer (no agent will run their cleanup).
+A node is left out of scheduling from the moment it is found lost (the `lost` set in the
+memo), before the index shows it NotReady. Its agent makes it Ready again when it
+renews; it is schedulable again once its lease is fresh.
+
+A timer runs in one operator replica only (kopf peering), so two replicas never evict
+twice.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+
+from dockyard_api.container import RestartPolicy
+from dockyard_api.kube import FAILURES, ApiError, KubeClient, path
+from dockyard_operator.binding import GROUP, NODE_LABEL, VERSION, Bindings
+from dockyard_operator.nodeloss import DEFAULT_GRACE, Binding, evictions, lost_nodes, renew_time
+
+AGENT_FINALIZER = "dockyard.dev/node-agent"
+CHECK_EVERY = 1.0  # seconds between two looks at a node's lease
+
+
+def register(registry: kopf.OperatorRegistry, *,
+             grace: datetime.timedelta = DEFAULT_GRACE) -> None:
+    """Add the node lifecycle handlers to `registry`."""
+
+    @kopf.index("coordination.k8s.io", "v1", "leases", id="leases", registry=registry,
+                labels={NODE_LABEL: kopf.PRESENT})
+    def leases(*, body: kopf.Body, **_: Any) -> dict[str, datetime.datetime | None]:
+        return {body["metadata"]["labels"][NODE_LABEL]: renew_time(body)}
+
+    @kopf.timer(GROUP, VERSION, "dockyardnodes", id="heartbeat", interval=CHECK_EVERY,
+                registry=registry)
+    async def heartbeat(*, name: str, body: kopf.Body, memo: kopf.Memo,
+                        logger: kopf.Logger, **kwargs: Any) -> None:
+        # A node that never renewed counts from its registration, as a new kubelet's.
+        renewed = next(iter(kwargs["leases"].get(name, [])), None) or \
+            _timestamp(body["metadata"].get("creationTimestamp"))
+        now = datetime.datetime.now(datetime.UTC)
+        lost: set[str] = memo["lost"]
+        if not lost_nodes({name: renewed}, now, grace):
+            lost.discard(name)
+            return
+        kube: KubeClient = memo["kube"]
+        if name not in lost:
+            lost.add(name)
+            since = f"since {renewed:%H:%M:%S}" if renewed else "ever"
+            kopf.warn(body, reason="NodeNotReady",
+                      message=f"no heartbeat {since}: node marked NotReady")
+        if (body.get("status") or {}).get("phase") != "NotReady":
+            await kube.patch(path(GROUP, VERSION, "dockyardnodes", name=name,
+                                  subresource="status"), {"status": {"phase": "NotReady"}})
+        try:
+            await _evict(kube, name, memo["bindings"])
+        except FAILURES as e:
+            logger.warning(f"evicting the containers of node {name} failed: {e}; retrying")
+
+
+async def _evict(kube: KubeClient, node: str, bindings: Bindings) -> None:
+    """Unbind (or fail) the Containers bound to the lost `node`."""
+    bound = await kube.list(path(GROUP, VERSION, "containers"),
+                            label_selector=f"{NODE_LABEL}={node}")
+    by_key = {_key(body): kopf.Body(cast(kopf.RawBody, body)) for body in bound}
+    decided = evictions((Binding(key, node, _policy(body)) for key, body in by_key.items()),
+                        {node})
+    async with bindings.lock:  # what the node held is free for the scheduler now
+        for key in (*decided.reschedule, *decided.fail):
+            bindings.bound.pop(key, None)
+    for key in decided.reschedule:
+        body = by_key[key]
+        await _write(kube, body, status={
+            "node": None, "phase": "Pending", "containerID": None, "pid": None,
+            "message": f"node {node} was lost; rescheduling"})
+        kopf.warn(body, reason="NodeLost",
+                  message=f"node {node} was lost: rescheduling")
+    for key in decided.fail:
+        body = by_key[key]
+        finalizers = [f for f in body["metadata"].get("finalizers") or []
+                      if f != AGENT_FINALIZER]
+        await _write(kube, body, status={
+            "phase": "Failed", "pid": None,
+            "message": f"NodeLost: node {node} was lost; restartPolicy is Never"},
+            metadata={"finalizers": finalizers})
+        kopf.warn(body, reason="NodeLost",
+                  message=f"node {node} was lost: failed (restartPolicy Never)")
+
+
+async def _write(kube: KubeClient, body: kopf.Body, *, status: dict[str, Any],
+                 metadata: Mapping[str, Any] | None = None) -> None:
+    """Write `status`, then unbind (remove the routing label): the scheduler, woken by
+    the label's removal, then finds the status already unbound."""
+    meta = body["metadata"]
+    url = path(GROUP, VERSION, "containers", namespace=meta.get("namespace"),
+               name=meta["name"])
+    try:
+        await kube.patch(url + "/status", {"status": status})
+        await kube.patch(url, {"metadata": {**(metadata or {}), "labels": {NODE_LABEL: None}}})
+    except ApiError as e:
+        if e.status != 404:  # deleted meanwhile: nothing left to move
+            raise
+
+
+def _timestamp(text: str | None) -> datetime.datetime | None:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def _policy(body: Mapping[str, Any]) -> RestartPolicy:
+    return RestartPolicy((body.get("spec") or {}).get("restartPolicy") or "Never")
+
+
+def _key(body: Mapping[str, Any]) -> str:
+    return f"{body['metadata'].get('namespace')}/{body['metadata']['name']}"
