@@ -1,0 +1,211 @@
+"""A Dockyard cluster on one machine, for end-to-end tests: the test API server, the
+operator (in the test's event loop), and nodes that each run a real node daemon and a
+node agent (`dockyard agent`, a process of its own, so a test can SIGKILL it).
+
+Each node has its own state root, socket and name; they share the machine's kernel and
+the test run's cgroup parent. The agents find the API server through a kubeconfig, as
+they would in a real cluster. Images come from a real registry on 127.0.0.1: the harness
+pushes a busybox image there, and the nodes pull it by the digest the operator pins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from dockyard_operator.app import registry as operator_registry
+from dockyard_shim.daemon.client import Client
+from tests.kube.apiserver import ApiServer
+from tests.kube.kopfrun import MERGE, running, serving
+from tests.registry import Registry, running_registry
+from tests.shim.nodes import Node
+from tests.shim.rootfs_dir import busybox_rootfs
+
+GRACE = datetime.timedelta(seconds=3)
+"""How long a node may miss its heartbeat here (40 s in production)."""
+RENEW_EVERY = 0.5
+
+
+@dataclass
+class ClusterNode:
+    """One node: its daemon (`node`) and its agent process."""
+
+    name: str
+    node: Node
+    kubeconfig: Path
+    agent: subprocess.Popen[bytes] | None = None
+    cpus: str = "2"
+
+    @property
+    def client(self) -> Client:
+        return Client(self.node.env["DOCKYARD_HOST"])
+
+    def start_agent(self) -> None:
+        command = [sys.executable, "-m", "dockyard_cli", "--log-format", "console", "agent",
+                   "--node", self.name, "--renew-every", str(RENEW_EVERY),
+                   "--poll-every", "0.2", "--cpus", self.cpus, "--memory", "4Gi"]
+        with (self.node.root / "agent.log").open("ab") as log:
+            self.agent = subprocess.Popen(command, stdout=log, stderr=log, env={
+                **self.node.env, "KUBECONFIG": str(self.kubeconfig)})
+
+    def kill_agent(self, signum: int = signal.SIGKILL) -> None:
+        assert self.agent is not None
+        self.agent.send_signal(signum)
+        self.agent.wait(timeout=20)
+        self.agent = None
+
+    def containers(self) -> dict[str, dict[str, Any]]:
+        """The daemon's containers by name."""
+        return {c["name"]: c for c in self.client.call("GET", "/containers/json?all=1")}
+
+    def log(self) -> str:
+        return (self.node.root / "agent.log").read_text(errors="replace")
+
+
+@dataclass
+class Cluster:
+    server: ApiServer
+    http: aiohttp.ClientSession
+    """A client of the API server, as a user's kubectl."""
+    registry: Registry
+    image: str
+    """The busybox image's reference in the registry (a tag)."""
+    nodes: dict[str, ClusterNode] = field(default_factory=dict)
+
+    def container(self, name: str, namespace: str = "default") -> dict[str, Any] | None:
+        return self.server.get("containers", name, namespace)
+
+    def status(self, name: str) -> dict[str, Any]:
+        found = self.container(name)
+        return dict((found or {}).get("status") or {})
+
+    async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a Container (as `kubectl create`); the stored object."""
+        namespace = body["metadata"]["namespace"]
+        async with self.http.post(f"/apis/dockyard.dev/v1alpha1/namespaces/{namespace}/"
+                                  "containers", json=body) as response:
+            answer: dict[str, Any] = await response.json()
+            assert response.status in (200, 201), answer  # the emulator answers 200
+            return answer
+
+    async def patch(self, name: str, body: dict[str, Any]) -> None:
+        async with self.http.patch(
+                f"/apis/dockyard.dev/v1alpha1/namespaces/default/containers/{name}",
+                json=body, headers=MERGE) as response:
+            assert response.status == 200, await response.text()
+
+    async def delete(self, name: str) -> None:
+        async with self.http.delete(
+                f"/apis/dockyard.dev/v1alpha1/namespaces/default/containers/{name}") as response:
+            assert response.status == 200, await response.text()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- agent {n.name}\n{n.log()[-4000:]}" for n in self.nodes.values())
+
+
+async def eventually(cluster: Cluster, check: Callable[[], object], timeout: float = 30
+                     ) -> None:
+    """Wait until `check()` is true; fail with the agents' logs if it never is."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"never happened\n{cluster.logs()}")
+        await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def running_cluster(tmp_path: Path, names: tuple[str, ...] = ("n1", "n2", "n3")
+                          ) -> AsyncIterator[Cluster]:
+    """The API server, the operator and one node per name, each with daemon and agent."""
+    with running_registry(tmp_path / "registry") as registry:
+        async with serving() as (server, http):
+            url = str(http.url).rstrip("/")
+            kubeconfig = _kubeconfig(tmp_path / "kubeconfig", url)
+            nodes = {name: _node(tmp_path / name, name, kubeconfig) for name in names}
+            try:
+                image = _push_busybox(tmp_path, nodes[names[0]].node, registry)
+                cluster = Cluster(server, http.client, registry, image, nodes)
+                async with running(operator_registry(grace=GRACE), url):
+                    for node in nodes.values():
+                        node.start_agent()
+                    await eventually(cluster, lambda: all(
+                        (server.get("dockyardnodes", n) or {})
+                        .get("status", {}).get("phase") == "Ready" for n in names))
+                    try:
+                        yield cluster
+                    finally:
+                        await asyncio.to_thread(_stop_agents, nodes.values())
+            finally:
+                await asyncio.to_thread(_stop_nodes, nodes.values())
+
+
+def _node(root: Path, name: str, kubeconfig: Path) -> ClusterNode:
+    root.mkdir(parents=True)
+    env = {**os.environ, "DOCKYARD_ROOT": str(root / "root"),
+           "DOCKYARD_HOST": str(root / "dockyard.sock")}
+    node = Node(env, root)
+    node.start_daemon()
+    return ClusterNode(name, node, kubeconfig)
+
+
+def _stop_agents(nodes: Any) -> None:
+    for node in nodes:
+        if node.agent is not None:
+            node.kill_agent(signal.SIGTERM)
+
+
+def _stop_nodes(nodes: Any) -> None:
+    for cluster_node in nodes:
+        node = cluster_node.node
+        if node.daemon is None:
+            continue
+        ids = node.dockyard("ps", "-a", "-q").stdout.split()
+        if ids:
+            node.dockyard("rm", "-f", *ids)
+        node.stop_daemon()
+
+
+def _kubeconfig(path: Path, url: str) -> Path:
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": url}}],
+        "users": [{"name": "test", "user": {"token": "test"}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}]}))
+    return path
+
+
+def _push_busybox(tmp_path: Path, node: Node, registry: Registry) -> str:
+    """Make a busybox image on `node` and push it to the registry; its reference."""
+    rootfs = busybox_rootfs(tmp_path / "rootfs")
+    with tarfile.open(tmp_path / "busybox.tar", "w") as tar:
+        tar.add(rootfs, arcname=".")
+    node.dockyard("import", str(tmp_path / "busybox.tar"), "busybox:latest", check=True)
+    reference = f"{registry.host}/library/busybox:1"
+    node.dockyard("push", "busybox:latest", reference, check=True)
+    node.dockyard("rmi", "busybox:latest", check=True)  # every node pulls it the same way
+    return reference
+
+
+def container(name: str, image: str, *, args: list[str], **spec: Any) -> dict[str, Any]:
+    """A Container manifest, with `spec` fields in the API's camelCase."""
+    return {"apiVersion": "dockyard.dev/v1alpha1", "kind": "Container",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"image": image, "args": args, "network": {"mode": "None"}, **spec}}
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, indent=1, sort_keys=True)

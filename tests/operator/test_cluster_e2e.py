@@ -1,0 +1,119 @@
+"""Three nodes on one machine, end to end: the operator schedules, the node agents run
+real containers, and a node that loses its agent has its containers moved and, when the
+agent returns, fenced.
+
+Root: every node runs a real daemon (overlayfs, namespaces, cgroups); images come from
+a real registry on 127.0.0.1 (Debian's docker-registry), pinned by the operator.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dockyard_api.registries import pinned_reference
+from tests.operator.cluster import (
+    GRACE,
+    Cluster,
+    container,
+    eventually,
+    running_cluster,
+)
+
+pytestmark = [pytest.mark.root, pytest.mark.e2e, pytest.mark.slow, pytest.mark.asyncio]
+
+
+def _running(cluster: Cluster, name: str) -> bool:
+    status = cluster.status(name)
+    return status.get("phase") == "Running" and bool(status.get("pid"))
+
+
+def _local(cluster: Cluster, name: str) -> dict[str, dict[str, str]]:
+    """Where the node daemons run a container for Container `name`: node -> record."""
+    found = {}
+    for node in cluster.nodes.values():
+        record = node.containers().get(f"default.{name}")
+        if record is not None:
+            found[node.name] = record
+    return found
+
+
+async def test_containers_run_where_bound_change_go_and_move_off_a_lost_node(
+        tmp_path: Path) -> None:
+    async with running_cluster(tmp_path) as cluster:
+        # Apply: three sleepers spread over the nodes, one pinned to n3, a job that fails.
+        for i in (1, 2):
+            await cluster.apply(container(f"sleeper-{i}", cluster.image, args=["sleep", "600"],
+                                          restartPolicy="Always", resources={"cpu": "1500m"}))
+        await cluster.apply(container("pinned", cluster.image, args=["sleep", "600"],
+                                      nodeName="n3"))
+        await cluster.apply(container("job", cluster.image, args=["sh", "-c", "exit 3"]))
+        names = ("sleeper-1", "sleeper-2", "pinned")
+        await eventually(cluster, lambda: all(_running(cluster, n) for n in names))
+        await eventually(cluster, lambda: cluster.status("job").get("phase") == "Failed")
+        assert cluster.status("job")["exitCode"] == 3
+        assert cluster.status("pinned")["node"] == "n3"
+        # 1.5 CPUs each on 2-CPU nodes: the sleepers cannot share one.
+        assert cluster.status("sleeper-1")["node"] != cluster.status("sleeper-2")["node"]
+        for name in names:
+            status = cluster.status(name)
+            local = _local(cluster, name)
+            assert list(local) == [status["node"]], local  # on its node, and only there
+            record = local[status["node"]]
+            assert record["id"] == status["containerID"]
+            assert record["pid"] == status["pid"]
+            # The pinned bytes: the node ran the digest the operator resolved the tag to.
+            assert record["config"]["image"] == pinned_reference(cluster.image,
+                                                                 status["imageDigest"])
+            assert status["observedGeneration"] == 1
+
+        # A spec change replaces the container, on the same node.
+        before = cluster.status("pinned")
+        await cluster.patch("pinned", {"spec": {"args": ["sleep", "700"]}})
+        await eventually(cluster, lambda: cluster.status("pinned").get("observedGeneration")
+                         == 2 and _running(cluster, "pinned"))
+        after = cluster.status("pinned")
+        assert after["containerID"] != before["containerID"]
+        record = _local(cluster, "pinned")["n3"]
+        assert record["config"]["command"] == ["sleep", "700"]
+
+        # A delete removes the container from its node, then the object goes.
+        node = cluster.status("job")["node"]
+        await cluster.delete("job")
+        await eventually(cluster, lambda: cluster.container("job") is None)
+        assert "default.job" not in cluster.nodes[node].containers()
+
+        # The node of sleeper-1 loses its agent: after the grace the container runs
+        # elsewhere (the old one still runs on the lost node: nothing there can stop it).
+        lost = cluster.status("sleeper-1")["node"]
+        old_id = cluster.status("sleeper-1")["containerID"]
+        cluster.nodes[lost].kill_agent()
+        killed_at = asyncio_time()
+        await eventually(cluster, lambda: cluster.status("sleeper-1").get("node")
+                         not in (None, lost) and _running(cluster, "sleeper-1"),
+                         timeout=GRACE.total_seconds() + 20)
+        moved_in = asyncio_time() - killed_at
+        assert moved_in >= GRACE.total_seconds()  # not before the grace
+        node_object = cluster.server.get("dockyardnodes", lost)
+        assert node_object is not None
+        assert node_object["status"]["phase"] == "NotReady"
+        new_node = cluster.status("sleeper-1")["node"]
+        assert set(_local(cluster, "sleeper-1")) == {lost, new_node}
+        assert _local(cluster, "sleeper-1")[lost]["id"] == old_id
+        reasons = {e.get("reason") for e in cluster.server.all("events", group="")}
+        assert {"NodeNotReady", "NodeLost", "Scheduled"} <= reasons
+
+        # The agent returns: before anything else it kills what was moved away.
+        cluster.nodes[lost].start_agent()
+        await eventually(cluster, lambda: lost not in _local(cluster, "sleeper-1"))
+        await eventually(cluster, lambda: (cluster.server.get("dockyardnodes", lost) or {})
+                         .get("status", {}).get("phase") == "Ready")
+        assert list(_local(cluster, "sleeper-1")) == [new_node]
+        assert _running(cluster, "sleeper-1")
+
+
+def asyncio_time() -> float:
+    import asyncio  # noqa: PLC0415
+
+    return asyncio.get_running_loop().time()
