@@ -9,6 +9,7 @@ a real registry on 127.0.0.1 (Debian's docker-registry), pinned by the operator.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,7 @@ def _running(cluster: Cluster, name: str) -> bool:
     return status.get("phase") == "Running" and bool(status.get("pid"))
 
 
-def _local(cluster: Cluster, name: str) -> dict[str, dict[str, str]]:
+def _local(cluster: Cluster, name: str) -> dict[str, dict[str, Any]]:
     """Where the node daemons run a container for Container `name`: node -> record."""
     found = {}
     for node in cluster.nodes.values():
