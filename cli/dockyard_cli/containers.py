@@ -13,8 +13,9 @@ from typing import Any
 import click
 
 from dockyard_cli import launch
-from dockyard_cli.client import DaemonError, connect
+from dockyard_cli.client import connect
 from dockyard_cli.flags import RUN_FLAGS, RUN_ONLY_FLAGS, Flag, FlagError, parse_env
+from dockyard_shim.daemon.client import DaemonError
 
 FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]),
                       default="table", show_default=True, help="Output format.")

@@ -104,7 +104,8 @@ def main(argv: list[str]) -> int | None:
     detach, auto_remove = options.pop("detach"), options.pop("auto_remove")
     if launch.conflict(options, auto_remove=auto_remove):
         return None
-    from dockyard_cli.client import DaemonError, connect  # noqa: PLC0415
+    from dockyard_cli.client import connect  # noqa: PLC0415
+    from dockyard_shim.daemon.client import DaemonError  # noqa: PLC0415
 
     try:
         return launch.run(connect(), options, detach=detach, auto_remove=auto_remove)
