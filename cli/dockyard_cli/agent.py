@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 
@@ -64,6 +65,8 @@ def command(*, node: str, lease_namespace: str, renew_every: float, lease_second
         capacity = {**machine_capacity(), **{k: v for k, v in
                                               (("cpu", cpus), ("memory", memory),
                                                ("pids", pids)) if v is not None}}
+    # kopf logs every watch event's handler at info: the agent's own lines say what it did.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     config = AgentConfig(node=node, root=state_root(), socket=socket_file(),
                          namespace=lease_namespace, renew_every=renew_every,
                          lease_seconds=lease_seconds, poll_every=poll_every,

@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import datetime
+import os
+import secrets
 from typing import Any
 
 import kopf
@@ -36,6 +38,7 @@ def register(handlers: kopf.OperatorRegistry, *,
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix="dockyard.dev")
         settings.persistence.finalizer = "dockyard.dev/operator"
+        _peering(settings)
         memo["kube"] = KubeClient(connection(memo, logger, settings))
 
     @kopf.on.login(registry=handlers)
@@ -53,3 +56,23 @@ def register(handlers: kopf.OperatorRegistry, *,
     images.register(handlers)
     lifecycle.register(handlers, grace=grace)
     return handlers
+
+
+def _peering(settings: kopf.OperatorSettings) -> None:
+    """Replicas find each other through the ClusterKopfPeering `dockyard` (the chart makes
+    it), and only the one of highest priority acts. kopf pauses every replica of a tied
+    priority, so each picks a random one unless `--priority` gave it one; the peering
+    object must exist (`mandatory`), so a missing one stops the operator instead of
+    letting two replicas act at once. `--standalone` turns peering off (tests, one
+    replica); `$DOCKYARD_PEERING_LIFETIME` (seconds, default 60) is how long a replica
+    that stops renewing its record still holds the others back: the failover time."""
+    if settings.peering.standalone:
+        return
+    if settings.peering.name == kopf.OperatorSettings().peering.name:
+        settings.peering.name = "dockyard"
+        settings.peering.mandatory = True
+    if settings.peering.priority == 0:
+        settings.peering.priority = 1 + secrets.randbelow(1 << 30)
+    lifetime = os.environ.get("DOCKYARD_PEERING_LIFETIME")
+    if lifetime:
+        settings.peering.lifetime = int(lifetime)

@@ -2,7 +2,9 @@
 
 `nodeloss` decides. Each node agent renews a Lease labelled `dockyard.dev/node`; a kopf
 index keeps each node's last renewal, and a timer on every DockyardNode compares it with
-the clock each second. When the lease is older than the grace, the node is marked
+the clock each second. A node's clock starts no earlier than the operator: a restarted
+operator gives every node the whole grace to show a renewal, since it did not witness the
+silence before. When the lease is older than the grace, the node is marked
 `NotReady` (an Event `NodeNotReady` on it) and its Containers are evicted:
 - those with restart policy `Always` or `OnFailure` are unbound (status.node cleared, the
   routing label removed, phase `Pending`), and the scheduling handler binds them again
@@ -38,6 +40,10 @@ def register(registry: kopf.OperatorRegistry, *,
              grace: datetime.timedelta = DEFAULT_GRACE) -> None:
     """Add the node lifecycle handlers to `registry`."""
 
+    @kopf.on.startup(id="lifecycle", registry=registry)
+    def remember(memo: kopf.Memo, **_: Any) -> None:
+        memo.setdefault("started", datetime.datetime.now(datetime.UTC))
+
     @kopf.index("coordination.k8s.io", "v1", "leases", id="leases", registry=registry,
                 labels={NODE_LABEL: kopf.PRESENT})
     def leases(*, body: kopf.Body, **_: Any) -> dict[str, datetime.datetime | None]:
@@ -47,9 +53,12 @@ def register(registry: kopf.OperatorRegistry, *,
                 registry=registry)
     async def heartbeat(*, name: str, body: kopf.Body, memo: kopf.Memo,
                         logger: kopf.Logger, **kwargs: Any) -> None:
-        # A node that never renewed counts from its registration, as a new kubelet's.
-        renewed = next(iter(kwargs["leases"].get(name, [])), None) or \
-            _timestamp(body["metadata"].get("creationTimestamp"))
+        # A node is given the whole grace from when this operator started watching: an
+        # operator that was down (or whose index is not filled yet) must not take the
+        # silence it did not witness for a lost heartbeat, as the node lifecycle
+        # controller starts each node's clock when it first sees it.
+        started: datetime.datetime = memo["started"]
+        renewed = max(next(iter(kwargs["leases"].get(name, [])), None) or started, started)
         now = datetime.datetime.now(datetime.UTC)
         lost: set[str] = memo["lost"]
         if not lost_nodes({name: renewed}, now, grace):
@@ -58,9 +67,8 @@ def register(registry: kopf.OperatorRegistry, *,
         kube: KubeClient = memo["kube"]
         if name not in lost:
             lost.add(name)
-            since = f"since {renewed:%H:%M:%S}" if renewed else "ever"
             kopf.warn(body, reason="NodeNotReady",
-                      message=f"no heartbeat {since}: node marked NotReady")
+                      message=f"no heartbeat since {renewed:%H:%M:%S}: node marked NotReady")
         if (body.get("status") or {}).get("phase") != "NotReady":
             await kube.patch(path(GROUP, VERSION, "dockyardnodes", name=name,
                                   subresource="status"), {"status": {"phase": "NotReady"}})
@@ -112,10 +120,6 @@ async def _write(kube: KubeClient, body: kopf.Body, *, status: dict[str, Any],
     except ApiError as e:
         if e.status != 404:  # deleted meanwhile: nothing left to move
             raise
-
-
-def _timestamp(text: str | None) -> datetime.datetime | None:
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
 def _policy(body: Mapping[str, Any]) -> RestartPolicy:

@@ -11,6 +11,7 @@ pushes a busybox image there, and the nodes pull it by the digest the operator p
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime
 import json
@@ -36,8 +37,12 @@ from tests.shim.nodes import Node
 from tests.shim.rootfs_dir import busybox_rootfs
 
 GRACE = datetime.timedelta(seconds=3)
-"""How long a node may miss its heartbeat here (40 s in production)."""
+"""How long a node may miss its heartbeat in the node-loss tests (40 s in production).
+Tests that load the machine (200 containers starting on two CPUs) give more: a renewal
+that waits for a CPU must not count as a lost node there."""
 RENEW_EVERY = 0.5
+PEERING_LIFETIME = 5
+"""How long a dead operator replica's peering record holds the others back here."""
 
 
 @dataclass
@@ -84,7 +89,11 @@ class Cluster:
     registry: Registry
     image: str
     """The busybox image's reference in the registry (a tag)."""
+    work: Path
+    kubeconfig: Path
+    grace: datetime.timedelta
     nodes: dict[str, ClusterNode] = field(default_factory=dict)
+    operators: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def container(self, name: str, namespace: str = "default") -> dict[str, Any] | None:
         return self.server.get("containers", name, namespace)
@@ -113,8 +122,32 @@ class Cluster:
                 f"/apis/dockyard.dev/v1alpha1/namespaces/default/containers/{name}") as response:
             assert response.status == 200, await response.text()
 
+    def start_operator(self, name: str) -> subprocess.Popen[bytes]:
+        """An operator replica as its own process (`kopf run`, peering on), logging to
+        `<work>/<name>.log`."""
+        command = [sys.executable, "-m", "kopf", "run", "--all-namespaces",
+                   "--log-format", "plain", "-m", "dockyard_operator.main"]
+        with (self.work / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=log, env={
+                **os.environ, "KUBECONFIG": str(self.kubeconfig),
+                "DOCKYARD_NODE_GRACE": str(self.grace.total_seconds()),
+                "DOCKYARD_PEERING_LIFETIME": str(PEERING_LIFETIME)})
+        self.operators[name] = process
+        return process
+
+    def operator_log(self, name: str) -> str:
+        return (self.work / f"{name}.log").read_text(errors="replace")
+
     def logs(self) -> str:
-        return "\n".join(f"--- agent {n.name}\n{n.log()[-4000:]}" for n in self.nodes.values())
+        agents = "\n".join(f"--- agent {n.name}\n{n.log()[-4000:]}"
+                           for n in self.nodes.values())
+        operators = "\n".join(f"--- operator {name}\n{self.operator_log(name)[-4000:]}"
+                              for name in self.operators)
+        phases = collections.Counter(
+            (c.get("status") or {}).get("phase") for c in self.server.all("containers"))
+        odd = [(c["metadata"]["name"], c.get("status")) for c in self.server.all("containers")
+               if (c.get("status") or {}).get("phase") != "Running"][:5]
+        return f"{agents}\n{operators}\n--- phases {dict(phases)}; not running: {odd}"
 
 
 async def eventually(cluster: Cluster, check: Callable[[], object], timeout: float = 30
@@ -128,9 +161,12 @@ async def eventually(cluster: Cluster, check: Callable[[], object], timeout: flo
 
 
 @contextlib.asynccontextmanager
-async def running_cluster(tmp_path: Path, names: tuple[str, ...] = ("n1", "n2", "n3")
+async def running_cluster(tmp_path: Path, names: tuple[str, ...] = ("n1", "n2", "n3"), *,
+                          operator: bool = True, grace: datetime.timedelta = GRACE
                           ) -> AsyncIterator[Cluster]:
-    """The API server, the operator and one node per name, each with daemon and agent."""
+    """The API server, one node per name (each with daemon and agent), and the operator in
+    the test's loop; without `operator`, the test starts replicas as processes
+    (`Cluster.start_operator`) and the harness ends them."""
     with running_registry(tmp_path / "registry") as registry:
         async with serving() as (server, http):
             url = str(http.url).rstrip("/")
@@ -138,8 +174,14 @@ async def running_cluster(tmp_path: Path, names: tuple[str, ...] = ("n1", "n2", 
             nodes = {name: _node(tmp_path / name, name, kubeconfig) for name in names}
             try:
                 image = _push_busybox(tmp_path, nodes[names[0]].node, registry)
-                cluster = Cluster(server, http.client, registry, image, nodes)
-                async with running(operator_registry(grace=GRACE), url):
+                cluster = Cluster(server, http.client, registry, image, tmp_path, kubeconfig,
+                                  grace, nodes)
+                await _create(http.client, "/apis/kopf.dev/v1/clusterkopfpeerings",
+                              {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
+                               "metadata": {"name": "dockyard"}})
+                in_loop = running(operator_registry(grace=grace), url) if operator \
+                    else contextlib.nullcontext()
+                async with in_loop:
                     for node in nodes.values():
                         node.start_agent()
                     await eventually(cluster, lambda: all(
@@ -148,7 +190,7 @@ async def running_cluster(tmp_path: Path, names: tuple[str, ...] = ("n1", "n2", 
                     try:
                         yield cluster
                     finally:
-                        await asyncio.to_thread(_stop_agents, nodes.values())
+                        await asyncio.to_thread(_stop_processes, cluster)
             finally:
                 await asyncio.to_thread(_stop_nodes, nodes.values())
 
@@ -162,10 +204,21 @@ def _node(root: Path, name: str, kubeconfig: Path) -> ClusterNode:
     return ClusterNode(name, node, kubeconfig)
 
 
-def _stop_agents(nodes: Any) -> None:
-    for node in nodes:
+def _stop_processes(cluster: Cluster) -> None:
+    """The operator replicas, then the agents: each asked to stop (SIGTERM), as kubelet
+    asks a pod."""
+    for process in cluster.operators.values():
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
+    for node in cluster.nodes.values():
         if node.agent is not None:
             node.kill_agent(signal.SIGTERM)
+
+
+async def _create(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> None:
+    async with http.post(url, json=body) as response:
+        assert response.status in (200, 201), await response.text()
 
 
 def _stop_nodes(nodes: Any) -> None:

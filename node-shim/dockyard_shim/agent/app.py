@@ -68,12 +68,12 @@ def registry(config: AgentConfig) -> kopf.OperatorRegistry:
             agent.close()
             await agent.kube.close()
 
-    @kopf.on.event(GROUP, VERSION, "containers", registry=handlers)
+    @kopf.on.event(GROUP, VERSION, "containers", id="watch", registry=handlers)
     def seen(*, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         agent: Agent = memo["agent"]
         agent.saw(event["type"], event["object"])
 
-    @kopf.on.delete(GROUP, VERSION, "containers", registry=handlers)
+    @kopf.on.delete(GROUP, VERSION, "containers", id="cleanup", registry=handlers)
     async def delete(*, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
         agent: Agent = memo["agent"]
         await agent.removed(namespace or "", name)

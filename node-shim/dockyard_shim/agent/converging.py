@@ -146,10 +146,16 @@ class Agent:
         """One pass: plan, act, report."""
         objects = {key: body for key, body in self.bound.items()
                    if not body["metadata"].get("deletionTimestamp")}
+        # The operator labels a Container and writes its status in two writes: until the
+        # status shows this node and the digest, the binding is not complete. Such a
+        # container is neither run (it would run the tag, not the pinned bytes) nor pruned.
+        binding = {key for key, body in objects.items() if not self._bound_here(body)}
         records = await self._records()
         observed = [ObservedContainer.from_record(r) for r in records]
-        desired, problems = await self._desired(objects, observed)
-        plan = plan_up(desired, observed, namespaces=None, prune=True, manager=AGENT,
+        desired, problems = await self._desired(
+            {key: body for key, body in objects.items() if key not in binding}, observed)
+        plan = plan_up(desired, [o for o in observed if o.made_for(AGENT) not in binding],
+                       namespaces=None, prune=True, manager=AGENT,
                        pruned="no longer bound to this node")
         actions = [action for action in plan.actions if action.changes]
         if actions:
@@ -158,6 +164,10 @@ class Agent:
         await self._report(objects, records, desired, problems)
 
     # Steps -------------------------------------------------------------------------------
+
+    def _bound_here(self, body: Mapping[str, Any]) -> bool:
+        status = body.get("status") or {}
+        return status.get("node") == self.config.node and bool(status.get("imageDigest"))
 
     async def _remove(self, container_id: str) -> None:
         await self._in_thread(lambda client: remove(client, container_id))
