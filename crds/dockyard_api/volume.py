@@ -105,7 +105,10 @@ class VolumeStatus(StatusBase):
     phase: VolumePhase = VolumePhase.PENDING
     """`Pending` (not yet placed), `Ready`, `Migrating` (data on its way) or `Failed`."""
     node: DnsSubdomain | None = None
-    """The node that holds the data (none for a shared hostPath)."""
+    """The node that holds the data (none for a shared hostPath); while `Migrating`, the
+    node the data is being copied to."""
+    source_node: DnsSubdomain | None = None
+    """While `Migrating`: the node the data is copied from."""
     consumers: Annotated[list[DnsLabel], Field(max_length=1024)] = Field(default_factory=list)
     """The Containers that mount the volume."""
     size_bytes: Annotated[StrictInt, Field(ge=0)] | None = None

@@ -9,27 +9,33 @@ The decisions are `scheduling.place`'s. What the handlers add is the state it ne
   unbind: it may be an echo of kopf's own write, older than the binding (the first run of
   the burst test put 9 containers of 250m on a 2-CPU node that way).
 
-A Container unbound because its node was lost (`lifecycle`) is scheduled again, keeping
-its digest. Binding writes `status.node`, `status.phase: Pending`, `status.imageDigest` (the digest
+A container's `local` volumes hold it to their node unless they may migrate; binding it
+elsewhere marks them `Migrating` there (`volumes`), and the new node's agent moves the
+data before the container starts. A Container unbound because its node was lost
+(`lifecycle`) is scheduled again, keeping its digest.
+
+Binding writes `status.node`, `status.phase: Pending`, `status.imageDigest` (the digest
 the container runs: its Image's pin, which it waits for, or its own reference's, resolved
 once for the cluster) and the label `dockyard.dev/node`, which the node agents watch with
-a server-side label selector. Every decision is an
-Event on the Container: `Scheduled`, or `FailedScheduling` with kube-scheduler's reason,
+a server-side label selector. Every decision is an Event on the Container: `Scheduled`
+(and `MigratingVolume`), or `FailedScheduling` with kube-scheduler's reason,
 after which kopf retries (a node may join or free room).
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import kopf
 
-from dockyard_api import Container, DockyardNode
+from dockyard_api import Container, DockyardNode, Volume
+from dockyard_api.kube import KubeClient, path
 from dockyard_api.manifests import parse_as
 from dockyard_operator.pinning import ResolveError, resolve
 from dockyard_operator.scheduling import Demand, Node, Request, place
+from dockyard_operator.volumes import Placed, constraints, moves
 
 GROUP, VERSION = "dockyard.dev", "v1alpha1"
 NODE_LABEL = "dockyard.dev/node"
@@ -42,6 +48,8 @@ class Bindings:
     """Which node each Container is bound to, with what it demands."""
 
     bound: dict[str, tuple[str, Demand]] = field(default_factory=dict)
+    volumes: dict[str, Placed] = field(default_factory=dict)
+    """Volumes this operator placed or moved, by `namespace/name`."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def load(self) -> dict[str, Demand]:
@@ -69,6 +77,11 @@ def register(registry: kopf.OperatorRegistry) -> None:
         digest = (body.get("status") or {}).get("digest")
         return {f"{namespace}/{name}": digest} if digest else {}
 
+    @kopf.index(GROUP, VERSION, "volumes", id="volumes", registry=registry)
+    def volumes(*, namespace: str | None, name: str, body: kopf.Body, **_: Any
+                ) -> dict[str, Placed]:
+        return {f"{namespace}/{name}": Placed.of(parse_as(Volume, dict(body)))}
+
     @kopf.index(GROUP, VERSION, "dockyardnodes", id="nodes", registry=registry)
     def nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, Node]:
         return {name: Node.of(parse_as(DockyardNode, dict(body)))}
@@ -95,22 +108,45 @@ def register(registry: kopf.OperatorRegistry) -> None:
         if container.status is not None and container.status.node:
             return  # bound already (a resumed operator)
         digest = await _digest(body, container, kwargs["pins"], memo)
-        request = Request.of(container)
         bindings: Bindings = memo["bindings"]
         lost: set[str] = memo["lost"]
         known = [node for store in nodes.values() for node in store if node.name not in lost]
         async with bindings.lock:
+            # The volumes as last placed: the index, updated by this operator's own
+            # decisions it has not seen echoed yet.
+            placed = {key: volume for key, store in kwargs["volumes"].items()
+                      for volume in store}
+            for key, mine in list(bindings.volumes.items()):
+                if placed.get(key, mine).node == mine.node:
+                    bindings.volumes.pop(key)  # echoed (or gone): the index knows
+                else:
+                    placed[key] = mine
+            request = Request.of(container, *constraints(container, placed))
             decision = place(request, known, bindings.load())
             if decision.node is not None:
                 bindings.bound[request.name] = (decision.node, request.demand)
+                changes = moves(container, decision.node, placed)
+                for key in changes:
+                    bindings.volumes[key] = replace(placed[key], node=decision.node)
         if decision.node is None:
             kopf.warn(body, reason="FailedScheduling", message=decision.reason)
             raise kopf.TemporaryError(decision.reason, delay=RETRY_UNSCHEDULABLE)
+        for key, status in changes.items():
+            await _place_volume(memo["kube"], key, status)
+            if status["phase"] == "Migrating":
+                kopf.info(body, reason="MigratingVolume", message=f"volume {key} moves from "
+                          f"node {status['sourceNode']} to node {decision.node}")
         patch.status["node"] = decision.node
         patch.status["phase"] = "Pending"
         patch.status["imageDigest"] = digest
         patch.metadata.labels[NODE_LABEL] = decision.node
         kopf.info(body, reason="Scheduled", message=f"bound to node {decision.node}")
+
+
+async def _place_volume(kube: KubeClient, key: str, status: dict[str, Any]) -> None:
+    namespace, name = key.split("/", 1)
+    await kube.patch(path(GROUP, VERSION, "volumes", namespace=namespace, name=name,
+                          subresource="status"), {"status": status})
 
 
 async def _digest(body: kopf.Body, container: Container, pins: kopf.Index[str, str],

@@ -16,7 +16,9 @@ import contextlib
 import datetime
 import json
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -102,11 +104,11 @@ class Cluster:
         found = self.container(name)
         return dict((found or {}).get("status") or {})
 
-    async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Create a Container (as `kubectl create`); the stored object."""
+    async def apply(self, body: dict[str, Any], plural: str = "containers") -> dict[str, Any]:
+        """Create an object (as `kubectl create`); the stored object."""
         namespace = body["metadata"]["namespace"]
         async with self.http.post(f"/apis/dockyard.dev/v1alpha1/namespaces/{namespace}/"
-                                  "containers", json=body) as response:
+                                  f"{plural}", json=body) as response:
             answer: dict[str, Any] = await response.json()
             assert response.status in (200, 201), answer  # the emulator answers 200
             return answer
@@ -171,7 +173,10 @@ async def running_cluster(tmp_path: Path, names: tuple[str, ...] = ("n1", "n2", 
         async with serving() as (server, http):
             url = str(http.url).rstrip("/")
             kubeconfig = _kubeconfig(tmp_path / "kubeconfig", url)
-            nodes = {name: _node(tmp_path / name, name, kubeconfig) for name in names}
+            token = tmp_path / "transfer.token"
+            token.write_text(secrets.token_hex(32))
+            token.chmod(0o600)
+            nodes = {name: _node(tmp_path / name, name, kubeconfig, token) for name in names}
             try:
                 image = _push_busybox(tmp_path, nodes[names[0]].node, registry)
                 cluster = Cluster(server, http.client, registry, image, tmp_path, kubeconfig,
@@ -195,10 +200,13 @@ async def running_cluster(tmp_path: Path, names: tuple[str, ...] = ("n1", "n2", 
                 await asyncio.to_thread(_stop_nodes, nodes.values())
 
 
-def _node(root: Path, name: str, kubeconfig: Path) -> ClusterNode:
+def _node(root: Path, name: str, kubeconfig: Path, token: Path) -> ClusterNode:
     root.mkdir(parents=True)
     env = {**os.environ, "DOCKYARD_ROOT": str(root / "root"),
-           "DOCKYARD_HOST": str(root / "dockyard.sock")}
+           "DOCKYARD_HOST": str(root / "dockyard.sock"),
+           # Each node's shim serves its volumes to the others (migration), on loopback.
+           "DOCKYARD_TRANSFER_LISTEN": f"127.0.0.1:{_free_port()}",
+           "DOCKYARD_TRANSFER_TOKEN_FILE": str(token)}
     node = Node(env, root)
     node.start_daemon()
     return ClusterNode(name, node, kubeconfig)
@@ -230,6 +238,12 @@ def _stop_nodes(nodes: Any) -> None:
         if ids:
             node.dockyard("rm", "-f", *ids)
         node.stop_daemon()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _kubeconfig(path: Path, url: str) -> Path:

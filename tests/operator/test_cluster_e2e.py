@@ -43,10 +43,17 @@ def _local(cluster: Cluster, name: str) -> dict[str, dict[str, Any]]:
 async def test_containers_run_where_bound_change_go_and_move_off_a_lost_node(
         tmp_path: Path) -> None:
     async with running_cluster(tmp_path) as cluster:
-        # Apply: three sleepers spread over the nodes, one pinned to n3, a job that fails.
-        for i in (1, 2):
-            await cluster.apply(container(f"sleeper-{i}", cluster.image, args=["sleep", "600"],
-                                          restartPolicy="Always", resources={"cpu": "1500m"}))
+        # Apply: two sleepers spread over the nodes (the first keeps data in a volume that
+        # may move with it), one pinned to n3, a job that fails.
+        await cluster.apply({"apiVersion": "dockyard.dev/v1alpha1", "kind": "Volume",
+                             "metadata": {"name": "data", "namespace": "default"},
+                             "spec": {"local": {}, "migration": "Transfer"}}, "volumes")
+        await cluster.apply(container(
+            "sleeper-1", cluster.image, restartPolicy="Always", resources={"cpu": "1500m"},
+            args=["sh", "-c", "[ -f /data/born ] || hostname > /data/born; exec sleep 600"],
+            volumeMounts=[{"name": "data", "mountPath": "/data"}]))
+        await cluster.apply(container("sleeper-2", cluster.image, args=["sleep", "600"],
+                                      restartPolicy="Always", resources={"cpu": "1500m"}))
         await cluster.apply(container("pinned", cluster.image, args=["sleep", "600"],
                                       nodeName="n3"))
         await cluster.apply(container("job", cluster.image, args=["sh", "-c", "exit 3"]))
@@ -86,8 +93,11 @@ async def test_containers_run_where_bound_change_go_and_move_off_a_lost_node(
         assert "default.job" not in cluster.nodes[node].containers()
 
         # The node of sleeper-1 loses its agent: after the grace the container runs
-        # elsewhere (the old one still runs on the lost node: nothing there can stop it).
+        # elsewhere (the old one still runs on the lost node: nothing there can stop it),
+        # with its volume's data, moved from the lost node's shim.
         lost = cluster.status("sleeper-1")["node"]
+        assert _volume(cluster)["status"] == {"node": lost, "phase": "Ready"}
+        born = _born(cluster, lost)
         old_id = cluster.status("sleeper-1")["containerID"]
         cluster.nodes[lost].kill_agent()
         killed_at = asyncio_time()
@@ -103,7 +113,9 @@ async def test_containers_run_where_bound_change_go_and_move_off_a_lost_node(
         assert set(_local(cluster, "sleeper-1")) == {lost, new_node}
         assert _local(cluster, "sleeper-1")[lost]["id"] == old_id
         reasons = {e.get("reason") for e in cluster.server.all("events", group="")}
-        assert {"NodeNotReady", "NodeLost", "Scheduled"} <= reasons
+        assert {"NodeNotReady", "NodeLost", "Scheduled", "MigratingVolume"} <= reasons
+        assert _volume(cluster)["status"] == {"node": new_node, "phase": "Ready"}
+        assert _born(cluster, new_node) == born  # the data came along, not made anew
 
         # The agent returns: before anything else it kills what was moved away.
         cluster.nodes[lost].start_agent()
@@ -112,6 +124,18 @@ async def test_containers_run_where_bound_change_go_and_move_off_a_lost_node(
                          .get("status", {}).get("phase") == "Ready")
         assert list(_local(cluster, "sleeper-1")) == [new_node]
         assert _running(cluster, "sleeper-1")
+
+
+def _volume(cluster: Cluster) -> dict[str, Any]:
+    found = cluster.server.get("volumes", "data", "default")
+    assert found is not None
+    return found
+
+
+def _born(cluster: Cluster, node: str) -> str:
+    """What sleeper-1 wrote the first time it ran, as the volume holds it on `node`."""
+    data = cluster.nodes[node].node.root / "root" / "volumes" / "default.data" / "_data"
+    return (data / "born").read_text()
 
 
 def asyncio_time() -> float:

@@ -8,9 +8,12 @@ pruning: a container whose Container is no longer bound here goes), carries the 
 and reports. A pass runs when the watch brings a change and at least every `poll_every`
 seconds, which is how exits, OOM kills and restarts reach the status.
 
-A container that cannot run here (its image cannot be pulled, a volume cannot be made,
-its name is taken by a container the agent did not make) stays `Pending` with the reason
-in `status.message`, and is tried again on the next pass.
+A container whose `local` volume is migrating here waits while the agent pulls the data
+from the old node's shim (verified), then marks the Volume Ready here.
+
+A container that cannot run here (its image cannot be pulled, a volume cannot be made or
+moved, its name is taken by a container the agent did not make) stays `Pending` with the
+reason in `status.message`, and is tried again on the next pass.
 """
 
 from __future__ import annotations
@@ -37,11 +40,13 @@ from dockyard_api.converge import (
     ObservedContainer,
     Placed,
     Replace,
+    node_name,
     plan_up,
     translate,
 )
 from dockyard_api.kube import FAILURES, ApiError, KubeClient, path
 from dockyard_api.manifests import parse_as
+from dockyard_api.volume import VolumePhase
 from dockyard_common import get_logger
 from dockyard_shim.agent.actions import carry_out, prepare_volumes, remove
 from dockyard_shim.agent.report import changed, pending, status_of
@@ -82,6 +87,26 @@ class AgentConfig:
     """Where other nodes reach this one's volume transfers (`host:port`)."""
 
 
+@dataclass(frozen=True)
+class Migration:
+    """A `local` volume moving to this node: its data comes from `source` first."""
+
+    volume: str
+    """`namespace/name` of the Volume."""
+    node_volume: str
+    """Its name on the nodes: `namespace.name`."""
+    source: str
+
+    @classmethod
+    def of(cls, placed: Placed[Volume], node: str) -> Migration | None:
+        status = placed.resource.status
+        if placed.resource.spec.local is None or status is None or \
+                status.phase != VolumePhase.MIGRATING or status.node != node or \
+                not status.source_node or status.source_node == node:
+            return None
+        return cls(placed.key, node_name(placed.namespace, placed.name), status.source_node)
+
+
 class Agent:
     """One node's convergence loop (see the module docstring)."""
 
@@ -91,6 +116,8 @@ class Agent:
         self.bound: dict[str, dict[str, Any]] = {}
         """`namespace/name` -> the Container object, as the watch last showed it."""
         self._wake = asyncio.Event()
+        self._migrations: dict[str, list[Migration]] = {}
+        """`namespace/name` -> the volume data the container waits for from other nodes."""
         self._clients = threading.local()
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="agent")
 
@@ -214,10 +241,15 @@ class Agent:
             image = await self._fetch(Image, "images", namespace, spec.image_ref)
             if image is not None:
                 images[ObjectKey(f"{namespace}/{spec.image_ref}")] = image
+        migrations = []
         for mount in spec.volume_mounts:
             volume = await self._fetch(Volume, "volumes", namespace, mount.name)
             if volume is not None:
                 volumes[ObjectKey(f"{namespace}/{mount.name}")] = volume
+                migration = Migration.of(volume, self.config.node)
+                if migration is not None:
+                    migrations.append(migration)
+        self._migrations[key] = migrations
         digest = container.status.image_digest if container.status is not None else None
         return translate(placed, Manifests((placed,), images, volumes), manager=AGENT,
                          digest=digest)
@@ -245,8 +277,10 @@ class Agent:
                 problems[want.key] = missing[str(want.config["image"])]
                 continue
             try:
+                for migration in self._migrations.get(want.key, []):
+                    await self._migrate(migration)
                 await asyncio.to_thread(prepare_volumes, self.config.root, [want])
-            except ShimError as e:
+            except (ShimError, DaemonError, *FAILURES) as e:
                 problems[want.key] = str(e)
 
         async def act(action: Action) -> None:
@@ -259,6 +293,29 @@ class Agent:
 
         await asyncio.gather(*(act(a) for a in actions if a.key not in problems))
         return problems
+
+    async def _migrate(self, migration: Migration) -> None:
+        """Pull a volume's data from the node it is moving from, then mark it Ready here."""
+        source = await self.kube.get(path(GROUP, VERSION, "dockyardnodes",
+                                          name=migration.source))
+        address = (source.get("status") or {}).get("address")
+        if not address:
+            raise ShimError(f"volume {migration.volume}: node {migration.source} serves no "
+                            "transfers (its DockyardNode has no status.address)")
+        try:
+            pulled = await self._in_thread(lambda client: client.call(
+                "POST", f"/volumes/{migration.node_volume}/pull",
+                {"from": f"http://{address}", "remote": migration.node_volume},
+                timeout=None))
+        except DaemonError as e:
+            raise ShimError(f"waiting for the data of volume {migration.volume} from node "
+                            f"{migration.source}: {e.message}") from e
+        namespace, name = migration.volume.split("/", 1)
+        await self.kube.patch(path(GROUP, VERSION, "volumes", namespace=namespace, name=name,
+                                   subresource="status"),
+                              {"status": {"phase": "Ready", "sourceNode": None}})
+        log.info("volume moved", volume=migration.volume, source=migration.source,
+                 files=pulled["Files"], bytes=pulled["Bytes"])
 
     async def _report(self, objects: Mapping[str, Mapping[str, Any]],
                       records: Iterable[Mapping[str, Any]],
