@@ -14,18 +14,20 @@ from typing import Any
 import kopf
 
 from dockyard_api.kube import KubeClient, connection
-from dockyard_operator import binding, images, lifecycle
+from dockyard_operator import binding, images, lifecycle, metrics
 from dockyard_operator.nodeloss import DEFAULT_GRACE
 
 
-def registry(*, grace: datetime.timedelta = DEFAULT_GRACE) -> kopf.OperatorRegistry:
+def registry(*, grace: datetime.timedelta = DEFAULT_GRACE,
+             metrics_listen: str = "") -> kopf.OperatorRegistry:
     """A new registry with the operator's handlers; `grace` is how long a node may miss
-    its heartbeat before its containers move."""
-    return register(kopf.OperatorRegistry(), grace=grace)
+    its heartbeat before its containers move; `metrics_listen` (`HOST:PORT`) where
+    /metrics is served (empty: nowhere)."""
+    return register(kopf.OperatorRegistry(), grace=grace, metrics_listen=metrics_listen)
 
 
-def register(handlers: kopf.OperatorRegistry, *,
-             grace: datetime.timedelta = DEFAULT_GRACE) -> kopf.OperatorRegistry:
+def register(handlers: kopf.OperatorRegistry, *, grace: datetime.timedelta = DEFAULT_GRACE,
+             metrics_listen: str = "") -> kopf.OperatorRegistry:
     """Add the operator's settings and handlers to `handlers`."""
 
     @kopf.on.startup(registry=handlers)
@@ -40,6 +42,16 @@ def register(handlers: kopf.OperatorRegistry, *,
         settings.persistence.finalizer = "dockyard.dev/operator"
         _peering(settings)
         memo["kube"] = KubeClient(connection(memo, logger, settings))
+        if metrics_listen:
+            memo["metrics"] = metrics.serve(metrics_listen)
+            logger.info(f"serving /metrics on port {memo['metrics'].server_port}")
+
+    @kopf.on.probe(id="ready_nodes", registry=handlers)
+    def ready_nodes(memo: kopf.Memo, **kwargs: Any) -> int:
+        # kopf's liveness endpoint (`kopf run --liveness URL`) shows what probes return.
+        lost: set[str] = memo.get("lost", set())
+        return sum(1 for store in kwargs["nodes"].values() for node in store
+                   if node.ready and node.name not in lost)
 
     @kopf.on.login(registry=handlers)
     def login(memo: kopf.Memo, logger: kopf.Logger, settings: kopf.OperatorSettings,
@@ -51,6 +63,9 @@ def register(handlers: kopf.OperatorRegistry, *,
         kube: KubeClient | None = memo.get("kube")
         if kube is not None:
             await kube.close()
+        if "metrics" in memo:
+            memo["metrics"].shutdown()
+            memo["metrics"].server_close()
 
     binding.register(handlers)
     images.register(handlers)

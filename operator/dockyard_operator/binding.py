@@ -25,6 +25,7 @@ after which kopf retries (a node may join or free room).
 from __future__ import annotations
 
 import asyncio
+import datetime
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,6 +34,7 @@ import kopf
 from dockyard_api import Container, DockyardNode, Volume
 from dockyard_api.kube import KubeClient, path
 from dockyard_api.manifests import parse_as
+from dockyard_operator import metrics
 from dockyard_operator.pinning import ResolveError, resolve
 from dockyard_operator.scheduling import Demand, Node, Request, place
 from dockyard_operator.volumes import Placed, constraints, moves
@@ -58,6 +60,28 @@ class Bindings:
         for node, demand in self.bound.values():
             held[node] = held.get(node, Demand()) + demand
         return held
+
+    async def bind(self, container: Container, nodes: list[Node],
+                   volumes: dict[str, Placed]
+                   ) -> tuple[str, dict[str, dict[str, Any]]] | tuple[None, str]:
+        """Place `container` among `nodes` and count it there at once: the node and the
+        status its volumes get (`volumes.moves`), or None and why it fits nowhere.
+        `volumes` is the index's view; this operator's own moves not yet echoed win."""
+        async with self.lock:
+            for key, mine in list(self.volumes.items()):
+                if volumes.get(key, mine).node == mine.node:
+                    self.volumes.pop(key)  # echoed (or gone): the index knows
+                else:
+                    volumes[key] = mine
+            request = Request.of(container, *constraints(container, volumes))
+            decision = place(request, nodes, self.load())
+            if decision.node is None:
+                return None, decision.reason
+            self.bound[request.name] = (decision.node, request.demand)
+            changes = moves(container, decision.node, volumes)
+            for key in changes:
+                self.volumes[key] = replace(volumes[key], node=decision.node)
+            return decision.node, changes
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
@@ -108,39 +132,30 @@ def register(registry: kopf.OperatorRegistry) -> None:
         if container.status is not None and container.status.node:
             return  # bound already (a resumed operator)
         digest = await _digest(body, container, kwargs["pins"], memo)
-        bindings: Bindings = memo["bindings"]
         lost: set[str] = memo["lost"]
         known = [node for store in nodes.values() for node in store if node.name not in lost]
-        async with bindings.lock:
-            # The volumes as last placed: the index, updated by this operator's own
-            # decisions it has not seen echoed yet.
-            placed = {key: volume for key, store in kwargs["volumes"].items()
-                      for volume in store}
-            for key, mine in list(bindings.volumes.items()):
-                if placed.get(key, mine).node == mine.node:
-                    bindings.volumes.pop(key)  # echoed (or gone): the index knows
-                else:
-                    placed[key] = mine
-            request = Request.of(container, *constraints(container, placed))
-            decision = place(request, known, bindings.load())
-            if decision.node is not None:
-                bindings.bound[request.name] = (decision.node, request.demand)
-                changes = moves(container, decision.node, placed)
-                for key in changes:
-                    bindings.volumes[key] = replace(placed[key], node=decision.node)
-        if decision.node is None:
-            kopf.warn(body, reason="FailedScheduling", message=decision.reason)
-            raise kopf.TemporaryError(decision.reason, delay=RETRY_UNSCHEDULABLE)
+        placed = {key: volume for key, store in kwargs["volumes"].items() for volume in store}
+        node, changes = await memo["bindings"].bind(container, known, placed)
+        if node is None:
+            metrics.SCHEDULING.labels("unschedulable").inc()
+            kopf.warn(body, reason="FailedScheduling", message=changes)
+            raise kopf.TemporaryError(changes, delay=RETRY_UNSCHEDULABLE)
+        metrics.SCHEDULING.labels("scheduled").inc()
+        created = container.metadata.creation_timestamp
+        if created is not None:
+            metrics.BINDING_LATENCY.observe(
+                (datetime.datetime.now(datetime.UTC) - created).total_seconds())
         for key, status in changes.items():
             await _place_volume(memo["kube"], key, status)
             if status["phase"] == "Migrating":
+                metrics.VOLUME_MOVES.inc()
                 kopf.info(body, reason="MigratingVolume", message=f"volume {key} moves from "
-                          f"node {status['sourceNode']} to node {decision.node}")
-        patch.status["node"] = decision.node
+                          f"node {status['sourceNode']} to node {node}")
+        patch.status["node"] = node
         patch.status["phase"] = "Pending"
         patch.status["imageDigest"] = digest
-        patch.metadata.labels[NODE_LABEL] = decision.node
-        kopf.info(body, reason="Scheduled", message=f"bound to node {decision.node}")
+        patch.metadata.labels[NODE_LABEL] = node
+        kopf.info(body, reason="Scheduled", message=f"bound to node {node}")
 
 
 async def _place_volume(kube: KubeClient, key: str, status: dict[str, Any]) -> None:
@@ -160,6 +175,7 @@ async def _digest(body: kopf.Body, container: Container, pins: kopf.Index[str, s
         key = f"{namespace}/{spec.image_ref}"
         for digest in pins.get(key, []):
             return digest
+        metrics.SCHEDULING.labels("waiting_for_image").inc()
         message = f"waiting for Image {spec.image_ref} to be pinned to a digest"
         kopf.info(body, reason="WaitingForImage", message=message)
         raise kopf.TemporaryError(message, delay=RETRY_IMAGE)

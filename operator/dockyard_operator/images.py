@@ -16,6 +16,7 @@ import kopf
 
 from dockyard_api import Image
 from dockyard_api.manifests import parse_as
+from dockyard_operator import metrics
 from dockyard_operator.pinning import AwaitCommit, Keep, Pin, Resolve, ResolveError, plan, resolve
 
 GROUP, VERSION = "dockyard.dev", "v1alpha1"
@@ -37,9 +38,11 @@ def register(registry: kopf.OperatorRegistry) -> None:
             try:
                 decision = await asyncio.to_thread(resolve, decision.reference)
             except ResolveError as e:
+                metrics.IMAGE_PINS.labels("failed").inc()
                 patch.status["phase"] = "Failed"
                 kopf.warn(body, reason="ResolveFailed", message=str(e))
                 raise kopf.TemporaryError(str(e), delay=RETRY_RESOLVE) from e
+        metrics.IMAGE_PINS.labels("pinned").inc()
         _pinned(patch, decision, image.metadata.generation)
         kopf.info(body, reason="Pinned", message=f"pinned to {decision.reference}")
 

@@ -29,6 +29,7 @@ import kopf
 
 from dockyard_api.container import RestartPolicy
 from dockyard_api.kube import FAILURES, ApiError, KubeClient, path
+from dockyard_operator import metrics
 from dockyard_operator.binding import GROUP, NODE_LABEL, VERSION, Bindings
 from dockyard_operator.nodeloss import DEFAULT_GRACE, Binding, evictions, lost_nodes, renew_time
 
@@ -63,7 +64,9 @@ def register(registry: kopf.OperatorRegistry, *,
         lost: set[str] = memo["lost"]
         if not lost_nodes({name: renewed}, now, grace):
             lost.discard(name)
+            metrics.NODE_READY.labels(name).set(1)
             return
+        metrics.NODE_READY.labels(name).set(0)
         kube: KubeClient = memo["kube"]
         if name not in lost:
             lost.add(name)
@@ -88,6 +91,8 @@ async def _evict(kube: KubeClient, node: str, bindings: Bindings) -> None:
     async with bindings.lock:  # what the node held is free for the scheduler now
         for key in (*decided.reschedule, *decided.fail):
             bindings.bound.pop(key, None)
+    metrics.EVICTIONS.labels("reschedule").inc(len(decided.reschedule))
+    metrics.EVICTIONS.labels("fail").inc(len(decided.fail))
     for key in decided.reschedule:
         body = by_key[key]
         await _write(kube, body, status={

@@ -24,8 +24,9 @@ async def serving() -> AsyncIterator[tuple[ApiServer, kmock.Server]]:
 
 
 @contextlib.asynccontextmanager
-async def running(registry: kopf.OperatorRegistry, url: str) -> AsyncIterator[None]:
-    """kopf running `registry` against the server at `url`, stopped on the way out."""
+async def running(registry: kopf.OperatorRegistry, url: str) -> AsyncIterator[kopf.Memo]:
+    """kopf running `registry` against the server at `url`, stopped on the way out; the
+    operator's memo."""
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -43,7 +44,7 @@ async def running(registry: kopf.OperatorRegistry, url: str) -> AsyncIterator[No
     task = asyncio.create_task(kopf.operator(registry=registry, clusterwide=True,
                                              standalone=True, stop_flag=stop, memo=memo))
     try:
-        yield
+        yield memo
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)

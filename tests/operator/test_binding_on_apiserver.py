@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client import REGISTRY
 
 from dockyard_operator.app import registry
 from dockyard_operator.binding import NODE_LABEL
@@ -51,11 +53,23 @@ async def test_a_burst_of_containers_is_bound_and_spread_by_node_size(cluster: A
     await _node(client, "n1", "2")
     await _node(client, "n2", "2")
     await _node(client, "n3", "4", disk="ssd")
-    async with running(registry(), str(http.url)):
+    scheduled = REGISTRY.get_sample_value("dockyard_scheduling_attempts_total",
+                                          {"result": "scheduled"}) or 0.0
+    async with running(registry(metrics_listen="127.0.0.1:0"), str(http.url)) as memo:
         for i in range(32):
             await _container(client, f"c{i}")
         await eventually(lambda: all(_bound(server).values()) and len(_bound(server)) == 32,
                          timeout=30)
+        # Each binding is counted, and its latency observed, on /metrics.
+        port = memo["metrics"].server_port
+        async with aiohttp.ClientSession() as scraper, \
+                scraper.get(f"http://127.0.0.1:{port}/metrics") as response:
+            text = await response.text()
+        found = re.search(r'^dockyard_scheduling_attempts_total\{result="scheduled"\} (\S+)$',
+                          text, re.M)
+        assert found is not None
+        assert float(found.group(1)) == scheduled + 32
+        assert "dockyard_scheduling_latency_seconds_count" in text
         # 8 CPUs in all, 32 x 250m: every node full, none over.
         assert Counter(_bound(server).values()) == {"n1": 8, "n2": 8, "n3": 16}
         for container in server.all("containers"):
