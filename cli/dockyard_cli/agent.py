@@ -37,9 +37,11 @@ from dockyard_shim.daemon.paths import socket_file, state_root
 @click.option("--address", default=lambda: os.environ.get("DOCKYARD_TRANSFER_LISTEN", ""),
               show_default="$DOCKYARD_TRANSFER_LISTEN",
               help="HOST:PORT where other nodes pull this node's volumes.")
+@click.option("--metrics-listen", default="", metavar="HOST:PORT",
+              help="Serve Prometheus metrics on /metrics there (default: not served).")
 def command(*, node: str, lease_namespace: str, renew_every: float, lease_seconds: int,
             poll_every: float, cpus: str | None, memory: str | None, pids: int | None,
-            address: str) -> None:
+            address: str, metrics_listen: str) -> None:
     """Run the node agent: this node's part of a Dockyard cluster.
 
     It registers the node (a DockyardNode) and renews its Lease, watches the Container
@@ -70,5 +72,5 @@ def command(*, node: str, lease_namespace: str, renew_every: float, lease_second
     config = AgentConfig(node=node, root=state_root(), socket=socket_file(),
                          namespace=lease_namespace, renew_every=renew_every,
                          lease_seconds=lease_seconds, poll_every=poll_every,
-                         capacity=capacity, address=address)
+                         capacity=capacity, address=address, metrics_listen=metrics_listen)
     asyncio.run(kopf.operator(registry=registry(config), clusterwide=True, standalone=True))

@@ -14,7 +14,8 @@ from typing import Any
 import kopf
 
 from dockyard_api.kube import KubeClient, connection
-from dockyard_operator import binding, images, lifecycle, metrics
+from dockyard_common.metrics import serve
+from dockyard_operator import binding, images, lifecycle
 from dockyard_operator.nodeloss import DEFAULT_GRACE
 
 
@@ -43,7 +44,7 @@ def register(handlers: kopf.OperatorRegistry, *, grace: datetime.timedelta = DEF
         _peering(settings)
         memo["kube"] = KubeClient(connection(memo, logger, settings))
         if metrics_listen:
-            memo["metrics"] = metrics.serve(metrics_listen)
+            memo["metrics"] = serve(metrics_listen)
             logger.info(f"serving /metrics on port {memo['metrics'].server_port}")
 
     @kopf.on.probe(id="ready_nodes", registry=handlers)

@@ -1,4 +1,4 @@
-"""The operator's Prometheus metrics, served on /metrics (`serve`).
+"""The operator's Prometheus metrics, served on /metrics (`dockyard_common.metrics`).
 
 Counters of decisions (scheduling, evictions, volume moves, image pins) and the latency
 a user feels (a Container's creation to its binding); node readiness as a gauge. They
@@ -7,9 +7,7 @@ live in prometheus_client's default registry: one operator per process.
 
 from __future__ import annotations
 
-from wsgiref.simple_server import WSGIServer
-
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 SCHEDULING = Counter(
     "dockyard_scheduling_attempts_total",
@@ -32,10 +30,3 @@ IMAGE_PINS = Counter(
     "dockyard_image_pins_total",
     "Image tags resolved to digests, by result: pinned, failed.", ["result"])
 
-
-def serve(listen: str) -> WSGIServer:
-    """Serve /metrics on `listen` (`HOST:PORT`; port 0 picks one) from a thread, until
-    the server returned is shut down (`server.shutdown()`)."""
-    host, _, port = listen.rpartition(":")
-    server, _ = start_http_server(int(port), addr=host or "0.0.0.0")  # noqa: S104 -- a pod
-    return server

@@ -29,6 +29,7 @@ from typing import Any
 
 import aiohttp
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from dockyard_operator.app import registry as operator_registry
 from dockyard_shim.daemon.client import Client
@@ -47,6 +48,12 @@ PEERING_LIFETIME = 5
 """How long a dead operator replica's peering record holds the others back here."""
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @dataclass
 class ClusterNode:
     """One node: its daemon (`node`) and its agent process."""
@@ -56,6 +63,7 @@ class ClusterNode:
     kubeconfig: Path
     agent: subprocess.Popen[bytes] | None = None
     cpus: str = "2"
+    metrics_port: int = field(default_factory=_free_port)
 
     @property
     def client(self) -> Client:
@@ -64,7 +72,8 @@ class ClusterNode:
     def start_agent(self) -> None:
         command = [sys.executable, "-m", "dockyard_cli", "--log-format", "console", "agent",
                    "--node", self.name, "--renew-every", str(RENEW_EVERY),
-                   "--poll-every", "0.2", "--cpus", self.cpus, "--memory", "4Gi"]
+                   "--poll-every", "0.2", "--cpus", self.cpus, "--memory", "4Gi",
+                   "--metrics-listen", f"127.0.0.1:{self.metrics_port}"]
         with (self.node.root / "agent.log").open("ab") as log:
             self.agent = subprocess.Popen(command, stdout=log, stderr=log, env={
                 **self.node.env, "KUBECONFIG": str(self.kubeconfig)})
@@ -74,6 +83,17 @@ class ClusterNode:
         self.agent.send_signal(signum)
         self.agent.wait(timeout=20)
         self.agent = None
+
+    async def metric(self, name: str, **labels: str) -> float | None:
+        """A sample of the agent's /metrics, or None if it has none."""
+        async with aiohttp.ClientSession() as client, \
+                client.get(f"http://127.0.0.1:{self.metrics_port}/metrics") as response:
+            text = await response.text()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return None
 
     def containers(self) -> dict[str, dict[str, Any]]:
         """The daemon's containers by name."""
@@ -238,12 +258,6 @@ def _stop_nodes(nodes: Any) -> None:
         if ids:
             node.dockyard("rm", "-f", *ids)
         node.stop_daemon()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _kubeconfig(path: Path, url: str) -> Path:

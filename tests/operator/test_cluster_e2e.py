@@ -124,6 +124,9 @@ async def test_containers_run_where_bound_change_go_and_move_off_a_lost_node(
                          .get("status", {}).get("phase") == "Ready")
         assert list(_local(cluster, "sleeper-1")) == [new_node]
         assert _running(cluster, "sleeper-1")
+        assert await cluster.nodes[lost].metric("dockyard_agent_fenced_total") == 1
+        assert await cluster.nodes[new_node].metric("dockyard_agent_containers",
+                                                    phase="Running") == 2
 
 
 def _volume(cluster: Cluster) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any
 import kopf
 
 from dockyard_api.kube import KubeClient, connection
+from dockyard_common.metrics import serve
 from dockyard_shim.agent.converging import FINALIZER, GROUP, NODE_LABEL, VERSION, Agent, AgentConfig
 from dockyard_shim.agent.heartbeat import beat, register, renew
 
@@ -41,6 +42,8 @@ def registry(config: AgentConfig) -> kopf.OperatorRegistry:
             prefix="agent.dockyard.dev")
         settings.posting.enabled = False  # the agent reports in status; events are the operator's
         kube = KubeClient(connection(memo, logger, settings))
+        if config.metrics_listen:
+            memo["metrics"] = serve(config.metrics_listen)
         agent = Agent(config, kube)
         memo["agent"] = agent
         await register(kube, config)
@@ -67,6 +70,9 @@ def registry(config: AgentConfig) -> kopf.OperatorRegistry:
         if agent is not None:
             agent.close()
             await agent.kube.close()
+        if "metrics" in memo:
+            memo["metrics"].shutdown()
+            memo["metrics"].server_close()
 
     @kopf.on.event(GROUP, VERSION, "containers", id="watch", registry=handlers)
     def seen(*, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:

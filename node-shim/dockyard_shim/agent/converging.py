@@ -19,6 +19,7 @@ reason in `status.message`, and is tried again on the next pass.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dockyard_api import Container, Image, Volume
+from dockyard_api.container import ContainerPhase
 from dockyard_api.converge import (
     AGENT,
     SPEC_HASH,
@@ -48,6 +50,7 @@ from dockyard_api.kube import FAILURES, ApiError, KubeClient, path
 from dockyard_api.manifests import parse_as
 from dockyard_api.volume import VolumePhase
 from dockyard_common import get_logger
+from dockyard_shim.agent import metrics
 from dockyard_shim.agent.actions import carry_out, prepare_volumes, remove
 from dockyard_shim.agent.report import changed, pending, status_of
 from dockyard_shim.daemon.client import Client, DaemonError
@@ -85,6 +88,8 @@ class AgentConfig:
     """What the node offers (default: the machine's)."""
     address: str = ""
     """Where other nodes reach this one's volume transfers (`host:port`)."""
+    metrics_listen: str = ""
+    """Where /metrics is served (`host:port`; empty: nowhere)."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +155,8 @@ class Agent:
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_every)
             self._wake.clear()
             try:
-                await self.converge()
+                with metrics.PASSES.time():
+                    await self.converge()
             except (DaemonError, *FAILURES) as e:
                 log.warning("converge pass failed", error=str(e))
 
@@ -165,6 +171,7 @@ class Agent:
         stale = [o for o in observed
                  if (made_for := o.made_for(AGENT)) is not None and made_for not in keys]
         await asyncio.gather(*(self._remove(o.id) for o in stale))
+        metrics.FENCED.inc(len(stale))
         for o in stale:
             log.info("fenced", container=o.name, reason="no longer bound to this node")
         return sorted(o.name for o in stale)
@@ -287,9 +294,11 @@ class Agent:
             try:
                 await self._in_thread(lambda client: carry_out(client, action))
                 log.info(action.verb, container=action.name, reason=action.reason)
+                metrics.ACTIONS.labels(action.verb, "ok").inc()
             except DaemonError as e:
                 problems[action.key] = e.message
                 log.warning("failed", container=action.name, error=e.message)
+                metrics.ACTIONS.labels(action.verb, "failed").inc()
 
         await asyncio.gather(*(act(a) for a in actions if a.key not in problems))
         return problems
@@ -326,6 +335,7 @@ class Agent:
                 if (key := ObservedContainer.from_record(record).made_for(AGENT))}
         hashes = {want.key: want.spec_hash for want in desired}
         patches: list[tuple[ObjectKey, dict[str, Any]]] = []
+        phases: collections.Counter[str] = collections.Counter()
         for name, body in objects.items():
             key = ObjectKey(name)
             generation = body["metadata"].get("generation")
@@ -339,8 +349,11 @@ class Agent:
             else:
                 continue
             patch = changed(body.get("status") or {}, wanted)
+            phases[str(wanted.get("phase"))] += 1
             if patch:
                 patches.append((key, patch))
+        for phase in ContainerPhase:
+            metrics.CONTAINERS.labels(str(phase)).set(phases[str(phase)])
         await asyncio.gather(*(self._patch_status(key, patch) for key, patch in patches))
 
     async def _patch_status(self, key: str, patch: dict[str, Any]) -> None:

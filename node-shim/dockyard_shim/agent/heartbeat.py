@@ -16,6 +16,7 @@ from typing import Any
 
 from dockyard_api.kube import FAILURES, ApiError, KubeClient, path
 from dockyard_common import get_logger
+from dockyard_shim.agent import metrics
 from dockyard_shim.agent.converging import GROUP, NODE_LABEL, VERSION, AgentConfig
 from dockyard_shim.agent.facts import node_status
 
@@ -66,7 +67,9 @@ async def beat(kube: KubeClient, config: AgentConfig) -> None:
         await asyncio.sleep(config.renew_every)
         try:
             await renew(kube, config)
+            metrics.RENEWALS.labels("renewed").inc()
         except FAILURES as e:
+            metrics.RENEWALS.labels("failed").inc()
             log.warning("lease not renewed", node=config.node, error=str(e))
 
 
