@@ -159,6 +159,13 @@ class ApiServer(KubernetesScaffold):
         key = (group, plural, namespace, name)
         return [copy.deepcopy(event["object"]) for _, k, event, _ in self._history if k == key]
 
+    def changes(self, since: int = 0) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+        """The (event type, object) of every write after the first `since` ones, and how
+        many there are now: a cheap way for a benchmark to follow the whole cluster. The
+        objects are the server's own: read them, do not change them."""
+        return [(event["type"], event["object"]) for _, _, event, _ in
+                self._history[since:]], len(self._history)
+
     def all(self, plural: str, *, group: str = "dockyard.dev") -> list[dict[str, Any]]:
         return [copy.deepcopy(obj) for (g, p, _, _), obj in self._objects.items()
                 if (g, p) == (group, plural)]
