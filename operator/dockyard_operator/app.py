@@ -18,6 +18,8 @@ from dockyard_common.metrics import serve
 from dockyard_operator import binding, images, lifecycle
 from dockyard_operator.nodeloss import DEFAULT_GRACE
 
+WATCH_SECONDS = 300  # how long one watch request lasts before kopf makes a new one
+
 
 def registry(*, grace: datetime.timedelta = DEFAULT_GRACE,
              metrics_listen: str = "") -> kopf.OperatorRegistry:
@@ -41,6 +43,10 @@ def register(handlers: kopf.OperatorRegistry, *, grace: datetime.timedelta = DEF
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix="dockyard.dev")
         settings.persistence.finalizer = "dockyard.dev/operator"
+        # End every watch after a while and list again: a stream that stalls silently
+        # (a dropped connection, a proxy) would otherwise never deliver again.
+        settings.watching.server_timeout = WATCH_SECONDS
+        settings.watching.client_timeout = WATCH_SECONDS + 30
         _peering(settings)
         memo["kube"] = KubeClient(connection(memo, logger, settings))
         if metrics_listen:

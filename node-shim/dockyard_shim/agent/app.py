@@ -26,6 +26,8 @@ from dockyard_common.metrics import serve
 from dockyard_shim.agent.converging import FINALIZER, GROUP, NODE_LABEL, VERSION, Agent, AgentConfig
 from dockyard_shim.agent.heartbeat import beat, register, renew
 
+WATCH_SECONDS = 300  # how long one watch request lasts before kopf makes a new one
+
 
 def registry(config: AgentConfig) -> kopf.OperatorRegistry:
     """A new registry with the agent of the node `config` describes."""
@@ -41,6 +43,10 @@ def registry(config: AgentConfig) -> kopf.OperatorRegistry:
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix="agent.dockyard.dev")
         settings.posting.enabled = False  # the agent reports in status; events are the operator's
+        # End every watch after a while and list again: a stream that stalls silently
+        # (a dropped connection, a proxy) would otherwise never deliver again.
+        settings.watching.server_timeout = WATCH_SECONDS
+        settings.watching.client_timeout = WATCH_SECONDS + 30
         kube = KubeClient(connection(memo, logger, settings))
         if config.metrics_listen:
             memo["metrics"] = serve(config.metrics_listen)
