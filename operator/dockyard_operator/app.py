@@ -15,7 +15,7 @@ import kopf
 
 from dockyard_api.kube import KubeClient, connection
 from dockyard_common.metrics import serve
-from dockyard_operator import binding, images, lifecycle
+from dockyard_operator import binding, commits, images, lifecycle
 from dockyard_operator.nodeloss import DEFAULT_GRACE
 
 WATCH_SECONDS = 300  # how long one watch request lasts before kopf makes a new one
@@ -76,6 +76,7 @@ def register(handlers: kopf.OperatorRegistry, *, grace: datetime.timedelta = DEF
 
     binding.register(handlers)
     images.register(handlers)
+    commits.register(handlers)
     lifecycle.register(handlers, grace=grace)
     return handlers
 

@@ -2,9 +2,10 @@
 
 `nodeloss` decides. Each node agent renews a Lease labelled `dockyard.dev/node`; a kopf
 index keeps each node's last renewal, and a timer on every DockyardNode compares it with
-the clock each second. A node's clock starts no earlier than the operator: a restarted
-operator gives every node the whole grace to show a renewal, since it did not witness the
-silence before. When the lease is older than the grace, the node is marked
+the clock each second. A node's clock starts when this replica starts watching it: a
+restarted operator, or a standby replica taking over (its index went stale while kopf
+peering paused it), gives every node the whole grace to show a renewal, since it did not
+witness the silence before. When the lease is older than the grace, the node is marked
 `NotReady` (an Event `NodeNotReady` on it) and its Containers are evicted:
 - those with restart policy `Always` or `OnFailure` are unbound (status.node cleared, the
   routing label removed, phase `Pending`), and the scheduling handler binds them again
@@ -36,6 +37,7 @@ from dockyard_operator.nodeloss import DEFAULT_GRACE, Binding, evictions, lost_n
 
 AGENT_FINALIZER = "dockyard.dev/node-agent"
 CHECK_EVERY = 1.0  # seconds between two looks at a node's lease
+WATCH_GAP = 5 * CHECK_EVERY  # a longer pause between two looks: we were not watching
 EVICTING_AT_ONCE = 16  # Containers unbound concurrently (each is two writes)
 
 
@@ -45,7 +47,7 @@ def register(registry: kopf.OperatorRegistry, *,
 
     @kopf.on.startup(id="lifecycle", registry=registry)
     def remember(memo: kopf.Memo, **_: Any) -> None:
-        memo.setdefault("started", datetime.datetime.now(datetime.UTC))
+        memo.setdefault("watching", {})  # node -> (since when, last look: monotonic)
 
     @kopf.index("coordination.k8s.io", "v1", "leases", id="leases", registry=registry,
                 labels={NODE_LABEL: kopf.PRESENT})
@@ -56,13 +58,18 @@ def register(registry: kopf.OperatorRegistry, *,
                 registry=registry)
     async def heartbeat(*, name: str, body: kopf.Body, memo: kopf.Memo,
                         logger: kopf.Logger, **kwargs: Any) -> None:
-        # A node is given the whole grace from when this operator started watching: an
-        # operator that was down (or whose index is not filled yet) must not take the
-        # silence it did not witness for a lost heartbeat, as the node lifecycle
-        # controller starts each node's clock when it first sees it.
-        started: datetime.datetime = memo["started"]
-        renewed = max(next(iter(kwargs["leases"].get(name, [])), None) or started, started)
+        # A node is given the whole grace from when this replica started watching it: one
+        # that was down, paused as a standby (its index stale meanwhile) or not yet filled
+        # must not take the silence it did not witness for a lost heartbeat, as the node
+        # lifecycle controller starts each node's clock when it first sees it.
         now = datetime.datetime.now(datetime.UTC)
+        watching: dict[str, tuple[datetime.datetime, float]] = memo["watching"]
+        looked = asyncio.get_running_loop().time()
+        since, last = watching.get(name, (now, looked))
+        if looked - last > WATCH_GAP:
+            since = now  # a gap in our watch: start the clock again
+        watching[name] = (since, looked)
+        renewed = max(next(iter(kwargs["leases"].get(name, [])), None) or since, since)
         lost: set[str] = memo["lost"]
         if not lost_nodes({name: renewed}, now, grace):
             lost.discard(name)

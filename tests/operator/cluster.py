@@ -153,7 +153,8 @@ class Cluster:
             process = subprocess.Popen(command, stdout=log, stderr=log, env={
                 **os.environ, "KUBECONFIG": str(self.kubeconfig),
                 "DOCKYARD_NODE_GRACE": str(self.grace.total_seconds()),
-                "DOCKYARD_PEERING_LIFETIME": str(PEERING_LIFETIME)})
+                "DOCKYARD_PEERING_LIFETIME": str(PEERING_LIFETIME),
+                "DOCKYARD_METRICS_LISTEN": "127.0.0.1:0"})  # replicas share the machine
         self.operators[name] = process
         return process
 

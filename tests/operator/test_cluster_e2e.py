@@ -148,3 +148,41 @@ def asyncio_time() -> float:
     import asyncio  # noqa: PLC0415
 
     return asyncio.get_running_loop().time()
+
+
+async def test_a_commit_runs_on_its_containers_node_and_the_image_runs_on_another(
+        tmp_path: Path) -> None:
+    async with running_cluster(tmp_path, ("n1", "n2")) as cluster:
+        await cluster.apply(container(
+            "app", cluster.image, nodeName="n1",
+            args=["sh", "-c", "echo v2 > /version && mkdir /new && exec sleep 600"]))
+        await eventually(cluster, lambda: _running(cluster, "app"))
+        reference = f"{cluster.registry.host}/team/app:debug-1"
+        await cluster.apply({
+            "apiVersion": "dockyard.dev/v1alpha1", "kind": "Commit",
+            "metadata": {"name": "snap", "namespace": "default"},
+            "spec": {"container": "app", "image": "app-debug", "reference": reference,
+                     "message": "what the debug session changed"}}, "commits")
+
+        def commit_status() -> dict[str, Any]:
+            return dict((cluster.server.get("commits", "snap", "default") or {})
+                        .get("status") or {})
+
+        await eventually(cluster, lambda: commit_status().get("phase") in ("Succeeded",
+                                                                             "Failed"))
+        status = commit_status()
+        assert status["phase"] == "Succeeded", status
+        assert status["node"] == "n1"
+        assert status["added"] >= 2  # /version and /new (docker diff's A lines)
+        image = cluster.server.get("images", "app-debug", "default")
+        assert image is not None
+        assert image["spec"]["fromCommit"] == "snap"
+        assert image["status"]["digest"] == status["digest"]
+        assert image["status"]["resolvedReference"] == pinned_reference(reference,
+                                                                        status["digest"])
+
+        # The pushed image, pinned, runs on the other node with the container's changes.
+        await cluster.apply(container(
+            "replay", image["status"]["resolvedReference"], nodeName="n2",
+            args=["sh", "-c", "test -d /new && grep -q v2 /version && exec sleep 600"]))
+        await eventually(cluster, lambda: _running(cluster, "replay"), timeout=60)

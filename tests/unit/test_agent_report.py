@@ -24,6 +24,9 @@ def test_a_running_container_reports_its_pid_and_no_exit() -> None:
     assert status["exitCode"] is None
     assert status["finishedAt"] is None
     assert status["observedGeneration"] == 3
+    assert status["conditions"] == [{
+        "type": "Ready", "status": "True", "reason": "Running", "message": "running",
+        "lastTransitionTime": "2027-01-15T08:00:00Z", "observedGeneration": 3}]
 
 
 def test_an_exit_is_succeeded_or_failed_and_says_when_a_restart_comes() -> None:
@@ -35,6 +38,8 @@ def test_an_exit_is_succeeded_or_failed_and_says_when_a_restart_comes() -> None:
                                 config={"restart": "on-failure"}), 1)
     assert (crashed["phase"], crashed["oomKilled"], crashed["restartCount"]) == \
         ("Failed", True, 2)
+    assert (crashed["conditions"][0]["status"], crashed["conditions"][0]["reason"]) == \
+        ("False", "OOMKilled")
     assert "restarting" in crashed["message"]
     by_hand = status_of(_record("stopped", exit_code=1, stopped_by_user=True,
                                 config={"restart": "always"}), 1)

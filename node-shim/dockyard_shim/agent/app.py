@@ -23,6 +23,7 @@ import kopf
 
 from dockyard_api.kube import KubeClient, connection
 from dockyard_common.metrics import serve
+from dockyard_shim.agent import commits
 from dockyard_shim.agent.converging import FINALIZER, GROUP, NODE_LABEL, VERSION, Agent, AgentConfig
 from dockyard_shim.agent.heartbeat import beat, register, renew
 
@@ -37,6 +38,7 @@ def registry(config: AgentConfig) -> kopf.OperatorRegistry:
     async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger,
                     **_: Any) -> None:
         settings.watching.label_selectors[GROUP, "containers"] = f"{NODE_LABEL}={config.node}"
+        settings.watching.label_selectors[GROUP, "commits"] = f"{NODE_LABEL}={config.node}"
         settings.persistence.finalizer = FINALIZER
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
             prefix="agent.dockyard.dev")
@@ -90,4 +92,5 @@ def registry(config: AgentConfig) -> kopf.OperatorRegistry:
         agent: Agent = memo["agent"]
         await agent.removed(namespace or "", name)
 
+    commits.register(handlers, config.root)
     return handlers

@@ -224,11 +224,11 @@ class Agent:
         return status.get("node") == self.config.node and bool(status.get("imageDigest"))
 
     async def _remove(self, container_id: str) -> None:
-        await self._in_thread(lambda client: remove(client, container_id))
+        await self.in_thread(lambda client: remove(client, container_id))
 
     async def _records(self) -> list[dict[str, Any]]:
         """Every container on the node, as the daemon lists them."""
-        records: list[dict[str, Any]] = await self._in_thread(
+        records: list[dict[str, Any]] = await self.in_thread(
             lambda client: client.call("GET", "/containers/json?all=1"))
         return records
 
@@ -312,7 +312,7 @@ class Agent:
 
         async def act(action: Action) -> None:
             try:
-                await self._in_thread(lambda client: carry_out(client, action))
+                await self.in_thread(lambda client: carry_out(client, action))
                 log.info(action.verb, container=action.name, reason=action.reason)
                 metrics.ACTIONS.labels(action.verb, "ok").inc()
             except DaemonError as e:
@@ -332,7 +332,7 @@ class Agent:
             raise ShimError(f"volume {migration.volume}: node {migration.source} serves no "
                             "transfers (its DockyardNode has no status.address)")
         try:
-            pulled = await self._in_thread(lambda client: client.call(
+            pulled = await self.in_thread(lambda client: client.call(
                 "POST", f"/volumes/{migration.node_volume}/pull",
                 {"from": f"http://{address}", "remote": migration.node_volume},
                 timeout=None))
@@ -386,7 +386,7 @@ class Agent:
             if e.status != 404:  # deleted meanwhile: nothing to report to
                 log.warning("status not written", container=key, error=str(e))
 
-    async def _in_thread(self, call: Callable[[Client], T]) -> T:
+    async def in_thread(self, call: Callable[[Client], T]) -> T:
         """Run `call` with this worker thread's own daemon client (one connection each)."""
         def run() -> T:
             client = getattr(self._clients, "client", None)

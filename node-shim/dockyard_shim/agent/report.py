@@ -35,6 +35,7 @@ def status_of(record: Mapping[str, Any], generation: int) -> dict[str, Any]:
         if restarts is not None and restarts(exit_code) and not record.get("stopped_by_user"):
             message = f"exited with code {exit_code}; restarting (restartPolicy)"
     running = state in ("running", "paused")
+    ready = _ready(state, record, generation)
     return {
         "phase": str(phase),
         "containerID": record["id"],
@@ -46,7 +47,27 @@ def status_of(record: Mapping[str, Any], generation: int) -> dict[str, Any]:
         "restartCount": int(record.get("restart_count") or 0),
         "message": message,
         "observedGeneration": generation,
+        "conditions": [ready],
     }
+
+
+def _ready(state: str, record: Mapping[str, Any], generation: int) -> dict[str, Any]:
+    """The `Ready` condition: True while the container's process runs. Its transition time
+    is the record's own (start, exit or creation), so it only changes on a transition."""
+    if state == "running":
+        status, reason, since = "True", "Running", record.get("started_at")
+    elif state == "paused":
+        status, reason, since = "False", "Paused", record.get("started_at")
+    elif state == "created":
+        status, reason, since = "False", "Created", record.get("created_at")
+    else:
+        reason = "OOMKilled" if record.get("oom_killed") else "Exited"
+        status, since = "False", record.get("finished_at") or record.get("started_at")
+    return {"type": "Ready", "status": status, "reason": reason,
+            "message": f"{state} (exit code {record.get('exit_code')})"
+            if state == "stopped" else state,
+            "lastTransitionTime": _timestamp(since or record.get("created_at") or 0.0),
+            "observedGeneration": generation}
 
 
 def pending(message: str, generation: int | None = None) -> dict[str, Any]:
