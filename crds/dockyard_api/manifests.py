@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from dockyard_api.commit import Commit
 from dockyard_api.container import Container
 from dockyard_api.image import Image
-from dockyard_api.meta import API_VERSION, FieldError, Resource
+from dockyard_api.meta import API_VERSION, SERVED, FieldError, Resource
 from dockyard_api.node import DockyardNode
 from dockyard_api.promotion import Promotion
 from dockyard_api.stage import Stage
@@ -90,8 +90,12 @@ def _problems(error: ValidationError) -> list[Problem]:
     return problems
 
 
-def parse(obj: object, *, source: str = "") -> Resource:
-    """Validate one decoded manifest and return its model; raise InvalidManifestError."""
+def parse(obj: object, *, source: str = "", served: bool = False) -> Resource:
+    """Validate one decoded manifest and return its model; raise InvalidManifestError.
+
+    `served`: the object comes from the API server, which evaluated the CRDs' CEL rules on
+    every write; they are not evaluated again (they were two thirds of the operator's CPU
+    time). The schema, which the models are, is still checked."""
     if not isinstance(obj, Mapping):
         raise InvalidManifestError(
             [Problem("", f"a manifest is a mapping with apiVersion and kind, not "
@@ -112,7 +116,8 @@ def parse(obj: object, *, source: str = "") -> Resource:
         raise InvalidManifestError([Problem("", f"not JSON-compatible data: {e}")],
                               source=source) from e
     try:
-        return cls.model_validate_json(text, by_alias=True, by_name=False)
+        return cls.model_validate_json(text, by_alias=True, by_name=False,
+                                       context={SERVED: True} if served else None)
     except ValidationError as e:
         raise InvalidManifestError(_problems(e), source=source) from e
 
@@ -120,9 +125,9 @@ def parse(obj: object, *, source: str = "") -> Resource:
 R = TypeVar("R", bound=Resource)
 
 
-def parse_as(cls: type[R], obj: object, *, source: str = "") -> R:
+def parse_as(cls: type[R], obj: object, *, source: str = "", served: bool = False) -> R:
     """`parse` an object that must be of `cls`'s kind (as a watched object is)."""
-    resource = parse(obj, source=source)
+    resource = parse(obj, source=source, served=served)
     if not isinstance(resource, cls):
         raise InvalidManifestError(
             [Problem("kind", f"expected {cls.__name__}, got {type(resource).__name__}")],

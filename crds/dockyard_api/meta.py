@@ -26,6 +26,7 @@ from pydantic import (
     GetJsonSchemaHandler,
     StrictInt,
     StringConstraints,
+    ValidationInfo,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -44,6 +45,10 @@ from dockyard_api.fields import (
 GROUP = "dockyard.dev"
 VERSION = "v1alpha1"
 API_VERSION: Final = "dockyard.dev/v1alpha1"
+
+SERVED = "dockyard.served"
+"""Validation context key: the object was read from the API server, which evaluated the
+CEL rules on its write (see `manifests.parse`)."""
 
 
 class FieldError(ValueError):
@@ -95,9 +100,9 @@ class ApiModel(BaseModel):
     cel_rules: ClassVar[tuple[CelRule, ...]] = ()
 
     @model_validator(mode="after")
-    def _check_cel_rules(self) -> Any:
+    def _check_cel_rules(self, info: ValidationInfo) -> Any:
         rules = type(self).cel_rules
-        if rules:
+        if rules and not (info.context and info.context.get(SERVED)):
             data = self.model_dump(mode="json", exclude_none=True)
             for rule in rules:
                 if not cel.holds(rule.rule, data):
@@ -291,12 +296,13 @@ class Resource(ApiModel):
     """Standard object metadata."""
 
     @model_validator(mode="after")
-    def _check_metadata(self) -> Resource:
+    def _check_metadata(self, validation: ValidationInfo) -> Resource:
         info = type(self).kind_info
         meta = self.metadata
         if meta.name is None and meta.generate_name is None:
             raise FieldError("metadata.name", f"a {info.kind} needs metadata.name")
-        if meta.name is not None and not cel.holds(
+        served = bool(validation.context and validation.context.get(SERVED))
+        if meta.name is not None and not served and not cel.holds(
             info.name_rule.rule, {"metadata": {"name": meta.name}}
         ):
             raise FieldError("metadata.name", f"{meta.name!r}: {info.name_rule.message}")

@@ -52,7 +52,14 @@ class Bindings:
     bound: dict[str, tuple[str, Demand]] = field(default_factory=dict)
     volumes: dict[str, Placed] = field(default_factory=dict)
     """Volumes this operator placed or moved, by `namespace/name`."""
+    seen: dict[str, tuple[str, int | None]] = field(default_factory=dict)
+    """The node and generation each Container's entry in `bound` was read from."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def forget(self, key: str) -> None:
+        """The Container `key` holds nothing any more (deleted, or unbound)."""
+        self.bound.pop(key, None)
+        self.seen.pop(key, None)
 
     def load(self) -> dict[str, Demand]:
         """What each node holds."""
@@ -104,11 +111,11 @@ def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.index(GROUP, VERSION, "volumes", id="volumes", registry=registry)
     def volumes(*, namespace: str | None, name: str, body: kopf.Body, **_: Any
                 ) -> dict[str, Placed]:
-        return {f"{namespace}/{name}": Placed.of(parse_as(Volume, dict(body)))}
+        return {f"{namespace}/{name}": Placed.of(parse_as(Volume, dict(body), served=True))}
 
     @kopf.index(GROUP, VERSION, "dockyardnodes", id="nodes", registry=registry)
     def nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, Node]:
-        return {name: Node.of(parse_as(DockyardNode, dict(body)))}
+        return {name: Node.of(parse_as(DockyardNode, dict(body), served=True))}
 
     @kopf.on.event(GROUP, VERSION, "containers", id="observe", registry=registry)
     def observe(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
@@ -117,9 +124,14 @@ def register(registry: kopf.OperatorRegistry) -> None:
         node = (body.get("status") or {}).get("node")
         bindings: Bindings = memo["bindings"]
         if event["type"] == "DELETED":
-            bindings.bound.pop(key, None)
+            bindings.forget(key)
         elif node:  # one without a node may be bound here already, its write not yet seen
-            bindings.bound[key] = (node, Request.of(parse_as(Container, dict(body))).demand)
+            generation = body["metadata"].get("generation")
+            seen = (str(node), generation if isinstance(generation, int) else None)
+            if bindings.seen.get(key) != seen:  # a container's demand is in its spec
+                container = parse_as(Container, dict(body), served=True)
+                bindings.bound[key] = (node, Request.of(container).demand)
+                bindings.seen[key] = seen
 
     @kopf.on.resume(GROUP, VERSION, "containers", id="schedule", registry=registry)
     @kopf.on.create(GROUP, VERSION, "containers", id="schedule", registry=registry)
@@ -128,7 +140,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
     async def schedule(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
                        **kwargs: Any) -> None:
         nodes: kopf.Index[str, Node] = kwargs["nodes"]  # the indexes, passed by their ids
-        container = parse_as(Container, dict(body))
+        container = parse_as(Container, dict(body), served=True)
         if container.status is not None and container.status.node:
             return  # bound already (a resumed operator)
         digest = await _digest(body, container, kwargs["pins"], memo)

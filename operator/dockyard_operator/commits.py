@@ -27,7 +27,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.resume(GROUP, VERSION, "commits", id="route", registry=registry)
     @kopf.on.create(GROUP, VERSION, "commits", id="route", registry=registry)
     async def route(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        commit = parse_as(Commit, dict(body))
+        commit = parse_as(Commit, dict(body), served=True)
         if commit.status is not None and commit.status.node:
             return  # routed already
         kube: KubeClient = memo["kube"]

@@ -30,7 +30,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.update(GROUP, VERSION, "images", id="pin", field="spec", registry=registry)
     @kopf.on.create(GROUP, VERSION, "images", id="pin", registry=registry)
     async def pin(*, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        image = parse_as(Image, dict(body))
+        image = parse_as(Image, dict(body), served=True)
         decision = plan(image)
         if isinstance(decision, Keep | AwaitCommit):
             return

@@ -99,7 +99,7 @@ async def _evict(kube: KubeClient, node: str, bindings: Bindings) -> None:
                         {node})
     async with bindings.lock:  # what the node held is free for the scheduler now
         for key in (*decided.reschedule, *decided.fail):
-            bindings.bound.pop(key, None)
+            bindings.forget(key)
     metrics.EVICTIONS.labels("reschedule").inc(len(decided.reschedule))
     metrics.EVICTIONS.labels("fail").inc(len(decided.fail))
     gate = asyncio.Semaphore(EVICTING_AT_ONCE)

@@ -78,7 +78,7 @@ def register(handlers: kopf.OperatorRegistry, root: Path) -> None:
     @kopf.on.create(GROUP, VERSION, "commits", id="commit", registry=handlers)
     async def commit(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         agent: Agent = memo["agent"]
-        found = parse_as(Commit, dict(body))
+        found = parse_as(Commit, dict(body), served=True)
         if found.status is not None and found.status.phase in ("Succeeded", "Failed"):
             return
         url = path(GROUP, VERSION, "commits", namespace=found.metadata.namespace,

@@ -258,7 +258,7 @@ class Agent:
 
     async def _translate(self, key: str, body: Mapping[str, Any]) -> DesiredContainer:
         """The runtime config of one Container, with the Image and Volumes it names."""
-        container = parse_as(Container, dict(body))
+        container = parse_as(Container, dict(body), served=True)
         namespace, name = key.split("/", 1)
         placed = Placed(container, f"Container {key}", namespace, name)
         images: dict[ObjectKey, Placed[Image]] = {}
@@ -290,7 +290,8 @@ class Agent:
             if e.status == 404:
                 return None  # translate names what is missing
             raise
-        return Placed(parse_as(kind, body), f"{plural} {namespace}/{name}", namespace, name)
+        return Placed(parse_as(kind, body, served=True), f"{plural} {namespace}/{name}",
+                      namespace, name)
 
     async def _carry_out(self, actions: list[Action]) -> dict[str, str]:
         """Pull the images and make the volumes the new containers need, then act, many
