@@ -1,5 +1,4 @@
-"""Node loss and fencing: leases and bindings -> which nodes are lost, which containers move,
-and which a returning node must kill.
+"""Node loss: leases and bindings -> which nodes are lost, and which containers move.
 
 Each node agent renews a `coordination.k8s.io` Lease named after its node every 10 s
 (duration 40 s, as the kubelet does). A node whose lease was not renewed for longer than
@@ -10,11 +9,11 @@ the grace (default 40 s) is lost: it is marked not ready, and its Containers are
   node ends `Failed` with reason `NodeLost`.
 
 A node that comes back may still run containers that were moved meanwhile. Before it does
-anything else, its agent kills every local container whose Container is no longer bound
-to it (`fence`): gone, or bound to another node. Two copies of a container never run
-longer than that.
+anything else, its agent kills every container it made whose Container is no longer bound
+to it, gone or bound to another node (`dockyard_shim.agent.converging.Agent.fence`). Two
+copies of a container never run longer than that.
 
-Pure computation: the operator and the agent read the objects and act.
+Pure computation: the operator reads the objects and acts (`lifecycle`).
 """
 
 from __future__ import annotations
@@ -72,19 +71,3 @@ def evictions(bindings: Iterable[Binding], lost: set[str]) -> Evictions:
             moves = binding.restart_policy in (RestartPolicy.ALWAYS, RestartPolicy.ON_FAILURE)
             (reschedule if moves else fail).append(binding.name)
     return Evictions(sorted(reschedule), sorted(fail))
-
-
-@dataclass(frozen=True)
-class LocalContainer:
-    """A container the node's runtime runs for a Container object."""
-
-    id: str
-    object: str
-    """The Container it was made for: `namespace/name`."""
-
-
-def fence(node: str, local: Iterable[LocalContainer], bound: Mapping[str, str | None]
-          ) -> list[str]:
-    """The ids of the local containers to kill on `node`: those whose Container is gone
-    (absent from `bound`, which maps `namespace/name` to its node) or bound elsewhere."""
-    return sorted(c.id for c in local if bound.get(c.object) != node)

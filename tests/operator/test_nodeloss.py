@@ -8,9 +8,7 @@ from dockyard_api.container import RestartPolicy
 from dockyard_operator.nodeloss import (
     Binding,
     Evictions,
-    LocalContainer,
     evictions,
-    fence,
     lost_nodes,
     renew_time,
 )
@@ -45,10 +43,3 @@ def test_containers_on_a_lost_node_move_or_fail_by_their_restart_policy() -> Non
                 Binding("ns/pending", None, RestartPolicy.ALWAYS)]
     assert evictions(bindings, {"n1"}) == Evictions(reschedule=["ns/web", "ns/worker"],
                                                     fail=["ns/job"])
-
-
-def test_a_returning_node_kills_what_is_no_longer_its_own() -> None:
-    local = [LocalContainer("a1", "ns/web"), LocalContainer("b2", "ns/moved"),
-             LocalContainer("c3", "ns/deleted"), LocalContainer("d4", "ns/unbound")]
-    bound = {"ns/web": "n1", "ns/moved": "n2", "ns/unbound": None}
-    assert fence("n1", local, bound) == ["b2", "c3", "d4"]
