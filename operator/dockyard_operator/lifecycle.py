@@ -83,7 +83,13 @@ def register(registry: kopf.OperatorRegistry, *,
                       message=f"no heartbeat since {renewed:%H:%M:%S}: node marked NotReady")
         if (body.get("status") or {}).get("phase") != "NotReady":
             await kube.patch(path(GROUP, VERSION, "dockyardnodes", name=name,
-                                  subresource="status"), {"status": {"phase": "NotReady"}})
+                                  subresource="status"), {"status": {
+                                      "phase": "NotReady", "conditions": [{
+                                          "type": "Ready", "status": "False",
+                                          "reason": "NodeLost", "lastTransitionTime":
+                                          now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                          "message": f"no heartbeat since {renewed:%H:%M:%S}"
+                                          f" (grace {grace.total_seconds():.0f} s)"}]}})
         try:
             await _evict(kube, name, memo["bindings"])
         except FAILURES as e:

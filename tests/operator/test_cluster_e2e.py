@@ -109,6 +109,8 @@ async def test_containers_run_where_bound_change_go_and_move_off_a_lost_node(
         node_object = cluster.server.get("dockyardnodes", lost)
         assert node_object is not None
         assert node_object["status"]["phase"] == "NotReady"
+        assert [(c["type"], c["status"], c["reason"]) for c in
+                node_object["status"]["conditions"]] == [("Ready", "False", "NodeLost")]
         new_node = cluster.status("sleeper-1")["node"]
         assert set(_local(cluster, "sleeper-1")) == {lost, new_node}
         assert _local(cluster, "sleeper-1")[lost]["id"] == old_id
@@ -124,6 +126,9 @@ async def test_containers_run_where_bound_change_go_and_move_off_a_lost_node(
                          .get("status", {}).get("phase") == "Ready")
         assert list(_local(cluster, "sleeper-1")) == [new_node]
         assert _running(cluster, "sleeper-1")
+        node_object = cluster.server.get("dockyardnodes", lost) or {}
+        assert [(c["type"], c["status"]) for c in node_object["status"]["conditions"]] == \
+            [("Ready", "True")]
         assert await cluster.nodes[lost].metric("dockyard_agent_fenced_total") == 1
         running_there = sum(1 for c in cluster.server.all("containers")
                             if c["status"].get("node") == new_node and _running(

@@ -34,7 +34,9 @@ async def register(kube: KubeClient, config: AgentConfig) -> None:
     except ApiError as e:
         if e.status != 409:
             raise
-    status = node_status(address=config.address, capacity=config.capacity)
+    status = {**node_status(address=config.address, capacity=config.capacity),
+              "conditions": [ready_condition("True", "AgentStarted",
+                                             "the node agent registered the node")]}
     await kube.patch(path(GROUP, VERSION, "dockyardnodes", name=config.node,
                           subresource="status"), {"status": status})
     log.info("node registered", node=config.node, capacity=status["capacity"])
@@ -56,7 +58,10 @@ async def renew(kube: KubeClient, config: AgentConfig) -> None:
     node = await kube.get(path(GROUP, VERSION, "dockyardnodes", name=config.node))
     if (node.get("status") or {}).get("phase") != "Ready":
         await kube.patch(path(GROUP, VERSION, "dockyardnodes", name=config.node,
-                              subresource="status"), {"status": {"phase": "Ready"}})
+                              subresource="status"), {"status": {
+                                  "phase": "Ready", "conditions": [ready_condition(
+                                      "True", "HeartbeatResumed",
+                                      "the node agent renews the node's lease again")]}})
         log.info("node ready again", node=config.node)
 
 
@@ -71,6 +76,12 @@ async def beat(kube: KubeClient, config: AgentConfig) -> None:
         except FAILURES as e:
             metrics.RENEWALS.labels("failed").inc()
             log.warning("lease not renewed", node=config.node, error=str(e))
+
+
+def ready_condition(status: str, reason: str, message: str) -> dict[str, Any]:
+    """The node's `Ready` condition, as of now (written only when it changes)."""
+    return {"type": "Ready", "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": _micro_time()[:19] + "Z"}
 
 
 def _lease(config: AgentConfig, now: str) -> dict[str, Any]:
