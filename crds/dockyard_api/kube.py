@@ -9,6 +9,7 @@ with (`kopf.ConnectionInfo`): JSON in and out, merge patches, the status subreso
 
 from __future__ import annotations
 
+import datetime
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -30,6 +31,22 @@ class ApiError(Exception):
 
 FAILURES = (ApiError, aiohttp.ClientError, TimeoutError, OSError)
 """What a request may raise: refused, or the server not reached."""
+
+
+def object_key(body: Mapping[str, Any]) -> str:
+    """`namespace/name` of a served object (`None/name` for a cluster-scoped one)."""
+    meta = body["metadata"]
+    return f"{meta.get('namespace')}/{meta['name']}"
+
+
+def time(moment: datetime.datetime | None = None) -> str:
+    """A Kubernetes `Time` (RFC 3339 to the second, UTC) of `moment`, default now."""
+    return (moment or datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def micro_time(moment: datetime.datetime | None = None) -> str:
+    """A Kubernetes `MicroTime` (a Lease's renewTime) of `moment`, default now."""
+    return (moment or datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def path(group: str, version: str, plural: str, *, namespace: str | None = None,

@@ -32,7 +32,7 @@ from typing import Any
 import kopf
 
 from dockyard_api import Container, DockyardNode, Volume
-from dockyard_api.kube import KubeClient, path
+from dockyard_api.kube import KubeClient, object_key, path
 from dockyard_api.manifests import parse_as
 from dockyard_operator import metrics
 from dockyard_operator.pinning import ResolveError, resolve
@@ -120,7 +120,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.event(GROUP, VERSION, "containers", id="observe", registry=registry)
     def observe(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         body = event["object"]
-        key = f"{body['metadata'].get('namespace')}/{body['metadata']['name']}"
+        key = object_key(body)
         node = (body.get("status") or {}).get("node")
         bindings: Bindings = memo["bindings"]
         if event["type"] == "DELETED":

@@ -9,12 +9,12 @@ The pin goes to `status` (`digest`, `resolvedReference`, `resolvedAt`, phase `Re
 from __future__ import annotations
 
 import asyncio
-import datetime
 from typing import Any
 
 import kopf
 
 from dockyard_api import Image
+from dockyard_api.kube import time
 from dockyard_api.manifests import parse_as
 from dockyard_operator import metrics
 from dockyard_operator.pinning import AwaitCommit, Keep, Pin, Resolve, ResolveError, plan, resolve
@@ -51,6 +51,5 @@ def _pinned(patch: kopf.Patch, pin: Pin, generation: int | None) -> None:
     patch.status["phase"] = "Resolved"
     patch.status["digest"] = pin.digest
     patch.status["resolvedReference"] = pin.reference
-    patch.status["resolvedAt"] = datetime.datetime.now(datetime.UTC).strftime(
-        "%Y-%m-%dT%H:%M:%SZ")
+    patch.status["resolvedAt"] = time()
     patch.status["observedGeneration"] = generation

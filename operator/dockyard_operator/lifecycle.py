@@ -30,7 +30,7 @@ from typing import Any, cast
 import kopf
 
 from dockyard_api.container import RestartPolicy
-from dockyard_api.kube import FAILURES, ApiError, KubeClient, path
+from dockyard_api.kube import FAILURES, ApiError, KubeClient, object_key, path, time
 from dockyard_operator import metrics
 from dockyard_operator.binding import GROUP, NODE_LABEL, VERSION, Bindings
 from dockyard_operator.nodeloss import DEFAULT_GRACE, Binding, evictions, lost_nodes, renew_time
@@ -87,7 +87,7 @@ def register(registry: kopf.OperatorRegistry, *,
                                       "phase": "NotReady", "conditions": [{
                                           "type": "Ready", "status": "False",
                                           "reason": "NodeLost", "lastTransitionTime":
-                                          now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                          time(now),
                                           "message": f"no heartbeat since {renewed:%H:%M:%S}"
                                           f" (grace {grace.total_seconds():.0f} s)"}]}})
         try:
@@ -100,7 +100,7 @@ async def _evict(kube: KubeClient, node: str, bindings: Bindings) -> None:
     """Unbind (or fail) the Containers bound to the lost `node`."""
     bound = await kube.list(path(GROUP, VERSION, "containers"),
                             label_selector=f"{NODE_LABEL}={node}")
-    by_key = {_key(body): kopf.Body(cast(kopf.RawBody, body)) for body in bound}
+    by_key = {object_key(body): kopf.Body(cast(kopf.RawBody, body)) for body in bound}
     decided = evictions((Binding(key, node, _policy(body)) for key, body in by_key.items()),
                         {node})
     async with bindings.lock:  # what the node held is free for the scheduler now
@@ -150,6 +150,3 @@ async def _write(kube: KubeClient, body: kopf.Body, *, status: dict[str, Any],
 def _policy(body: Mapping[str, Any]) -> RestartPolicy:
     return RestartPolicy((body.get("spec") or {}).get("restartPolicy") or "Never")
 
-
-def _key(body: Mapping[str, Any]) -> str:
-    return f"{body['metadata'].get('namespace')}/{body['metadata']['name']}"

@@ -16,7 +16,6 @@ one-off, as `docker commit` is.
 from __future__ import annotations
 
 import collections
-import datetime
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import kopf
 
 from dockyard_api import Commit
 from dockyard_api.converge import node_name
-from dockyard_api.kube import ApiError, KubeClient, path
+from dockyard_api.kube import ApiError, KubeClient, path, time
 from dockyard_api.manifests import parse_as
 from dockyard_api.registries import pinned_reference
 from dockyard_common import get_logger
@@ -97,7 +96,7 @@ def register(handlers: kopf.OperatorRegistry, root: Path) -> None:
         await agent.kube.patch(url, {"status": {
             "phase": "Succeeded", "node": agent.config.node, "digest": result.digest,
             "added": result.counts.get("added", 0), "changed": result.counts.get("changed", 0),
-            "deleted": result.counts.get("deleted", 0), "completedAt": _now(),
+            "deleted": result.counts.get("deleted", 0), "completedAt": time(),
             "conditions": [_succeeded("True", "Committed",
                                       f"image {found.spec.image} is {result.digest}")]}})
         log.info("committed", commit=found.metadata.name, digest=result.digest)
@@ -115,7 +114,7 @@ async def _record_image(kube: KubeClient, commit: Commit, result: Committed) -> 
         if e.status != 409:
             raise
     status: dict[str, Any] = {"phase": "Resolved", "digest": result.digest,
-                              "resolvedAt": _now()}
+                              "resolvedAt": time()}
     if result.reference is not None:
         status["resolvedReference"] = result.reference
     await kube.patch(path(GROUP, VERSION, "images", namespace=namespace, name=name,
@@ -124,9 +123,5 @@ async def _record_image(kube: KubeClient, commit: Commit, result: Committed) -> 
 
 def _succeeded(status: str, reason: str, message: str) -> dict[str, Any]:
     return {"type": "Succeeded", "status": status, "reason": reason,
-            "message": message[:4096], "lastTransitionTime": _now()}
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            "message": message[:4096], "lastTransitionTime": time()}
 

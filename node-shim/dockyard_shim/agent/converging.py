@@ -46,7 +46,7 @@ from dockyard_api.converge import (
     plan_up,
     translate,
 )
-from dockyard_api.kube import FAILURES, ApiError, KubeClient, path
+from dockyard_api.kube import FAILURES, ApiError, KubeClient, object_key, path
 from dockyard_api.manifests import parse_as
 from dockyard_api.volume import VolumePhase
 from dockyard_common import get_logger
@@ -132,8 +132,7 @@ class Agent:
 
     def saw(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A watch event of a Container bound here (DELETED: gone, or bound elsewhere)."""
-        meta = body["metadata"]
-        key = f"{meta.get('namespace')}/{meta['name']}"
+        key = object_key(body)
         if event_type == "DELETED":
             self.bound.pop(key, None)
         else:
@@ -171,10 +170,7 @@ class Agent:
 
     async def resync(self) -> None:
         """Replace the watch's view of the bound Containers with a fresh list."""
-        listed = await self.kube.list(path(GROUP, VERSION, "containers"),
-                                      label_selector=f"{NODE_LABEL}={self.config.node}")
-        fresh = {f"{o['metadata'].get('namespace')}/{o['metadata']['name']}": o
-                 for o in listed}
+        fresh = await self._list_bound()
         missed = fresh.keys() - self.bound.keys()
         if missed:
             log.warning("the watch missed bound containers; resynced", missed=len(missed))
@@ -184,9 +180,7 @@ class Agent:
         """Remove every container this agent made whose Container is no longer bound to
         this node: what a returning node runs for objects moved meanwhile. The names
         removed."""
-        bound = await self.kube.list(path(GROUP, VERSION, "containers"),
-                                     label_selector=f"{NODE_LABEL}={self.config.node}")
-        keys = {f"{o['metadata'].get('namespace')}/{o['metadata']['name']}" for o in bound}
+        keys = (await self._list_bound()).keys()
         observed = [ObservedContainer.from_record(r) for r in await self._records()]
         stale = [o for o in observed
                  if (made_for := o.made_for(AGENT)) is not None and made_for not in keys]
@@ -218,6 +212,12 @@ class Agent:
         await self._report(objects, records, desired, problems)
 
     # Steps -------------------------------------------------------------------------------
+
+    async def _list_bound(self) -> dict[str, dict[str, Any]]:
+        """The Containers bound to this node now, by `namespace/name`, from a list."""
+        listed = await self.kube.list(path(GROUP, VERSION, "containers"),
+                                      label_selector=f"{NODE_LABEL}={self.config.node}")
+        return {object_key(o): o for o in listed}
 
     def _bound_here(self, body: Mapping[str, Any]) -> bool:
         status = body.get("status") or {}

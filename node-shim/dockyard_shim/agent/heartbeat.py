@@ -11,10 +11,9 @@ were late, or it came back) is made Ready again by the next renewal.
 from __future__ import annotations
 
 import asyncio
-import datetime
 from typing import Any
 
-from dockyard_api.kube import FAILURES, ApiError, KubeClient, path
+from dockyard_api.kube import FAILURES, ApiError, KubeClient, micro_time, path, time
 from dockyard_common import get_logger
 from dockyard_shim.agent import metrics
 from dockyard_shim.agent.converging import GROUP, NODE_LABEL, VERSION, AgentConfig
@@ -45,7 +44,7 @@ async def register(kube: KubeClient, config: AgentConfig) -> None:
 async def renew(kube: KubeClient, config: AgentConfig) -> None:
     """Renew (or create) the node's Lease once; make the node Ready if it is not."""
     group, version, plural = LEASES
-    now = _micro_time()
+    now = micro_time()
     url = path(group, version, plural, namespace=config.namespace, name=config.node)
     try:
         await kube.patch(url, {"spec": {"holderIdentity": config.node, "renewTime": now,
@@ -81,7 +80,7 @@ async def beat(kube: KubeClient, config: AgentConfig) -> None:
 def ready_condition(status: str, reason: str, message: str) -> dict[str, Any]:
     """The node's `Ready` condition, as of now (written only when it changes)."""
     return {"type": "Ready", "status": status, "reason": reason, "message": message,
-            "lastTransitionTime": _micro_time()[:19] + "Z"}
+            "lastTransitionTime": time()}
 
 
 def _lease(config: AgentConfig, now: str) -> dict[str, Any]:
@@ -92,7 +91,3 @@ def _lease(config: AgentConfig, now: str) -> dict[str, Any]:
             "spec": {"holderIdentity": config.node, "leaseDurationSeconds":
                      config.lease_seconds, "acquireTime": now, "renewTime": now}}
 
-
-def _micro_time() -> str:
-    """Now as a Kubernetes MicroTime: `2026-11-28T12:00:00.123456Z`."""
-    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

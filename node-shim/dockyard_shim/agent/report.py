@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from dockyard_api.container import ContainerPhase
+from dockyard_api.kube import time
 
 _PHASES = {"created": ContainerPhase.CREATED, "running": ContainerPhase.RUNNING,
            "paused": ContainerPhase.PAUSED}
@@ -85,5 +86,4 @@ def changed(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, 
 def _timestamp(seconds: float | None) -> str | None:
     if seconds is None:
         return None
-    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time(datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC))
