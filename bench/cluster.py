@@ -10,7 +10,8 @@ node, and the operator as a `kopf run` process, all on this machine; then:
   acknowledged to its status first showing `Running`; p50, p99 and the time until all
   run, against the Kubernetes pod-startup SLO (p99 <= 5 s, image pull excluded: each node
   runs one container first, so the image is there); CPU seconds and peak RSS of the
-  operator and the agents over the burst;
+  operator, the agents, the node daemons and the emulated API server over the burst (all
+  share this machine's CPUs);
 - **node loss**: SIGKILLs one node's agent (its daemon keeps serving volumes) and
   measures from the lease's last renewal to every container of that node Running on
   another one, against the target of grace + 10 s (the kubelet with taint-based
@@ -211,14 +212,20 @@ async def main() -> None:
 
 async def _run(args: argparse.Namespace, names: tuple[str, ...]) -> None:
     with tempfile.TemporaryDirectory(prefix="dockyard-bench-cluster-") as tmp:
+        # The agents renew and poll as in production (10 s, 1 s), not as in the tests.
         async with running_cluster(Path(tmp), names, operator=False,
-                                   grace=datetime.timedelta(seconds=args.grace)) as cluster:
+                                   grace=datetime.timedelta(seconds=args.grace),
+                                   renew_every=10.0, poll_every=1.0) as cluster:
             operator = cluster.start_operator("operator")
             follower = Follower(cluster)
             await _warm_up(cluster, follower)
             pids = {"operator": operator.pid}
             pids.update({f"agent {node.name}": node.agent.pid
                          for node in cluster.nodes.values() if node.agent is not None})
+            pids.update({f"daemon {node.name}": node.node.server_pid()
+                         for node in cluster.nodes.values()})
+            # Not Dockyard's: the emulated API server, which a real cluster runs elsewhere.
+            pids["API server (emulator) + benchmark"] = os.getpid()
             names = await bench_scale(cluster, follower, args.containers, pids)
             await bench_node_loss(cluster, follower, args.grace, names)
             operator.send_signal(signal.SIGTERM)

@@ -10,6 +10,13 @@ It checks the schema of the CRD only: names, namespaces and labels in `metadata`
 API server's own business (and the models') and are not looked at here, except for the
 root CEL rules that read `metadata.name`.
 
+On an update, given the stored object (`old`), validation ratchets as the API server's does
+(CRD validation ratcheting, GA in Kubernetes 1.33): an error in a part of the object that
+the update left as it was is not reported, and the CEL rules of such a part are not even
+evaluated. Parts are matched through object fields; list items are not matched (as for
+`x-kubernetes-list-type: atomic`, the default), so a changed list is checked whole. This
+is also what keeps status writes cheap: the spec they leave alone is not checked again.
+
 Pure computation: no I/O.
 """
 
@@ -25,6 +32,8 @@ from dockyard_api.manifests import Problem, format_path
 from dockyard_api.schema import Schema
 
 Path = tuple[int | str, ...]
+_ABSENT = object()
+"""No old value to compare with: a create, a new field or a list item."""
 
 
 def schema_of(crd: dict[str, Any], version: str = "v1alpha1") -> Schema:
@@ -36,8 +45,10 @@ def schema_of(crd: dict[str, Any], version: str = "v1alpha1") -> Schema:
     raise KeyError(f"{crd['metadata']['name']} has no version {version}")
 
 
-def validate(obj: dict[str, Any], schema: Schema) -> tuple[dict[str, Any], list[Problem]]:
-    """The defaulted object and every problem the API server would report (empty: accepted)."""
+def validate(obj: dict[str, Any], schema: Schema, old: dict[str, Any] | None = None
+             ) -> tuple[dict[str, Any], list[Problem]]:
+    """The defaulted object and every problem the API server would report (empty: accepted);
+    `old` is the stored object when `obj` updates it (see ratcheting above)."""
     defaulted = apply_defaults(obj, schema)
     found = _unknown_fields(defaulted, schema, ())
     validator = jsonschema.Draft202012Validator(schema)
@@ -50,8 +61,29 @@ def validate(obj: dict[str, Any], schema: Schema) -> tuple[dict[str, Any], list[
         else:
             found.append(Problem(format_path(path), _message(error)))
     found += _list_semantics(defaulted, schema, ())
-    found += _cel(defaulted, schema, ())
+    if old is not None:  # defaulted as the server reads it from storage
+        old = apply_defaults(old, schema)
+        found = [p for p in found if not _unchanged(defaulted, old, p.path)]
+    found += _cel(defaulted, schema, (), _ABSENT if old is None else old)
     return defaulted, sorted(set(found))
+
+
+def _unchanged(new: Any, old: Any, path: str) -> bool:
+    """True when the field at `path` (as `format_path` spells it) holds the same value in
+    both objects, or lies in a part that does. Only object fields are followed: a list
+    counts as changed when any item did, and a key that holds a dot (a path that cannot
+    be split back) as changed, so its error stays."""
+    for step in path.split(".") if path else ():
+        if new == old:
+            return True  # an enclosing part is unchanged
+        name = step.split("[", 1)[0]
+        if not isinstance(new, dict) or not isinstance(old, dict) or \
+                name not in new or name not in old:
+            return False
+        new, old = new[name], old[name]
+        if name != step:
+            break  # into a list: only the list as a whole is compared
+    return bool(new == old)
 
 
 def _short(value: Any) -> str:
@@ -181,12 +213,17 @@ def _list_semantics(value: Any, schema: Schema, path: Path) -> list[Problem]:
     return found
 
 
-def _cel(value: Any, schema: Schema, path: Path) -> list[Problem]:
+def _cel(value: Any, schema: Schema, path: Path, old: Any) -> list[Problem]:
+    if old is not _ABSENT and value == old:
+        return []  # ratcheting: an unchanged part is not checked again
     found: list[Problem] = []
     for rule in schema.get("x-kubernetes-validations", []):
         if not cel.holds(rule["rule"], value):
             field = tuple(p for p in rule.get("fieldPath", "").split(".") if p)
             found.append(Problem(format_path((*path, *field)), rule["message"]))
     for item, sub, sub_path in _children(value, schema, path):
-        found += _cel(item, sub, sub_path)
+        step = sub_path[-1]
+        before = old.get(step, _ABSENT) if isinstance(step, str) and isinstance(old, dict) \
+            else _ABSENT
+        found += _cel(item, sub, sub_path, before)
     return found

@@ -200,15 +200,16 @@ class ApiServer(KubernetesScaffold):
         self._last = next(self._version)
         obj["metadata"]["resourceVersion"] = str(self._last)
 
-    def _validated(self, kind: Kind, obj: dict[str, Any], request: rendering.Request
-                   ) -> dict[str, Any]:
+    def _validated(self, kind: Kind, obj: dict[str, Any], request: rendering.Request,
+                   old: dict[str, Any] | None = None) -> dict[str, Any]:
         """`obj` defaulted, and pruned of unknown fields unless the client asked for
-        `fieldValidation=Strict` (kubectl's default), which refuses them; 422 if invalid."""
+        `fieldValidation=Strict` (kubectl's default), which refuses them; 422 if invalid.
+        `old`: the stored object an update changes (validation ratchets against it)."""
         if kind.schema is None:
             return obj
         if request.params.get("fieldValidation") != "Strict":
             obj = prune(obj, kind.schema)
-        defaulted, problems = validate(obj, kind.schema)
+        defaulted, problems = validate(obj, kind.schema, old)
         if problems:
             name = obj.get("metadata", {}).get("name", "")
             causes = [{"reason": "FieldValueInvalid", "field": p.path, "message": p.message}
@@ -256,7 +257,7 @@ class ApiServer(KubernetesScaffold):
                          f'{kind.group} "{request.name}": the object has been modified; '
                          "please apply your changes to the latest version and try again")
         updated = _written(kind, current, patched, to_status=request.subresource == "status")
-        updated = self._validated(kind, updated, request)
+        updated = self._validated(kind, updated, request, old=current)
         updated["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         if updated == current:
             return copy.deepcopy(current)  # a no-op write changes no version

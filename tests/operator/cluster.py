@@ -63,6 +63,8 @@ class ClusterNode:
     kubeconfig: Path
     agent: subprocess.Popen[bytes] | None = None
     cpus: str = "2"
+    renew_every: float = RENEW_EVERY
+    poll_every: float = 0.2
     metrics_port: int = field(default_factory=_free_port)
 
     @property
@@ -71,8 +73,8 @@ class ClusterNode:
 
     def start_agent(self) -> None:
         command = [sys.executable, "-m", "dockyard_cli", "--log-format", "console", "agent",
-                   "--node", self.name, "--renew-every", str(RENEW_EVERY),
-                   "--poll-every", "0.2", "--cpus", self.cpus, "--memory", "4Gi",
+                   "--node", self.name, "--renew-every", str(self.renew_every),
+                   "--poll-every", str(self.poll_every), "--cpus", self.cpus, "--memory", "4Gi",
                    "--metrics-listen", f"127.0.0.1:{self.metrics_port}"]
         with (self.node.root / "agent.log").open("ab") as log:
             self.agent = subprocess.Popen(command, stdout=log, stderr=log, env={
@@ -185,11 +187,14 @@ async def eventually(cluster: Cluster, check: Callable[[], object], timeout: flo
 
 @contextlib.asynccontextmanager
 async def running_cluster(tmp_path: Path, names: tuple[str, ...] = ("n1", "n2", "n3"), *,
-                          operator: bool = True, grace: datetime.timedelta = GRACE
+                          operator: bool = True, grace: datetime.timedelta = GRACE,
+                          renew_every: float = RENEW_EVERY, poll_every: float = 0.2
                           ) -> AsyncIterator[Cluster]:
     """The API server, one node per name (each with daemon and agent), and the operator in
     the test's loop; without `operator`, the test starts replicas as processes
-    (`Cluster.start_operator`) and the harness ends them."""
+    (`Cluster.start_operator`) and the harness ends them. The agents renew their leases
+    and poll their daemons faster than in production by default, for the short grace of
+    the tests."""
     with running_registry(tmp_path / "registry") as registry:
         async with serving() as (server, http):
             url = str(http.url).rstrip("/")
@@ -198,6 +203,8 @@ async def running_cluster(tmp_path: Path, names: tuple[str, ...] = ("n1", "n2", 
             token.write_text(secrets.token_hex(32))
             token.chmod(0o600)
             nodes = {name: _node(tmp_path / name, name, kubeconfig, token) for name in names}
+            for node in nodes.values():
+                node.renew_every, node.poll_every = renew_every, poll_every
             try:
                 image = _push_busybox(tmp_path, nodes[names[0]].node, registry)
                 cluster = Cluster(server, http.client, registry, image, tmp_path, kubeconfig,
