@@ -14,17 +14,23 @@ from dockyard_shim.agent.converging import Agent, AgentConfig
 from tests.kube.kopfrun import MERGE
 
 
+async def _bind(http: Any, name: str, node: str) -> dict[str, Any]:
+    body = {"apiVersion": "dockyard.dev/v1alpha1", "kind": "Container",
+            "metadata": {"name": name, "labels": {"dockyard.dev/node": node}},
+            "spec": {"image": "busybox:1"}}
+    async with http.client.post("/apis/dockyard.dev/v1alpha1/namespaces/default/"
+                                "containers", json=body) as response:
+        assert response.status == 200, await response.text()
+        created: dict[str, Any] = await response.json()
+        return created
+
+
 @pytest.mark.asyncio
 async def test_a_resync_replaces_what_the_watch_showed_with_what_is_bound_now(
         cluster: Any, tmp_path: Path) -> None:
     _, http = cluster
     for name, node in (("a", "n1"), ("b", "n1"), ("c", "n2")):
-        body = {"apiVersion": "dockyard.dev/v1alpha1", "kind": "Container",
-                "metadata": {"name": name, "labels": {"dockyard.dev/node": node}},
-                "spec": {"image": "busybox:1"}}
-        async with http.client.post("/apis/dockyard.dev/v1alpha1/namespaces/default/"
-                                    "containers", json=body) as response:
-            assert response.status == 200, await response.text()
+        await _bind(http, name, node)
     async with http.client.patch("/apis/dockyard.dev/v1alpha1/namespaces/default/"
                                  "containers/b", json={"metadata": {"annotations": {"x": "1"}}},
                                  headers=MERGE) as response:
@@ -37,6 +43,52 @@ async def test_a_resync_replaces_what_the_watch_showed_with_what_is_bound_now(
         await agent.resync()
         assert sorted(agent.bound) == ["default/a", "default/b"]
         assert agent.bound["default/b"]["metadata"]["annotations"] == {"x": "1"}
+    finally:
+        agent.close()
+        await kube.close()
+
+
+@pytest.mark.asyncio
+async def test_what_the_watch_shows_during_the_list_wins_over_the_list(
+        cluster: Any, tmp_path: Path) -> None:
+    _, http = cluster
+    a, b = await _bind(http, "a", "n1"), await _bind(http, "b", "n1")
+    kube = KubeClient(kopf.ConnectionInfo(server=str(http.url), insecure=True))
+    agent = Agent(AgentConfig(node="n1", root=tmp_path, socket=str(tmp_path / "sock")), kube)
+    listing = kube.list
+
+    async def slow_list(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        listed = await listing(*args, **kwargs)
+        # Events the watch brings while the list's answer is on its way: `a` moved away,
+        # `b` changed again.
+        agent.saw("DELETED", a)
+        agent.saw("MODIFIED", {**b, "metadata": {**b["metadata"], "annotations": {"y": "2"}}})
+        return listed
+
+    kube.list = slow_list  # type: ignore[method-assign]
+    try:
+        await agent.resync()
+        assert sorted(agent.bound) == ["default/b"]
+        assert agent.bound["default/b"]["metadata"]["annotations"] == {"y": "2"}
+    finally:
+        agent.close()
+        await kube.close()
+
+
+@pytest.mark.asyncio
+async def test_a_container_is_counted_missed_only_when_the_watch_never_showed_it(
+        cluster: Any, tmp_path: Path) -> None:
+    _, http = cluster
+    kube = KubeClient(kopf.ConnectionInfo(server=str(http.url), insecure=True))
+    agent = Agent(AgentConfig(node="n1", root=tmp_path, socket=str(tmp_path / "sock")), kube)
+    try:
+        late = await _bind(http, "late", "n1")
+        await _bind(http, "lost", "n1")
+        assert await agent.resync() == set()  # their events may still be on their way
+        agent.saw("ADDED", late)  # the watch shows one of them, late
+        assert await agent.resync() == {"default/lost"}
+        assert await agent.resync() == set()  # counted once
+        assert sorted(agent.bound) == ["default/late", "default/lost"]
     finally:
         agent.close()
         await kube.close()

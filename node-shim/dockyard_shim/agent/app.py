@@ -17,17 +17,31 @@ deletion removes the container at once and kopf then drops the finalizer.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from typing import Any
 
 import kopf
 
 from dockyard_api.kube import KubeClient, connection
+from dockyard_common import get_logger
 from dockyard_common.metrics import serve
 from dockyard_shim.agent import commits
 from dockyard_shim.agent.converging import FINALIZER, GROUP, NODE_LABEL, VERSION, Agent, AgentConfig
 from dockyard_shim.agent.heartbeat import beat, register, renew
 
 WATCH_SECONDS = 300  # how long one watch request lasts before kopf makes a new one
+log = get_logger(__name__)
+
+
+def _stop_if_failed(task: asyncio.Task[None]) -> None:
+    """A background task that ended by an error leaves the agent half alive (no heartbeat,
+    or no convergence): stop the agent instead, as a crashed kubelet is restarted."""
+    if task.cancelled() or task.exception() is None:
+        return
+    log.error("a background task failed; the agent stops", task=task.get_name(),
+              exc_info=task.exception())
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def registry(config: AgentConfig) -> kopf.OperatorRegistry:
@@ -62,6 +76,8 @@ def registry(config: AgentConfig) -> kopf.OperatorRegistry:
                         f"{', '.join(fenced)}")
         memo["tasks"] = [asyncio.create_task(beat(kube, config), name="heartbeat"),
                          asyncio.create_task(agent.run(), name="converge")]
+        for task in memo["tasks"]:
+            task.add_done_callback(_stop_if_failed)
 
     @kopf.on.login(registry=handlers)
     def login(memo: kopf.Memo, logger: kopf.Logger, settings: kopf.OperatorSettings,

@@ -123,6 +123,10 @@ class Agent:
         self.bound: dict[str, dict[str, Any]] = {}
         """`namespace/name` -> the Container object, as the watch last showed it."""
         self._wake = asyncio.Event()
+        self._listing: set[str] | None = None
+        """While a resync's list is in flight: the keys the watch showed meanwhile."""
+        self._only_listed: set[str] = set()
+        """Keys the last resync found bound that the watch had not shown (yet)."""
         self._migrations: dict[str, list[Migration]] = {}
         """`namespace/name` -> the volume data the container waits for from other nodes."""
         self._clients = threading.local()
@@ -133,6 +137,9 @@ class Agent:
     def saw(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A watch event of a Container bound here (DELETED: gone, or bound elsewhere)."""
         key = object_key(body)
+        if self._listing is not None:
+            self._listing.add(key)
+        self._only_listed.discard(key)
         if event_type == "DELETED":
             self.bound.pop(key, None)
         else:
@@ -150,7 +157,8 @@ class Agent:
     # The loop ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Converge until cancelled; a failed pass is logged and the next one tries again.
+        """Converge until cancelled; a failed pass is logged (with its traceback when it
+        is not an expected failure of the daemon or the API) and the next one tries again.
         Every `resync_every` seconds the bound Containers are listed afresh (as an
         informer resyncs): a watch that stalls without breaking must not leave a rebound
         container unseen (the 1000-container benchmark once lost 167 that way)."""
@@ -167,14 +175,31 @@ class Agent:
                     await self.converge()
             except (DaemonError, *FAILURES) as e:
                 log.warning("converge pass failed", error=str(e))
+                metrics.FAILED_PASSES.labels("io").inc()
+            except Exception:  # a bug must not end the loop: every pass starts afresh
+                log.exception("converge pass failed unexpectedly")
+                metrics.FAILED_PASSES.labels("bug").inc()
 
-    async def resync(self) -> None:
-        """Replace the watch's view of the bound Containers with a fresh list."""
-        fresh = await self._list_bound()
-        missed = fresh.keys() - self.bound.keys()
+    async def resync(self) -> set[str]:
+        """Replace the watch's view of the bound Containers with a fresh list, except for
+        what the watch showed while the list was in flight (that is newer). The keys the
+        watch missed: found by the previous resync and still not shown by the watch. (A
+        key only the list has found is not counted at once: its watch event may be on
+        its way, seconds behind under load.)"""
+        self._listing = set()
+        try:
+            fresh = await self._list_bound()
+        finally:
+            touched, self._listing = self._listing, None
+        missed = self._only_listed & fresh.keys()
         if missed:
-            log.warning("the watch missed bound containers; resynced", missed=len(missed))
-        self.bound = fresh
+            metrics.WATCH_MISSED.inc(len(missed))
+            log.warning("the watch did not show bound containers for a whole resync period",
+                        missed=len(missed), examples=sorted(missed)[:3])
+        self._only_listed = fresh.keys() - self.bound.keys() - touched
+        self.bound = {key: body for key, body in fresh.items() if key not in touched} | \
+            {key: body for key, body in self.bound.items() if key in touched}
+        return missed
 
     async def fence(self) -> list[str]:
         """Remove every container this agent made whose Container is no longer bound to

@@ -20,3 +20,11 @@ RENEWALS = Counter(
 FENCED = Counter(
     "dockyard_agent_fenced_total",
     "Containers killed at start because their Container was bound elsewhere meanwhile.")
+FAILED_PASSES = Counter(
+    "dockyard_agent_converge_failures_total",
+    "Convergence passes that failed, by cause: `io` (the daemon or the API server failed "
+    "the request) or `bug` (anything else; logged with its traceback).", ["cause"])
+WATCH_MISSED = Counter(
+    "dockyard_agent_watch_missed_total",
+    "Bound Containers that a resync found and the watch did not show for a whole resync "
+    "period (the watch lost their events).")
