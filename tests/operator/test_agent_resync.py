@@ -92,3 +92,26 @@ async def test_a_container_is_counted_missed_only_when_the_watch_never_showed_it
     finally:
         agent.close()
         await kube.close()
+
+
+def test_only_a_change_the_agent_acts_on_wakes_a_pass(tmp_path: Path) -> None:
+    kube = KubeClient(kopf.ConnectionInfo(server="http://127.0.0.1:1", insecure=True))
+    agent = Agent(AgentConfig(node="n1", root=tmp_path, socket=str(tmp_path / "sock")), kube)
+    body: dict[str, Any] = {
+        "metadata": {"namespace": "default", "name": "a", "uid": "u1", "generation": 1},
+        "status": {"node": "n1", "imageDigest": "sha256:" + "a" * 64}}
+
+    def wakes(event: str, changed: dict[str, Any]) -> bool:
+        agent._wake.clear()
+        agent.saw(event, changed)
+        return agent._wake.is_set()
+
+    try:
+        assert wakes("ADDED", body)
+        reported = {**body, "status": {**body["status"], "phase": "Running", "pid": 7}}
+        assert not wakes("MODIFIED", reported)  # the agent's own report
+        assert agent.bound["default/a"]["status"]["pid"] == 7  # kept, all the same
+        assert wakes("MODIFIED", {**reported, "metadata": {**body["metadata"], "generation": 2}})
+        assert wakes("DELETED", reported)
+    finally:
+        agent.close()
