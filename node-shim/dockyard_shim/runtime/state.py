@@ -17,6 +17,7 @@ safe to open from the daemon and a CLI at once and to use from several threads.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from contextlib import AbstractContextManager
@@ -167,7 +168,11 @@ def _encode(record: ContainerRecord) -> str:
     return json.dumps(vars(record))  # not asdict(): its deep copy costs more than the dump
 
 
+@functools.lru_cache(maxsize=4096)
 def _decode(body: str) -> ContainerRecord:
+    """The record a stored body holds. Memoized on the body's text: a node agent lists
+    every container each second, and decoding hundreds of unchanged bodies was most of
+    the daemon's work. The records are frozen and shared; their dicts are read-only."""
     data = json.loads(body)
     data["status"] = Status(data["status"])
     return ContainerRecord(**data)
