@@ -117,8 +117,10 @@ def register(registry: kopf.OperatorRegistry) -> None:
     def nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, Node]:
         return {name: Node.of(parse_as(DockyardNode, dict(body), served=True))}
 
+    # async: kopf runs a plain function in a worker thread, and `Bindings` is the event
+    # loop's (the scheduler walks it); a thread writing it raced with that walk.
     @kopf.on.event(GROUP, VERSION, "containers", id="observe", registry=registry)
-    def observe(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    async def observe(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         body = event["object"]
         key = object_key(body)
         node = (body.get("status") or {}).get("node")

@@ -98,8 +98,10 @@ def registry(config: AgentConfig) -> kopf.OperatorRegistry:
             memo["metrics"].shutdown()
             memo["metrics"].server_close()
 
+    # async: kopf runs a plain function in a worker thread, and the agent's view and its
+    # wake-up event are the loop's (a thread's writes raced with a pass and lost wake-ups).
     @kopf.on.event(GROUP, VERSION, "containers", id="watch", registry=handlers)
-    def seen(*, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    async def seen(*, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         agent: Agent = memo["agent"]
         agent.saw(event["type"], event["object"])
 
