@@ -217,7 +217,10 @@ def _cel(value: Any, schema: Schema, path: Path, old: Any) -> list[Problem]:
     if old is not _ABSENT and value == old:
         return []  # ratcheting: an unchanged part is not checked again
     found: list[Problem] = []
-    for rule in schema.get("x-kubernetes-validations", []):
+    # The root's rules may read only metadata.name and generateName (as in Kubernetes), and
+    # no update changes those: on an update, they hold as they did on create.
+    rules = [] if path == () and old is not _ABSENT else schema.get("x-kubernetes-validations", [])
+    for rule in rules:
         if not cel.holds(rule["rule"], value):
             field = tuple(p for p in rule.get("fieldPath", "").split(".") if p)
             found.append(Problem(format_path((*path, *field)), rule["message"]))
