@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,18 @@ async def _bind(http: Any, name: str, node: str) -> dict[str, Any]:
         return created
 
 
+@contextlib.asynccontextmanager
+async def _agent(http: Any, tmp_path: Path) -> AsyncIterator[Agent]:
+    """An agent of node n1 (no daemon: resyncs read the API server only)."""
+    kube = KubeClient(kopf.ConnectionInfo(server=str(http.url), insecure=True))
+    agent = Agent(AgentConfig(node="n1", root=tmp_path, socket=str(tmp_path / "sock")), kube)
+    try:
+        yield agent
+    finally:
+        agent.close()
+        await kube.close()
+
+
 @pytest.mark.asyncio
 async def test_a_resync_replaces_what_the_watch_showed_with_what_is_bound_now(
         cluster: Any, tmp_path: Path) -> None:
@@ -35,17 +49,12 @@ async def test_a_resync_replaces_what_the_watch_showed_with_what_is_bound_now(
                                  "containers/b", json={"metadata": {"annotations": {"x": "1"}}},
                                  headers=MERGE) as response:
         assert response.status == 200
-    kube = KubeClient(kopf.ConnectionInfo(server=str(http.url), insecure=True))
-    agent = Agent(AgentConfig(node="n1", root=tmp_path, socket=str(tmp_path / "sock")), kube)
-    try:
+    async with _agent(http, tmp_path) as agent:
         # What a stalled watch left: a container since moved away, and none of the new.
         agent.saw("ADDED", {"metadata": {"namespace": "default", "name": "gone"}})
         await agent.resync()
         assert sorted(agent.bound) == ["default/a", "default/b"]
         assert agent.bound["default/b"]["metadata"]["annotations"] == {"x": "1"}
-    finally:
-        agent.close()
-        await kube.close()
 
 
 @pytest.mark.asyncio
@@ -53,35 +62,28 @@ async def test_what_the_watch_shows_during_the_list_wins_over_the_list(
         cluster: Any, tmp_path: Path) -> None:
     _, http = cluster
     a, b = await _bind(http, "a", "n1"), await _bind(http, "b", "n1")
-    kube = KubeClient(kopf.ConnectionInfo(server=str(http.url), insecure=True))
-    agent = Agent(AgentConfig(node="n1", root=tmp_path, socket=str(tmp_path / "sock")), kube)
-    listing = kube.list
+    async with _agent(http, tmp_path) as agent:
+        listing = agent.kube.list
 
-    async def slow_list(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
-        listed = await listing(*args, **kwargs)
-        # Events the watch brings while the list's answer is on its way: `a` moved away,
-        # `b` changed again.
-        agent.saw("DELETED", a)
-        agent.saw("MODIFIED", {**b, "metadata": {**b["metadata"], "annotations": {"y": "2"}}})
-        return listed
+        async def slow_list(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+            listed = await listing(*args, **kwargs)
+            # Events the watch brings while the list's answer is on its way: `a` moved
+            # away, `b` changed again.
+            agent.saw("DELETED", a)
+            agent.saw("MODIFIED", {**b, "metadata": {**b["metadata"], "annotations": {"y": "2"}}})
+            return listed
 
-    kube.list = slow_list  # type: ignore[method-assign]
-    try:
+        agent.kube.list = slow_list  # type: ignore[method-assign]
         await agent.resync()
         assert sorted(agent.bound) == ["default/b"]
         assert agent.bound["default/b"]["metadata"]["annotations"] == {"y": "2"}
-    finally:
-        agent.close()
-        await kube.close()
 
 
 @pytest.mark.asyncio
 async def test_a_container_is_counted_missed_only_when_the_watch_never_showed_it(
         cluster: Any, tmp_path: Path) -> None:
     _, http = cluster
-    kube = KubeClient(kopf.ConnectionInfo(server=str(http.url), insecure=True))
-    agent = Agent(AgentConfig(node="n1", root=tmp_path, socket=str(tmp_path / "sock")), kube)
-    try:
+    async with _agent(http, tmp_path) as agent:
         late = await _bind(http, "late", "n1")
         await _bind(http, "lost", "n1")
         assert await agent.resync() == set()  # their events may still be on their way
@@ -89,9 +91,6 @@ async def test_a_container_is_counted_missed_only_when_the_watch_never_showed_it
         assert await agent.resync() == {"default/lost"}
         assert await agent.resync() == set()  # counted once
         assert sorted(agent.bound) == ["default/late", "default/lost"]
-    finally:
-        agent.close()
-        await kube.close()
 
 
 def test_only_a_change_the_agent_acts_on_wakes_a_pass(tmp_path: Path) -> None:
