@@ -273,6 +273,8 @@ class Runtime:
         """The record as the kernel sees it now, persisted if it changed."""
         if record.status not in (Status.RUNNING, Status.PAUSED):
             return record
+        if self._as_recorded(record):
+            return record  # the common case, without the lock or a read of the store
         with self.lock:
             record = self.store.get(record.id)  # fresh, under the lock
             if record.status not in (Status.RUNNING, Status.PAUSED):
@@ -295,6 +297,16 @@ class Runtime:
                                   ip_address="")
             self.store.put(record)
             return record
+
+    def _as_recorded(self, record: ContainerRecord) -> bool:
+        """True when the kernel shows a running or paused container as its record says:
+        its first process alive, its cgroup frozen exactly when it is paused. (A node agent
+        lists every container each second; most of them have not changed.)"""
+        if not procfs.alive(record.pid, record.pid_start):
+            return False
+        cgroup = self.cgroup_of(record)
+        frozen = cgroup is not None and cgroup.is_frozen()
+        return (Status.PAUSED if frozen else Status.RUNNING) is record.status
 
     def _reap(self, record: ContainerRecord) -> None:
         """Collect the exit status of the container's first process if we are its parent."""
