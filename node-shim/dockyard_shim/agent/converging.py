@@ -164,8 +164,8 @@ class Agent:
         """Converge until cancelled; a failed pass is logged (with its traceback when it
         is not an expected failure of the daemon or the API) and the next one tries again.
         Every `resync_every` seconds the bound Containers are listed afresh (as an
-        informer resyncs): a watch that stalls without breaking must not leave a rebound
-        container unseen (the 1000-container benchmark once lost 167 that way)."""
+        informer resyncs), so that an event the watch lost cannot leave a container
+        unseen for long."""
         listed = asyncio.get_running_loop().time()
         while True:
             try:
