@@ -273,16 +273,14 @@ class Runtime:
         """The record as the kernel sees it now, persisted if it changed."""
         if record.status not in (Status.RUNNING, Status.PAUSED):
             return record
-        if self._as_recorded(record):
+        if self._live_status(record) is record.status:
             return record  # the common case, without the lock or a read of the store
         with self.lock:
             record = self.store.get(record.id)  # fresh, under the lock
             if record.status not in (Status.RUNNING, Status.PAUSED):
                 return record
-            if procfs.alive(record.pid, record.pid_start):
-                cgroup = self.cgroup_of(record)
-                frozen = cgroup is not None and cgroup.is_frozen()
-                status = Status.PAUSED if frozen else Status.RUNNING
+            status = self._live_status(record)
+            if status is not None:
                 if status is not record.status:
                     record = record.with_(status=status)
                     self.store.put(record)
@@ -298,15 +296,14 @@ class Runtime:
             self.store.put(record)
             return record
 
-    def _as_recorded(self, record: ContainerRecord) -> bool:
-        """True when the kernel shows a running or paused container as its record says:
-        its first process alive, its cgroup frozen exactly when it is paused. (A node agent
-        lists every container each second; most of them have not changed.)"""
+    def _live_status(self, record: ContainerRecord) -> Status | None:
+        """RUNNING or PAUSED (its cgroup frozen) while the container's first process lives;
+        None once it has ended. (A node agent lists every container each second; for most
+        the kernel agrees with the record, and `observe` then writes nothing.)"""
         if not procfs.alive(record.pid, record.pid_start):
-            return False
+            return None
         cgroup = self.cgroup_of(record)
-        frozen = cgroup is not None and cgroup.is_frozen()
-        return (Status.PAUSED if frozen else Status.RUNNING) is record.status
+        return Status.PAUSED if cgroup is not None and cgroup.is_frozen() else Status.RUNNING
 
     def _reap(self, record: ContainerRecord) -> None:
         """Collect the exit status of the container's first process if we are its parent."""
