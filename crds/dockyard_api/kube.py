@@ -49,6 +49,25 @@ def micro_time(moment: datetime.datetime | None = None) -> str:
     return (moment or datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def condition(kind: str, status: str, reason: str, message: str,
+              moment: datetime.datetime | None = None) -> dict[str, Any]:
+    """A status condition of type `kind` (`Ready`, `Succeeded`), its transition at
+    `moment` (default now); written only when it changes."""
+    return {"type": kind, "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": time(moment)}
+
+
+WATCH_SECONDS = 300
+"""How long one watch request lasts before kopf lists and watches again."""
+
+
+def end_watches_in_time(settings: kopf.OperatorSettings) -> None:
+    """End every watch after `WATCH_SECONDS` and list again: a stream that stalls silently
+    (a dropped connection, a proxy) would otherwise never deliver again."""
+    settings.watching.server_timeout = WATCH_SECONDS
+    settings.watching.client_timeout = WATCH_SECONDS + 30
+
+
 def path(group: str, version: str, plural: str, *, namespace: str | None = None,
          name: str | None = None, subresource: str | None = None) -> str:
     """The URL path of a collection or an object: `/apis/g/v/namespaces/ns/plural/name`."""

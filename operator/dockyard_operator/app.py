@@ -13,12 +13,10 @@ from typing import Any
 
 import kopf
 
-from dockyard_api.kube import KubeClient, connection
+from dockyard_api.kube import KubeClient, connection, end_watches_in_time
 from dockyard_common.metrics import serve
 from dockyard_operator import binding, commits, images, lifecycle
 from dockyard_operator.nodeloss import DEFAULT_GRACE
-
-WATCH_SECONDS = 300  # how long one watch request lasts before kopf makes a new one
 
 
 def registry(*, grace: datetime.timedelta = DEFAULT_GRACE,
@@ -43,10 +41,7 @@ def register(handlers: kopf.OperatorRegistry, *, grace: datetime.timedelta = DEF
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix="dockyard.dev")
         settings.persistence.finalizer = "dockyard.dev/operator"
-        # End every watch after a while and list again: a stream that stalls silently
-        # (a dropped connection, a proxy) would otherwise never deliver again.
-        settings.watching.server_timeout = WATCH_SECONDS
-        settings.watching.client_timeout = WATCH_SECONDS + 30
+        end_watches_in_time(settings)
         _peering(settings)
         memo["kube"] = KubeClient(connection(memo, logger, settings))
         if metrics_listen:

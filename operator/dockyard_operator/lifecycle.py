@@ -30,7 +30,7 @@ from typing import Any, cast
 import kopf
 
 from dockyard_api.container import RestartPolicy
-from dockyard_api.kube import FAILURES, ApiError, KubeClient, object_key, path, time
+from dockyard_api.kube import FAILURES, ApiError, KubeClient, condition, object_key, path
 from dockyard_operator import metrics
 from dockyard_operator.binding import GROUP, NODE_LABEL, VERSION, Bindings
 from dockyard_operator.nodeloss import DEFAULT_GRACE, Binding, evictions, lost_nodes, renew_time
@@ -84,12 +84,10 @@ def register(registry: kopf.OperatorRegistry, *,
         if (body.get("status") or {}).get("phase") != "NotReady":
             await kube.patch(path(GROUP, VERSION, "dockyardnodes", name=name,
                                   subresource="status"), {"status": {
-                                      "phase": "NotReady", "conditions": [{
-                                          "type": "Ready", "status": "False",
-                                          "reason": "NodeLost", "lastTransitionTime":
-                                          time(now),
-                                          "message": f"no heartbeat since {renewed:%H:%M:%S}"
-                                          f" (grace {grace.total_seconds():.0f} s)"}]}})
+                                      "phase": "NotReady", "conditions": [condition(
+                                          "Ready", "False", "NodeLost",
+                                          f"no heartbeat since {renewed:%H:%M:%S} "
+                                          f"(grace {grace.total_seconds():.0f} s)", now)]}})
         try:
             await _evict(kube, name, memo["bindings"])
         except FAILURES as e:

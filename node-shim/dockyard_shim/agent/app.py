@@ -23,14 +23,13 @@ from typing import Any
 
 import kopf
 
-from dockyard_api.kube import KubeClient, connection
+from dockyard_api.kube import KubeClient, connection, end_watches_in_time
 from dockyard_common import get_logger
 from dockyard_common.metrics import serve
 from dockyard_shim.agent import commits
 from dockyard_shim.agent.converging import FINALIZER, GROUP, NODE_LABEL, VERSION, Agent, AgentConfig
 from dockyard_shim.agent.heartbeat import beat, register, renew
 
-WATCH_SECONDS = 300  # how long one watch request lasts before kopf makes a new one
 log = get_logger(__name__)
 
 
@@ -59,10 +58,7 @@ def registry(config: AgentConfig) -> kopf.OperatorRegistry:
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix="agent.dockyard.dev")
         settings.posting.enabled = False  # the agent reports in status; events are the operator's
-        # End every watch after a while and list again: a stream that stalls silently
-        # (a dropped connection, a proxy) would otherwise never deliver again.
-        settings.watching.server_timeout = WATCH_SECONDS
-        settings.watching.client_timeout = WATCH_SECONDS + 30
+        end_watches_in_time(settings)
         kube = KubeClient(connection(memo, logger, settings))
         if config.metrics_listen:
             memo["metrics"] = serve(config.metrics_listen)

@@ -25,7 +25,7 @@ import kopf
 
 from dockyard_api import Commit
 from dockyard_api.converge import node_name
-from dockyard_api.kube import ApiError, KubeClient, path, time
+from dockyard_api.kube import ApiError, KubeClient, condition, path, time
 from dockyard_api.manifests import parse_as
 from dockyard_api.registries import pinned_reference
 from dockyard_common import get_logger
@@ -122,6 +122,5 @@ async def _record_image(kube: KubeClient, commit: Commit, result: Committed) -> 
 
 
 def _succeeded(status: str, reason: str, message: str) -> dict[str, Any]:
-    return {"type": "Succeeded", "status": status, "reason": reason,
-            "message": message[:4096], "lastTransitionTime": time()}
+    return condition("Succeeded", status, reason, message[:4096])
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from dockyard_api.kube import FAILURES, ApiError, KubeClient, micro_time, path, time
+from dockyard_api.kube import FAILURES, ApiError, KubeClient, condition, micro_time, path
 from dockyard_common import get_logger
 from dockyard_shim.agent import metrics
 from dockyard_shim.agent.converging import GROUP, NODE_LABEL, VERSION, AgentConfig
@@ -34,8 +34,8 @@ async def register(kube: KubeClient, config: AgentConfig) -> None:
         if e.status != 409:
             raise
     status = {**node_status(address=config.address, capacity=config.capacity),
-              "conditions": [ready_condition("True", "AgentStarted",
-                                             "the node agent registered the node")]}
+              "conditions": [condition("Ready", "True", "AgentStarted",
+                                       "the node agent registered the node")]}
     await kube.patch(path(GROUP, VERSION, "dockyardnodes", name=config.node,
                           subresource="status"), {"status": status})
     log.info("node registered", node=config.node, capacity=status["capacity"])
@@ -58,8 +58,8 @@ async def renew(kube: KubeClient, config: AgentConfig) -> None:
     if (node.get("status") or {}).get("phase") != "Ready":
         await kube.patch(path(GROUP, VERSION, "dockyardnodes", name=config.node,
                               subresource="status"), {"status": {
-                                  "phase": "Ready", "conditions": [ready_condition(
-                                      "True", "HeartbeatResumed",
+                                  "phase": "Ready", "conditions": [condition(
+                                      "Ready", "True", "HeartbeatResumed",
                                       "the node agent renews the node's lease again")]}})
         log.info("node ready again", node=config.node)
 
@@ -75,12 +75,6 @@ async def beat(kube: KubeClient, config: AgentConfig) -> None:
         except FAILURES as e:
             metrics.RENEWALS.labels("failed").inc()
             log.warning("lease not renewed", node=config.node, error=str(e))
-
-
-def ready_condition(status: str, reason: str, message: str) -> dict[str, Any]:
-    """The node's `Ready` condition, as of now (written only when it changes)."""
-    return {"type": "Ready", "status": status, "reason": reason, "message": message,
-            "lastTransitionTime": time()}
 
 
 def _lease(config: AgentConfig, now: str) -> dict[str, Any]:
