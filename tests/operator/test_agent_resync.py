@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import kopf
 import pytest
 
 from dockyard_api.kube import KubeClient
+from dockyard_shim.agent import metrics
 from dockyard_shim.agent.converging import Agent, AgentConfig
 from tests.kube.kopfrun import MERGE
 
@@ -113,4 +115,36 @@ def test_only_a_change_the_agent_acts_on_wakes_a_pass(tmp_path: Path) -> None:
         assert wakes("MODIFIED", {**reported, "metadata": {**body["metadata"], "generation": 2}})
         assert wakes("DELETED", reported)
     finally:
+        agent.close()
+
+
+@pytest.mark.asyncio
+async def test_a_pass_that_fails_on_a_bug_does_not_end_the_loop(tmp_path: Path) -> None:
+    kube = KubeClient(kopf.ConnectionInfo(server="http://127.0.0.1:1", insecure=True))
+    config = AgentConfig(node="n1", root=tmp_path, socket=str(tmp_path / "sock"),
+                         poll_every=0.01)
+    agent = Agent(config, kube)
+    passes = 0
+
+    async def converge() -> None:
+        nonlocal passes
+        passes += 1
+        if passes == 1:
+            raise KeyError("a bug")
+
+    agent.converge = converge  # type: ignore[method-assign]
+    bugs = metrics.FAILED_PASSES.labels("bug")
+    before = bugs._value.get()
+    loop = asyncio.create_task(agent.run())
+    try:
+        for _ in range(200):
+            if passes >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert passes >= 3  # the loop went on after the failed pass
+        assert bugs._value.get() == before + 1
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
         agent.close()
