@@ -39,6 +39,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from measure import percentile  # noqa: E402 -- bench/ is on the path
 from tests.operator.cluster import (  # noqa: E402 -- the repository root is on the path now
     Cluster,
     container,
@@ -70,11 +71,6 @@ def _containers_cpu_seconds(parent: str) -> float:
         with contextlib.suppress(OSError, ShimError):  # removed meanwhile
             total += driver.load(name).stats().cpu_usage_ns or 0
     return total / 1e9
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 class Follower:
@@ -168,11 +164,11 @@ async def bench_scale(cluster: Cluster, follower: Follower, count: int, rate: fl
     print("| measure | value | target |")
     print("|---|---:|---:|")
     print(f"| create → Running p50 | {statistics.median(latencies):.2f} s | |")
-    print(f"| create → Running p99 | {_percentile(latencies, 0.99):.2f} s | ≤ 2 s "
+    print(f"| create → Running p99 | {percentile(latencies, 0.99):.2f} s | ≤ 2 s "
           "(Kubernetes SLO ≤ 5 s) |")
     print(f"| create → Running max | {max(latencies):.2f} s | |")
     print(f"| of which create → bound (operator) p50, p99 | {statistics.median(binding):.2f} s, "
-          f"{_percentile(binding, 0.99):.2f} s | |")
+          f"{percentile(binding, 0.99):.2f} s | |")
     print(f"| first create → last acknowledged | {max(acknowledged.values()) - started:.1f} s "
           "| |")
     print(f"| first create → all Running | {last:.1f} s | |")
