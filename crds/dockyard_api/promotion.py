@@ -12,9 +12,29 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from dockyard_api.fields import DnsLabel
+from dockyard_api.fields import DnsLabel, DnsSubdomain
 from dockyard_api.meta import AGE, ApiModel, KindInfo, PrinterColumn, Resource, StatusBase, unique
 from dockyard_api.stage import StageImage
+
+
+Principal = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+
+REQUESTED_BY = "dockyard.dev/requested-by"
+"""The annotation the admission webhook stamps with the user who created a Promotion."""
+
+
+class Approval(ApiModel):
+    """One person's approval. The admission webhook writes `by` and `groups` from the
+    identity the API server authenticated, whatever the request said."""
+
+    by: Principal
+    """The user who approved."""
+    groups: Annotated[list[Principal], Field(max_length=64)] = Field(default_factory=list)
+    """The user's groups when they approved."""
+    at: datetime | None = None
+    """When."""
+    comment: Annotated[str, StringConstraints(max_length=1024)] = ""
+    """What the approver checked."""
 
 
 class PromotionSpec(ApiModel):
@@ -27,10 +47,15 @@ class PromotionSpec(ApiModel):
     """The bundle: Image names and the digests to promote, moved together."""
     reason: Annotated[str, StringConstraints(max_length=1024)] = ""
     """Why this promotion, for the record."""
+    approvals: Annotated[list[Approval], Field(max_length=64, json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["by"]})] = \
+        Field(default_factory=list)
+    """Approvals given so far (`dockyard promote approve NAME` adds yours)."""
 
     @model_validator(mode="after")
     def _images_unique(self) -> PromotionSpec:
         unique(self.images, "image", what="images")
+        unique(self.approvals, "by", what="approvals")
         return self
 
 
@@ -39,8 +64,10 @@ class GateName(StrEnum):
 
     VERIFICATION = "Verification"
     SOAK_TIME = "SoakTime"
+    UPSTREAM = "Upstream"
     APPROVAL = "Approval"
     FREEZE = "Freeze"
+    HEALTH = "Health"
 
 
 class GateState(StrEnum):
@@ -90,6 +117,12 @@ class PromotionStatus(StatusBase):
     """Evidence for every gate."""
     previous: Annotated[list[StageImage], Field(max_length=32)] = Field(default_factory=list)
     """The digests the stage ran before, restored on rollback."""
+    verification_container: DnsSubdomain | None = None
+    """The Container that ran the verification, in the promotion's namespace."""
+    git_commit: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40,64}$")] | None = None
+    """For a GitOps stage: the commit that wrote the digests (or the rollback's)."""
+    applied_at: datetime | None = None
+    """When the digests reached the stage; its health is watched from then on."""
     completed_at: datetime | None = None
     """When the promotion succeeded, failed or was rolled back."""
 

@@ -6,7 +6,7 @@ on the Dockyard objects in them, and names the gates a version passes to enter.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
@@ -47,6 +47,9 @@ class Verification(ApiModel):
     """The command to run in the candidate image: `["/app/smoke-test"]`."""
     args: ArgList | None = None
     """Arguments for the command."""
+    resources: Resources = Field(default_factory=lambda: Resources(cpu="1", memory="256Mi"),
+                                 json_schema_extra={"default": {"cpu": "1", "memory": "256Mi"}})
+    """The verification container's limits (kept within the stage's `maxResources`)."""
     # The schema default is written out: pydantic would emit the ISO form (PT10M).
     timeout: Duration = Field(default=timedelta(minutes=10), json_schema_extra={"default": "10m"})
     """How long the verification may run before it counts as failed."""
@@ -84,6 +87,78 @@ class StageGates(ApiModel):
     """Approvals needed before the version enters."""
 
 
+class FreezeWindow(ApiModel):
+    """A time during which no promotion enters the stage (a release freeze)."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule("self.end > self.start", "end must be after start", "end"),
+    )
+
+    start: datetime
+    """When the freeze begins: `2026-12-20T00:00:00Z`."""
+    end: datetime
+    """When it ends; promotions that waited go on then."""
+    reason: Annotated[str, StringConstraints(max_length=1024)] = ""
+    """Why, shown on the promotions that wait."""
+
+
+class Rollback(ApiModel):
+    """When a promoted version counts as failed in the stage, and the previous one returns."""
+
+    enabled: StrictBool = True
+    """Restore the previous digests automatically when the new version fails."""
+    # The schema default is written out: pydantic would emit the ISO form (PT10M).
+    window: Duration = Field(default=timedelta(minutes=10), json_schema_extra={"default": "10m"})
+    """How long after a promotion its containers are watched for failure."""
+    max_restarts: Annotated[StrictInt, Field(ge=0, le=1000)] = 2
+    """A container of the new version restarting more often than this has failed, as has
+    one that exits non-zero and is not restarted."""
+
+
+class DeliveryMode(StrEnum):
+    """How a promotion reaches the stage."""
+
+    IN_CLUSTER = "InCluster"
+    GIT_OPS = "GitOps"
+
+
+class GitTarget(ApiModel):
+    """Where GitOps write-back commits a stage's digests."""
+
+    repository: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+    """The repository the operator clones and pushes to: `https://…`, `ssh://…`, a path."""
+    branch: Annotated[str, StringConstraints(
+        min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")] = "main"
+    """The branch Argo CD or Flux syncs the stage from."""
+    path: Annotated[str, StringConstraints(
+        min_length=1, max_length=1024, pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")]
+    """The stage's kustomize overlay in the repository: `deploy/stages/prod`; its
+    `kustomization.yaml` `images:` entries get the digests."""
+    author_name: Annotated[str, StringConstraints(min_length=1, max_length=256)] = \
+        "Dockyard"
+    """The commit author's name."""
+    author_email: Annotated[str, StringConstraints(min_length=3, max_length=256)] = \
+        "dockyard@localhost"
+    """The commit author's email."""
+
+
+class Delivery(ApiModel):
+    """How promotions change what runs: the Images in the cluster, or the stage's overlay
+    in git, which Argo CD or Flux then sync."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule("self.mode != 'GitOps' || has(self.git)",
+                "mode GitOps writes digests to git: set git (repository, path)", "git",
+                "FieldValueRequired"),
+    )
+
+    mode: DeliveryMode = DeliveryMode.IN_CLUSTER
+    """`InCluster` (pin the stage's Image objects and roll its Containers) or `GitOps`
+    (commit the digests to `git` and push)."""
+    git: GitTarget | None = None
+    """The repository, branch and overlay, for `GitOps`."""
+
+
 class StageSpec(ApiModel):
     """The stage's place in the pipeline, its namespaces, policy and gates."""
 
@@ -98,6 +173,13 @@ class StageSpec(ApiModel):
     """What a version must pass to enter."""
     frozen: StrictBool = False
     """Emergency stop: no promotion enters while set."""
+    freeze_windows: Annotated[list[FreezeWindow], Field(max_length=64)] = \
+        Field(default_factory=list)
+    """Times during which promotions into the stage wait."""
+    rollback: Rollback = Field(default_factory=Rollback)
+    """When a new version counts as failed, and whether the previous one returns."""
+    delivery: Delivery = Field(default_factory=Delivery)
+    """How promotions reach the stage: in the cluster, or through git."""
 
 
 class StagePhase(StrEnum):
@@ -117,13 +199,30 @@ class StageImage(ApiModel):
     """The digest it is pinned to in this stage."""
 
 
+class PromotedImage(StageImage):
+    """A digest that entered the stage, when, and through which Promotion."""
+
+    since: datetime
+    """When it entered the stage."""
+    until: datetime | None = None
+    """When a later digest replaced it (history only)."""
+    promotion: Annotated[str, StringConstraints(max_length=317)] = ""
+    """The Promotion that brought it in: `namespace/name`."""
+
+
 class StageStatus(StatusBase):
     """What runs in the stage."""
 
     phase: StagePhase = StagePhase.READY
     """`Ready`, `Frozen` or `Invalid` (for example a cycle of upstreams)."""
-    images: Annotated[list[StageImage], Field(max_length=1024)] = Field(default_factory=list)
-    """The digests currently promoted into this stage."""
+    images: Annotated[list[PromotedImage], Field(max_length=1024, json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["image"]})] = \
+        Field(default_factory=list)
+    """The digests currently promoted into this stage, one per Image."""
+    history: Annotated[list[PromotedImage], Field(max_length=256)] = \
+        Field(default_factory=list)
+    """Digests that were in the stage before, newest first: a version verified here may
+    still be promoted onward after a newer one replaced it."""
 
 
 class Stage(Resource):
