@@ -21,12 +21,17 @@ def plain_http_allowed(domain: str) -> bool:
         return False
 
 
-def pinned_reference(reference: str, digest: str) -> str:
-    """`reference` without its tag (or digest), with `digest`: what runs the same bytes
-    on every node, and what a node's image store finds by manifest digest."""
+def repository(reference: str) -> str:
+    """`reference` without its tag or digest: `registry.local:5000/shop/web`."""
     name = reference.partition("@")[0]
     slash = name.rfind("/")
     colon = name.rfind(":")
     if colon > slash:  # a tag, not a registry's port
         name = name[:colon]
-    return f"{name}@{digest}"
+    return name
+
+
+def pinned_reference(reference: str, digest: str) -> str:
+    """`reference` without its tag (or digest), with `digest`: what runs the same bytes
+    on every node, and what a node's image store finds by manifest digest."""
+    return f"{repository(reference)}@{digest}"

@@ -12,7 +12,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, StrictBool, StrictInt, StringConstraints
 
-from dockyard_api.container import Arg, ArgList, Resources
+from dockyard_api.container import Arg, ArgList, Network, NetworkMode, Resources
 from dockyard_api.duration import Duration
 from dockyard_api.fields import Capability, Digest, DnsLabel, DnsSubdomain
 from dockyard_api.meta import AGE, ApiModel, CelRule, KindInfo, PrinterColumn, Resource, StatusBase
@@ -47,9 +47,12 @@ class Verification(ApiModel):
     """The command to run in the candidate image: `["/app/smoke-test"]`."""
     args: ArgList | None = None
     """Arguments for the command."""
-    resources: Resources = Field(default_factory=lambda: Resources(cpu="1", memory="256Mi"),
+    resources: Resources = Field(default_factory=lambda: Resources.model_validate(
+                                     {"cpu": "1", "memory": "256Mi"}),
                                  json_schema_extra={"default": {"cpu": "1", "memory": "256Mi"}})
     """The verification container's limits (kept within the stage's `maxResources`)."""
+    network: Network = Field(default_factory=lambda: Network(mode=NetworkMode.BRIDGE))
+    """Its network, as a Container's: `{mode: None}` for a test that needs none."""
     # The schema default is written out: pydantic would emit the ISO form (PT10M).
     timeout: Duration = Field(default=timedelta(minutes=10), json_schema_extra={"default": "10m"})
     """How long the verification may run before it counts as failed."""
@@ -208,6 +211,8 @@ class PromotedImage(StageImage):
     """When a later digest replaced it (history only)."""
     promotion: Annotated[str, StringConstraints(max_length=317)] = ""
     """The Promotion that brought it in: `namespace/name`."""
+    rolled_back: StrictBool = False
+    """It failed here and the previous digest was restored: it goes no further."""
 
 
 class StageStatus(StatusBase):

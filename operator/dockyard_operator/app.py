@@ -9,26 +9,47 @@ from __future__ import annotations
 import datetime
 import os
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
 from dockyard_api.kube import KubeClient, connection, end_watches_in_time
 from dockyard_common.metrics import serve
-from dockyard_operator import binding, commits, images, lifecycle
+from dockyard_operator import (
+    admission,
+    binding,
+    commits,
+    images,
+    lifecycle,
+    promotions,
+    stages,
+)
 from dockyard_operator.nodeloss import DEFAULT_GRACE
 
 
-def registry(*, grace: datetime.timedelta = DEFAULT_GRACE,
-             metrics_listen: str = "") -> kopf.OperatorRegistry:
+@dataclass(frozen=True)
+class Webhooks:
+    """The admission webhook server: kopf serves each admission handler at `/<its id>`.
+    `managed` names the webhook configurations kopf then creates and keeps pointing at
+    the server (for a cluster without the chart's; empty: the chart's are used)."""
+
+    server: kopf.WebhookServer
+    managed: str = ""
+
+
+def registry(*, grace: datetime.timedelta = DEFAULT_GRACE, metrics_listen: str = "",
+             webhooks: Webhooks | None = None) -> kopf.OperatorRegistry:
     """A new registry with the operator's handlers; `grace` is how long a node may miss
     its heartbeat before its containers move; `metrics_listen` (`HOST:PORT`) where
-    /metrics is served (empty: nowhere)."""
-    return register(kopf.OperatorRegistry(), grace=grace, metrics_listen=metrics_listen)
+    /metrics is served (empty: nowhere); `webhooks`, the admission server (None: none)."""
+    return register(kopf.OperatorRegistry(), grace=grace, metrics_listen=metrics_listen,
+                    webhooks=webhooks)
 
 
 def register(handlers: kopf.OperatorRegistry, *, grace: datetime.timedelta = DEFAULT_GRACE,
-             metrics_listen: str = "") -> kopf.OperatorRegistry:
+             metrics_listen: str = "", webhooks: Webhooks | None = None
+             ) -> kopf.OperatorRegistry:
     """Add the operator's settings and handlers to `handlers`."""
 
     @kopf.on.startup(registry=handlers)
@@ -43,6 +64,9 @@ def register(handlers: kopf.OperatorRegistry, *, grace: datetime.timedelta = DEF
         settings.persistence.finalizer = "dockyard.dev/operator"
         end_watches_in_time(settings)
         _peering(settings)
+        if webhooks is not None:
+            settings.admission.server = webhooks.server
+            settings.admission.managed = webhooks.managed or None
         memo["kube"] = KubeClient(connection(memo, logger, settings))
         if metrics_listen:
             memo["metrics"] = serve(metrics_listen)
@@ -73,6 +97,10 @@ def register(handlers: kopf.OperatorRegistry, *, grace: datetime.timedelta = DEF
     images.register(handlers)
     commits.register(handlers)
     lifecycle.register(handlers, grace=grace)
+    stages.register(handlers)
+    promotions.register(handlers)
+    if webhooks is not None:  # kopf refuses to start with admission handlers and no server
+        admission.register(handlers)
     return handlers
 
 
