@@ -16,7 +16,6 @@ from dockyard_api.fields import DnsLabel, DnsSubdomain
 from dockyard_api.meta import AGE, ApiModel, KindInfo, PrinterColumn, Resource, StatusBase, unique
 from dockyard_api.stage import StageImage
 
-
 Principal = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 
 REQUESTED_BY = "dockyard.dev/requested-by"
