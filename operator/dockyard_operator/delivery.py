@@ -35,8 +35,13 @@ GIT_WORKDIR = Path(os.environ.get("DOCKYARD_GIT_WORKDIR") or
 
 
 class DeliveryError(Exception):
-    """The digests could not reach the stage (yet): a git remote refused, an object could
-    not be written. The promotion tries again."""
+    """The digests could not reach the stage: a git remote refused, an object could not be
+    written. `temporary`: whether trying again can succeed (a remote that is down) or not
+    (an overlay that is not a Kustomization)."""
+
+    def __init__(self, message: str, *, temporary: bool = True) -> None:
+        super().__init__(message)
+        self.temporary = temporary
 
 
 async def deliver(kube: KubeClient, stage: Stage, images: Sequence[StageImage], *,
@@ -102,7 +107,8 @@ def _write_back(stage: Stage, images: Sequence[StageImage], references: Mapping[
                 promotion: str, rollback: bool) -> str | None:
     git = stage.spec.delivery.git
     if git is None:  # the CRD's rule requires it for GitOps
-        raise DeliveryError(f"stage {stage.metadata.name} delivers by GitOps without git")
+        raise DeliveryError(f"stage {stage.metadata.name} delivers by GitOps without git",
+                            temporary=False)
     pins = [gitops.ImagePin(name=repository(references[i.image]), digest=i.digest)
             for i in images]
     message = gitops.commit_message(str(stage.metadata.name), pins, promotion)
@@ -114,5 +120,5 @@ def _write_back(stage: Stage, images: Sequence[StageImage], references: Mapping[
             message=message, author=gitops.Author(name=git.author_name, email=git.author_email),
             workdir=GIT_WORKDIR)
     except gitops.GitOpsError as e:
-        raise DeliveryError(str(e)) from e
+        raise DeliveryError(str(e), temporary=e.temporary) from e
     return result.commit

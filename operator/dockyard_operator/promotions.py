@@ -95,8 +95,12 @@ def register(registry: kopf.OperatorRegistry) -> None:
                 await _act(context, promotion, world, decision)
             except DeliveryError as e:
                 kopf.warn(body, reason="DeliveryFailed", message=str(e))
-                await _status(kube, promotion, {"conditions": _conditions(
+                ended = {"phase": PromotionPhase.FAILED, "completedAt": time()} \
+                    if not e.temporary else {}
+                await _status(kube, promotion, {**ended, "conditions": _conditions(
                     promotion, "Promoted", "False", "DeliveryFailed", str(e))})
+                if ended:
+                    return
                 await stopped.wait(RETRY_DELIVERY)
                 continue
             if isinstance(decision.step, gates.Done | gates.Fail | gates.Rollback):
