@@ -53,3 +53,13 @@ def test_only_what_changed_is_written_and_absent_nones_are_not() -> None:
     assert changed({**current, "pid": 6}, wanted) == {"pid": 7}
     assert changed({}, pending("no image", None)) == {"phase": "Pending",
                                                       "message": "no image"}
+
+
+def test_conditions_the_operator_wrote_are_kept_when_the_agent_writes_its_own() -> None:
+    wanted = status_of(_record("running", pid=7), 2)
+    violation = {"type": "PolicyViolation", "status": "True", "reason": "BreaksStagePolicy",
+                 "message": "stage prod: spec.image: a tag", "lastTransitionTime": "x"}
+    current = {**wanted, "conditions": [*wanted["conditions"], violation]}
+    assert changed(current, wanted) == {}
+    stopped = status_of(_record("stopped", exit_code=1), 2)
+    assert changed(current, stopped)["conditions"] == [*stopped["conditions"], violation]

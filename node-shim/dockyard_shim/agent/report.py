@@ -78,7 +78,13 @@ def pending(message: str, generation: int | None = None) -> dict[str, Any]:
 
 
 def changed(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of `wanted` that `current` (the object's status) does not show yet."""
+    """The part of `wanted` that `current` (the object's status) does not show yet.
+    Conditions of other types than the agent's (the operator's `PolicyViolation`) are
+    kept: a merge patch replaces the whole list."""
+    if "conditions" in wanted:
+        ours = {c["type"] for c in wanted["conditions"]}
+        theirs = [c for c in current.get("conditions") or [] if c.get("type") not in ours]
+        wanted = {**wanted, "conditions": [*wanted["conditions"], *theirs]}
     return {key: value for key, value in wanted.items()
             if current.get(key) != value and not (value is None and key not in current)}
 
