@@ -21,10 +21,11 @@ RUN /opt/dockyard/bin/pip install --no-cache-dir /src \
  && /opt/dockyard/bin/python -m compileall -q /opt/dockyard/lib
 
 FROM debian:${DEBIAN}
-# skopeo resolves image tags to digests (pinning); git clones, commits and pushes a
-# stage's overlay (GitOps write-back).
+# skopeo resolves image tags to digests (pinning); git fetches, commits and pushes a
+# stage's overlay (GitOps write-back), over ssh with a deploy key (openssh-client).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 ca-certificates git skopeo \
+ && apt-get install -y --no-install-recommends python3 ca-certificates git openssh-client \
+    skopeo \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/dockyard /opt/dockyard
 ENV PATH=/opt/dockyard/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1

@@ -69,7 +69,8 @@ def test_images_are_debian_with_python_3_11(path: str) -> None:
 
 
 def test_the_operator_image_has_skopeo_and_git() -> None:
-    assert {"skopeo", "git", "ca-certificates"} <= packages("images/operator.Dockerfile")
+    assert {"skopeo", "git", "openssh-client", "ca-certificates"} <= \
+        packages("images/operator.Dockerfile")
 
 
 def test_the_operator_image_runs_as_the_user_the_chart_expects() -> None:

@@ -15,7 +15,7 @@ from tests.deploy.manifests import NAMESPACE, RELEASE, Doc, find, helm_template
 OPERATOR = f"{RELEASE}-dockyard-operator"
 NODE = f"{RELEASE}-dockyard-node"
 STATUS = ["containers/status", "images/status", "commits/status", "volumes/status",
-          "dockyardnodes/status"]
+          "dockyardnodes/status", "stages/status", "promotions/status"]
 
 
 def rule(group: str, resources: list[str], verbs: list[str]) -> dict[str, Any]:
@@ -24,11 +24,14 @@ def rule(group: str, resources: list[str], verbs: list[str]) -> dict[str, Any]:
 
 OPERATOR_RULES = [
     rule("apiextensions.k8s.io", ["customresourcedefinitions"], ["list", "watch"]),
-    rule("dockyard.dev", ["containers"], ["get", "list", "watch", "patch"]),
-    rule("dockyard.dev", ["images"], ["list", "watch", "patch"]),
+    rule("dockyard.dev", ["containers"], ["get", "list", "watch", "create", "patch"]),
+    rule("dockyard.dev", ["images"], ["get", "list", "watch", "create", "patch"]),
     rule("dockyard.dev", ["commits"], ["list", "watch", "patch"]),
     rule("dockyard.dev", ["volumes"], ["list", "watch"]),
     rule("dockyard.dev", ["dockyardnodes"], ["list", "watch", "patch"]),
+    rule("dockyard.dev", ["stages"], ["get", "list", "watch", "patch"]),
+    rule("dockyard.dev", ["promotions"], ["list", "watch", "patch"]),
+    rule("dockyard.dev", ["promotions/finalizers"], ["update"]),
     rule("dockyard.dev", STATUS, ["patch"]),
     rule("coordination.k8s.io", ["leases"], ["list", "watch"]),
     rule("", ["events"], ["create"]),
