@@ -225,6 +225,10 @@ def test_the_webhooks_are_those_the_operator_serves() -> None:
                                                                    "images"]}]),
         "promotions.dockyard.dev": ("/promotions", [{**rule, "resources": ["promotions"]}]),
         "approvals.dockyard.dev": ("/approvals", [{**rule, "resources": ["promotions"]}])}
+    (policy,) = [hook for hook in validating if hook["name"] == "policy.dockyard.dev"]
+    assert policy["matchConditions"] == [{  # metadata-only updates skip the webhook
+        "name": "spec-changed",
+        "expression": "request.operation == 'CREATE' || object.spec != oldObject.spec"}]
     service = find(docs, "Service", f"{RELEASE}-dockyard-webhook")
     assert service["spec"]["ports"] == [{"name": "https", "port": 443,
                                          "targetPort": "webhook"}]
