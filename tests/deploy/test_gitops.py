@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from dockyard_api import Container, Image, Stage, Volume, parse
+from dockyard_api.policy import stage_of, violations
 from tests.conftest import ROOT
 from tests.deploy.manifests import (
     STAGES,
@@ -111,6 +113,19 @@ def test_an_overlay_puts_its_objects_in_its_namespace_and_its_stage_owns_it(stag
     assert found["spec"]["namespaces"] == [stage]
     for kind in ("Container", "Image"):
         assert find(docs, kind, "web")["metadata"]["namespace"] == stage
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_stage_admits_what_its_overlay_runs(stage: str) -> None:
+    """The policy webhook would let each overlay's application in (the same verdicts)."""
+    docs = rendered(f"deploy/stages/{stage}")
+    parsed = [parse(d) for d in docs if d["kind"] != "Namespace"]
+    stages = [p for p in parsed if isinstance(p, Stage)]
+    for obj in parsed:
+        if isinstance(obj, Container | Image | Volume):
+            owner = stage_of(obj.metadata.namespace, stages)
+            assert owner is not None
+            assert violations(obj, owner.spec.policy) == []
 
 
 @pytest.mark.parametrize("stage", STAGES)
