@@ -26,33 +26,48 @@ our operator depends on:
   update (defaults applied, schema, list types, CEL rules), refused with 422 Invalid
   naming the fields, as the real server does; unknown fields are pruned, or refused
   with `?fieldValidation=Strict` (what kubectl sends by default);
+- admission webhooks (`tests/kube/admission.py`): `ValidatingWebhookConfiguration` and
+  `MutatingWebhookConfiguration` are stored (defaulted, checked); every create, write and
+  delete of any other kind goes through the mutating webhooks that match, then defaults
+  and validation, then the validating webhooks, and is stored only if all allow it; a
+  write whose object changed while webhooks held it is tried again on the new object;
+- who is asking: the bearer token selects a user of `users` (the `userInfo` webhooks
+  get); no token, or an unknown one, is `system:anonymous`;
+- `?dryRun=All`: everything but storing (no version, no watch event);
 - Leases (`coordination.k8s.io/v1`), Events (`v1`), and kopf's peering resources.
 
 Not emulated (see docs/kube-emulator.md): PUT, strategic merge patch semantics (treated as
-merge patches), field selectors other than `metadata.name`, admission webhooks, RBAC,
-authentication, server-side apply, owner-reference garbage collection, namespace
-lifecycle, pagination (`limit`/`continue`), and watch bookmarks.
+merge patches), field selectors other than `metadata.name`, admission plugins, RBAC,
+server-side apply, owner-reference garbage collection, namespace lifecycle, pagination
+(`limit`/`continue`), and watch bookmarks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import datetime
+import functools
 import itertools
+import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
 import attrs
 import jsonpatch
 import yaml
 from kmock import KubernetesError, KubernetesScaffold, ResourceInfo, action, resource
 from kmock._internal import rendering
 
-from dockyard_api.server_validation import prune, schema_of, validate
+from dockyard_api.manifests import Problem
+from dockyard_api.server_validation import apply_defaults, prune, schema_of, validate
+from tests.kube import admission
+from tests.kube.admission import Admission, Attributes, UserInfo
 from tests.kube.selectors import SelectorError, parse
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
@@ -81,7 +96,18 @@ BUILTIN = (
     Kind("", "v1", "namespaces", "Namespace", namespaced=False),
     Kind("kopf.dev", "v1", "kopfpeerings", "KopfPeering", namespaced=True),
     Kind("kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False),
+    Kind(admission.GROUP, "v1", admission.VALIDATING, "ValidatingWebhookConfiguration",
+         namespaced=False),
+    Kind(admission.GROUP, "v1", admission.MUTATING, "MutatingWebhookConfiguration",
+         namespaced=False),
 )
+DEFAULT_USERS = {"test": UserInfo("test", groups=("system:masters",))}
+"""The token the tests' kubeconfigs hold (`tests/operator/cluster.py`): an administrator."""
+_WARNINGS: contextvars.ContextVar[list[str]] = contextvars.ContextVar("warnings")
+"""The warnings of the request being served, for its `Warning` headers."""
+_NAMESPACE_PATH = re.compile(r"/api/v1/namespaces(/[^/]+)?/?")
+_NAMESPACES_ALIAS = "namespaces-as-objects"
+"""What kmock parses `/api/v1/namespaces[/NAME]` as, to serve them as Namespace objects."""
 
 
 def dockyard_kinds() -> list[Kind]:
@@ -104,10 +130,58 @@ def _error(status: int, reason: str, message: str, **details: Any) -> Kubernetes
     return KubernetesError(status=status, reason=reason, message=message, details=details)
 
 
+def _refuse(kind: Kind, obj: dict[str, Any], problems: list[Problem]) -> None:
+    """422 Invalid naming each problem's field, if there are any."""
+    if not problems:
+        return
+    name = obj.get("metadata", {}).get("name", "")
+    causes = [{"reason": "FieldValueInvalid", "field": p.path, "message": p.message}
+              for p in problems]
+    raise _error(422, "Invalid", f'{kind.kind} "{name}" is invalid: '
+                 + ", ".join(str(p) for p in problems),
+                 name=name, group=kind.group, kind=kind.kind, causes=causes)
+
+
+def _dry_run(request: rendering.Request) -> bool:
+    """Whether the request asks for a dry run (`?dryRun=All`, the only value there is)."""
+    value = request.params.get("dryRun")
+    if value is not None and value != "All":
+        raise _error(400, "BadRequest",
+                     f'dryRun: Unsupported value: "{value}": supported values: "All"')
+    return value is not None
+
+
+def _options(request: rendering.Request, operation: str) -> dict[str, Any]:
+    """The options of a request as webhooks get them: a DELETE's body (DeleteOptions)
+    and the query's parameters, as `meta.k8s.io/v1` Create-, Update- or DeleteOptions."""
+    options: dict[str, Any] = {}
+    params = request.params
+    if operation == "DELETE":
+        options.update(request.data if isinstance(request.data, dict) else {})
+        if "propagationPolicy" in params:
+            options["propagationPolicy"] = params["propagationPolicy"]
+        if params.get("gracePeriodSeconds", "").isdigit():
+            options["gracePeriodSeconds"] = int(params["gracePeriodSeconds"])
+    else:
+        options.update((key, params[key]) for key in ("fieldManager", "fieldValidation")
+                       if key in params)
+    if params.get("dryRun"):
+        options["dryRun"] = [request.params["dryRun"]]
+    options.update(apiVersion="meta.k8s.io/v1", kind=f"{operation.title()}Options")
+    return options
+
+
 @attrs.define(kw_only=True)
 class ApiServer(KubernetesScaffold):
     """A Kubernetes API server in memory, for kopf and the tests (see the module)."""
 
+    users: Mapping[str, UserInfo] = attrs.field(factory=lambda: dict(DEFAULT_USERS))
+    """Bearer token → the user a request with it is (its `userInfo` for webhooks). There
+    is no RBAC: anyone, even anonymous, may do anything."""
+    service_urls: Mapping[tuple[str, str, int], str] = attrs.field(factory=dict)
+    """Where the webhooks behind a `clientConfig.service` listen: (namespace, name, port)
+    → base URL, e.g. `{("hooks", "hook", 443): "https://127.0.0.1:8443"}`; the service's
+    `path` is appended, and TLS verified for the name `hook.hooks.svc`."""
     _kinds: dict[tuple[str, str], Kind] = attrs.field(factory=dict, init=False)
     _objects: dict[Key, dict[str, Any]] = attrs.field(factory=dict, init=False)
     _version: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
@@ -116,9 +190,15 @@ class ApiServer(KubernetesScaffold):
     _history: list[tuple[int, Key, dict[str, Any], dict[str, Any] | None]] = attrs.field(
         factory=list, init=False)
     _changed: asyncio.Condition | None = attrs.field(default=None, init=False)
+    # The stored webhook configurations by plural and name (the same dicts as in _objects).
+    _webhooks: dict[str, dict[str, dict[str, Any]]] = attrs.field(factory=dict, init=False)
+    _admission: Admission = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
+        self._admission = Admission(
+            configurations=self._webhooks, service_urls=self.service_urls,
+            namespace=lambda name: self._objects.get(("", "namespaces", None, name)))
         for kind in (*BUILTIN, *dockyard_kinds()):
             self.declare(kind)
         self.fallback[action.LIST] << self._serve_list
@@ -128,6 +208,16 @@ class ApiServer(KubernetesScaffold):
         self.fallback[action.UPDATE] << self._serve_patch
         self.fallback[action.DELETE] << self._serve_delete
 
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        # kmock reads `/api/v1/namespaces/NAME` as the prefix of namespace NAME (and fails on
+        # `/api/v1/namespaces`): give it a path it parses as the cluster-scoped resource the
+        # Namespace objects are, and `_handle` gives the request its real resource back.
+        if match := _NAMESPACE_PATH.fullmatch(raw_request.path):
+            path = f"/api/v1/{_NAMESPACES_ALIAS}{match[1] or ''}"
+            url = raw_request.rel_url
+            raw_request = raw_request.clone(rel_url=url.with_path(path).with_query(url.query))
+        return await super().__call__(raw_request)
+
     async def _handle(self, request: rendering.Request) -> Any:
         # kmock keeps every request ever served, and matches each new one against its
         # filters by walking that whole log (`request in view`): O(n) per request, which
@@ -135,7 +225,40 @@ class ApiServer(KubernetesScaffold):
         # fallbacks above, and no test reads the log: keep only the request at hand.
         # (Synchronous up to here: the request being served is the log's last entry.)
         del self._requests[:-1]
-        return await super()._handle(request)
+        if request.resource is not None and request.resource.plural == _NAMESPACES_ALIAS:
+            path = request.url.path.replace(_NAMESPACES_ALIAS, "namespaces", 1)
+            request = attrs.evolve(request, resource=resource("", "v1", "namespaces"),
+                                   url=request.url.with_path(path).with_query(request.url.query))
+            self._requests[-1:] = [request]  # kmock matches reactions against its log
+        warnings: list[str] = []
+        reset = _WARNINGS.set(warnings)
+        try:
+            response: aiohttp.web.StreamResponse = await super()._handle(request)
+        except KubernetesError as e:
+            if not warnings:
+                raise
+            response = await self._render_error(e)  # a refusal carries the warnings too
+        finally:
+            _WARNINGS.reset(reset)
+        if not response.prepared:  # watches are, and never warn
+            for text in dict.fromkeys(warnings):
+                escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+                response.headers.add("Warning", f'299 - "{escaped}"')
+        return response
+
+    async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
+        # A Kubernetes Status as the real server writes it: kmock's would name the
+        # exception's class for a missing reason (a webhook's denial may give none) and
+        # fill empty details with a traceback.
+        if not isinstance(exc, KubernetesError):
+            return await super()._render_error(exc)
+        status = {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+                  "message": exc.message or "", "code": exc.status}
+        if exc.reason:
+            status["reason"] = exc.reason
+        if exc.details:
+            status["details"] = exc.details
+        return aiohttp.web.json_response(status, status=exc.status)
 
     def declare(self, kind: Kind) -> None:
         """Serve `kind` (discovery and objects)."""
@@ -147,7 +270,8 @@ class ApiServer(KubernetesScaffold):
 
     # ------------------------------------------------------------------ for the tests
 
-    def get(self, plural: str, name: str, namespace: str | None = None, *,
+    def get(  # type: ignore[override]  # kmock's `get` is an HTTP GET; ours reads the store
+            self, plural: str, name: str, namespace: str | None = None, *,
             group: str = "dockyard.dev") -> dict[str, Any] | None:
         """A stored object, or None."""
         found = self._objects.get((group, plural, namespace, name))
@@ -174,7 +298,7 @@ class ApiServer(KubernetesScaffold):
 
     def _kind(self, request: rendering.Request) -> Kind:
         assert request.resource is not None
-        kind = self._kinds.get((request.resource.group, request.resource.plural or ""))
+        kind = self._kinds.get((request.resource.group or "", request.resource.plural or ""))
         if kind is None:
             raise _error(404, "NotFound", f"the server could not find the requested resource "
                          f"{request.resource}")
@@ -205,87 +329,189 @@ class ApiServer(KubernetesScaffold):
         """`obj` defaulted, and pruned of unknown fields unless the client asked for
         `fieldValidation=Strict` (kubectl's default), which refuses them; 422 if invalid.
         `old`: the stored object an update changes (validation ratchets against it)."""
+        if kind.group == admission.GROUP:
+            mutating = kind.plural == admission.MUTATING
+            obj = admission.with_defaults(obj, mutating=mutating)
+            _refuse(kind, obj, admission.configuration_problems(obj, mutating=mutating))
+            return obj
         if kind.schema is None:
             return obj
         if request.params.get("fieldValidation") != "Strict":
             obj = prune(obj, kind.schema)
         defaulted, problems = validate(obj, kind.schema, old)
-        if problems:
-            name = obj.get("metadata", {}).get("name", "")
-            causes = [{"reason": "FieldValueInvalid", "field": p.path, "message": p.message}
-                      for p in problems]
-            raise _error(422, "Invalid", f'{kind.kind} "{name}" is invalid: '
-                         + ", ".join(str(p) for p in problems),
-                         name=name, group=kind.group, kind=kind.kind, causes=causes)
+        _refuse(kind, obj, problems)
         return defaulted
+
+    def _decoded(self, kind: Kind, obj: dict[str, Any],
+                 request: rendering.Request) -> dict[str, Any]:
+        """`obj` as the real server has it before admission: it prunes and defaults a
+        custom resource as it decodes it (validation comes after the mutating webhooks)."""
+        if kind.schema is None:
+            return obj
+        if request.params.get("fieldValidation") != "Strict":
+            obj = prune(obj, kind.schema)
+        defaulted: dict[str, Any] = apply_defaults(obj, kind.schema)
+        return defaulted
+
+    def _admitting(self, kind: Kind) -> bool:
+        """Whether a write of `kind` goes to webhooks: never for the webhook configurations
+        themselves (so a broken webhook cannot lock its own configuration), and not at
+        all while none is configured (the common case, kept free)."""
+        return kind.group != admission.GROUP and any(
+            configuration.get("webhooks") for configurations in self._webhooks.values()
+            for configuration in configurations.values())
+
+    def _attributes(self, request: rendering.Request, kind: Kind, operation: str, *,
+                    name: str, namespace: str | None) -> Attributes:
+        if (kind.group, kind.plural) == ("", "namespaces"):
+            namespace = name  # the real server's requests on a Namespace carry its name
+        elif not kind.namespaced:
+            namespace = None
+        return Attributes(
+            group=kind.group, version=kind.version, kind=kind.kind, resource=kind.plural,
+            subresource=request.subresource or "", operation=operation, name=name,
+            namespace=namespace or "", user=admission.identify(request.headers, self.users),
+            options=_options(request, operation), dry_run=_dry_run(request),
+            warnings=_WARNINGS.get([]))
 
     async def _serve_create(self, request: rendering.Request) -> dict[str, Any]:
         kind = self._kind(request)
+        dry_run = _dry_run(request)
         obj = copy.deepcopy(request.data or {})
         meta = obj.setdefault("metadata", {})
+        namespace = request.namespace or meta.get("namespace")
+        if kind.namespaced:
+            meta["namespace"] = namespace
+        obj.setdefault("apiVersion", f"{kind.group}/{kind.version}".lstrip("/"))
+        obj.setdefault("kind", kind.kind)
+        attributes = None
+        if self._admitting(kind):
+            # Before the name is generated: a create with generateName reaches the webhooks
+            # without a name, as on a real server.
+            attributes = self._attributes(request, kind, "CREATE", name=meta.get("name") or "",
+                                          namespace=namespace)
+            obj = await self._admission.mutate(attributes, self._decoded(kind, obj, request),
+                                               None) or {}
+            meta = obj.setdefault("metadata", {})
+            if kind.namespaced:
+                meta["namespace"] = namespace
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
         if not meta.get("name"):
             raise _error(422, "Invalid", f"{kind.kind}: metadata.name: Required value")
-        namespace = request.namespace or meta.get("namespace")
-        if kind.namespaced:
-            meta["namespace"] = namespace
-        key = self._key(kind, namespace, meta["name"])
-        if key in self._objects:
-            raise _error(409, "AlreadyExists",
-                         f'{kind.plural}.{kind.group} "{meta["name"]}" already exists',
-                         name=meta["name"], group=kind.group, kind=kind.plural)
         if kind.status:
             obj.pop("status", None)  # as the real server does with a status subresource
         obj = self._validated(kind, obj, request)
         meta = obj["metadata"]
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
         meta.pop("deletionTimestamp", None)
-        obj.setdefault("apiVersion", f"{kind.group}/{kind.version}".lstrip("/"))
-        obj.setdefault("kind", kind.kind)
+        meta.pop("resourceVersion", None)
+        if attributes is not None:
+            await self._admission.validate(attributes, obj, None)
+        # Checked last, and with no wait until it is stored, as the real storage does.
+        key = self._key(kind, namespace, meta["name"])
+        if key in self._objects:
+            raise _error(409, "AlreadyExists",
+                         f'{kind.plural}.{kind.group} "{meta["name"]}" already exists',
+                         name=meta["name"], group=kind.group, kind=kind.plural)
+        if dry_run:
+            return obj
         self._stamp(obj)
-        self._objects[key] = obj
+        self._put(key, obj)
         await self._record("ADDED", key, obj)
         return copy.deepcopy(obj)
 
     async def _serve_patch(self, request: rendering.Request) -> dict[str, Any]:
-        kind, key, current = self._existing(request)
-        patched = _patched(current, request)
-        wanted = patched.get("metadata", {}).get("resourceVersion")
-        if wanted is not None and wanted != current["metadata"]["resourceVersion"]:
-            raise _error(409, "Conflict", f'Operation cannot be fulfilled on {kind.plural}.'
-                         f'{kind.group} "{request.name}": the object has been modified; '
-                         "please apply your changes to the latest version and try again")
-        updated = _written(kind, current, patched, to_status=request.subresource == "status")
-        updated = self._validated(kind, updated, request, old=current)
-        updated["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        # Webhooks are awaited between reading the object and storing it: if it changed
+        # meanwhile, start again from what is stored now, as the real server's update
+        # loop (GuaranteedUpdate) does. Without webhooks nothing waits in between.
+        dry_run = _dry_run(request)
+        while True:
+            kind, key, current = self._existing(request)
+            seen = current["metadata"]["resourceVersion"]
+            patched = _patched(current, request)
+            attributes = None
+            if self._admitting(kind):
+                attributes = self._attributes(request, kind, "UPDATE", name=request.name or "",
+                                              namespace=request.namespace)
+                patched = await self._admission.mutate(
+                    attributes, self._decoded(kind, patched, request), current) or {}
+                patched.setdefault("metadata", {})
+            wanted = patched.get("metadata", {}).get("resourceVersion")
+            if wanted is not None and wanted != current["metadata"]["resourceVersion"]:
+                raise _error(409, "Conflict", f'Operation cannot be fulfilled on {kind.plural}.'
+                             f'{kind.group} "{request.name}": the object has been modified; '
+                             "please apply your changes to the latest version and try again")
+            updated = _written(kind, current, patched, to_status=request.subresource == "status")
+            updated = self._validated(kind, updated, request, old=current)
+            updated["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            if attributes is not None:
+                await self._admission.validate(attributes, updated, current)
+                if self._changed_since(key, current, seen):
+                    continue
+            break
         if updated == current:
             return copy.deepcopy(current)  # a no-op write changes no version
         if _spec(updated) != _spec(current):
             updated["metadata"]["generation"] = current["metadata"]["generation"] + 1
+        if dry_run:
+            return updated
         self._stamp(updated)
         if updated["metadata"].get("deletionTimestamp") and \
                 not updated["metadata"].get("finalizers"):
-            del self._objects[key]
+            self._drop(key)
             await self._record("DELETED", key, updated)
             return copy.deepcopy(updated)
-        self._objects[key] = updated
+        self._put(key, updated)
         await self._record("MODIFIED", key, updated, before=current)
         return copy.deepcopy(updated)
 
     async def _serve_delete(self, request: rendering.Request) -> dict[str, Any]:
-        _, key, current = self._existing(request)
+        dry_run = _dry_run(request)
+        while True:  # as in _serve_patch: again if the object changed during admission
+            kind, key, current = self._existing(request)
+            seen = current["metadata"]["resourceVersion"]
+            if not self._admitting(kind):
+                break
+            attributes = self._attributes(request, kind, "DELETE", name=request.name or "",
+                                          namespace=request.namespace)
+            await self._admission.mutate(attributes, None, current)
+            await self._admission.validate(attributes, None, current)
+            if not self._changed_since(key, current, seen):
+                break
         if current["metadata"].get("finalizers"):
-            if not current["metadata"].get("deletionTimestamp"):
-                before = copy.deepcopy(current)
-                current["metadata"]["deletionTimestamp"] = _now()
-                self._stamp(current)
-                await self._record("MODIFIED", key, current, before=before)
+            if current["metadata"].get("deletionTimestamp"):
+                return copy.deepcopy(current)
+            marked = copy.deepcopy(current)
+            marked["metadata"]["deletionTimestamp"] = _now()
+            if dry_run:
+                return marked
+            self._stamp(marked)
+            self._put(key, marked)
+            await self._record("MODIFIED", key, marked, before=current)
+            return copy.deepcopy(marked)
+        if dry_run:
             return copy.deepcopy(current)
-        del self._objects[key]
+        self._drop(key)
         self._stamp(current)
         await self._record("DELETED", key, current)
         return copy.deepcopy(current)
+
+    def _changed_since(self, key: Key, current: dict[str, Any], seen: str) -> bool:
+        """Whether the object read as `current`, at version `seen`, is no longer what is
+        stored (written or deleted by another request)."""
+        return self._objects.get(key) is not current or \
+            current["metadata"]["resourceVersion"] != seen
+
+    def _put(self, key: Key, obj: dict[str, Any]) -> None:
+        self._objects[key] = obj
+        if key[0] == admission.GROUP:
+            self._webhooks.setdefault(key[1], {})[key[3]] = obj
+
+    def _drop(self, key: Key) -> None:
+        del self._objects[key]
+        if key[0] == admission.GROUP:
+            self._webhooks.get(key[1], {}).pop(key[3], None)
 
     async def _serve_fetch(self, request: rendering.Request) -> dict[str, Any]:
         return copy.deepcopy(self._existing(request)[2])
@@ -326,7 +552,7 @@ class ApiServer(KubernetesScaffold):
             while position < len(self._history):
                 _, key, event, before = self._history[position]
                 position += 1
-                seen = _as_seen(event, before, lambda obj, key=key: matches(key, obj))
+                seen = _as_seen(event, before, functools.partial(matches, key))
                 if seen is not None:
                     yield seen
             left = None if deadline is None else deadline - asyncio.get_running_loop().time()
@@ -417,7 +643,8 @@ def _patched(current: dict[str, Any], request: rendering.Request) -> dict[str, A
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
             raise _error(422, "Invalid", f"the JSON patch cannot be applied: {e}") from None
         return result
-    return _merge(copy.deepcopy(current), request.data or {})
+    merged: dict[str, Any] = _merge(copy.deepcopy(current), request.data or {})
+    return merged
 
 
 def _merge(target: Any, patch: Any) -> Any:
