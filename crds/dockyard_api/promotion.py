@@ -117,7 +117,8 @@ class PromotionStatus(StatusBase):
     previous: Annotated[list[StageImage], Field(max_length=32)] = Field(default_factory=list)
     """The digests the stage ran before, restored on rollback."""
     verification_container: DnsSubdomain | None = None
-    """The Container that ran the verification, in the promotion's namespace."""
+    """The verification Container of the bundle's first image, in the promotion's
+    namespace (the Verification gate's evidence names every one)."""
     git_commit: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40,64}$")] | None = None
     """For a GitOps stage: the commit that wrote the digests (or the rollback's)."""
     applied_at: datetime | None = None

@@ -17,6 +17,7 @@ Promotion.
   approvals are never taken back or edited.
 
 The chart's webhook configurations name these paths: kopf serves each handler at its id.
+Every replica serves them (see `_stages` for why the Stages are read for each request).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import kopf
 
 from dockyard_api import Promotion, Stage
-from dockyard_api.kube import time
+from dockyard_api.kube import KubeClient, path, time
 from dockyard_api.manifests import parse_as
 from dockyard_api.meta import GROUP, VERSION
 from dockyard_api.policy import Violation, stage_of, unenforced, violations
@@ -43,10 +44,10 @@ def register(registry: kopf.OperatorRegistry) -> None:
 
     @kopf.on.validate(lambda r: r.group == GROUP and r.plural in GOVERNED, id="policy",
                       operations=["CREATE", "UPDATE"], registry=registry)
-    def policy(*, body: kopf.Body, resource: kopf.Resource, warnings: list[str],
-               **kwargs: Any) -> None:
+    async def policy(*, body: kopf.Body, resource: kopf.Resource, warnings: list[str],
+                     memo: kopf.Memo, **kwargs: Any) -> None:
         old: kopf.Body | None = kwargs.get("old")
-        stage = stage_of(body.metadata.namespace, _stages(kwargs["stages"]))
+        stage = stage_of(body.metadata.namespace, await _stages(memo))
         if stage is None:
             return
         if old is not None and old.get("spec") == body.get("spec"):
@@ -82,12 +83,12 @@ def register(registry: kopf.OperatorRegistry) -> None:
 
     @kopf.on.validate(GROUP, VERSION, "promotions", id="promotions",
                       operations=["CREATE", "UPDATE"], registry=registry)
-    def promotions(*, body: kopf.Body, **kwargs: Any) -> None:
+    async def promotions(*, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
         old: kopf.Body | None = kwargs.get("old")
         promotion = parse_as(Promotion, dict(body), served=True)
         problems = judge(promotion, None if old is None else
                          parse_as(Promotion, dict(old), served=True),
-                         {str(s.metadata.name): s for s in _stages(kwargs["stages"])})
+                         {str(s.metadata.name): s for s in await _stages(memo)})
         if problems:
             raise kopf.AdmissionError("; ".join(map(str, problems)), code=FORBIDDEN)
 
@@ -154,6 +155,12 @@ def _changes(promotion: Promotion, old: Promotion) -> list[Violation]:
     return found
 
 
-def _stages(index: kopf.Index[str, Stage]) -> list[Stage]:
-    return [stage for store in index.values() for stage in store]
+async def _stages(memo: kopf.Memo) -> list[Stage]:
+    """The Stages as stored now. Read, not taken from the operator's index: every replica
+    serves webhooks, and one that kopf's peering keeps on standby watches nothing, so its
+    index would be empty and would let everything in. An API server that cannot answer
+    fails the request (the webhook's failurePolicy decides)."""
+    kube: KubeClient = memo["kube"]
+    return [parse_as(Stage, body, served=True)
+            for body in await kube.list(path(GROUP, VERSION, "stages"))]
 

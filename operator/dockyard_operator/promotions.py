@@ -173,8 +173,11 @@ async def _act(context: _Context, promotion: Promotion, world: gates.World,
         for image in step.images:
             await _verify(kube, promotion, target, image, _reference(
                 image.image, promotion, world, context.indexes["references"]))
+        meta = promotion.metadata
+        first = verification_name(str(meta.name), str(meta.uid), promotion.spec.images[0].image)
         await _status(kube, promotion, {"phase": PromotionPhase.VERIFYING, "gates": evidence,
-                                        "sourceStage": _source(world)})
+                                        "sourceStage": _source(world),
+                                        "verificationContainer": first})
     elif isinstance(step, gates.Fail):
         kopf.warn(body, reason="PromotionFailed", message=step.message)
         await _status(kube, promotion, {
