@@ -55,6 +55,8 @@ class Run:
     """It exited and its restart policy starts it again."""
     created: datetime.datetime | None = None
     digest: str | None = None
+    started: datetime.datetime | None = None
+    """When its process last started (`status.startedAt`)."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ def _decide(promotion: Promotion, world: World, evidence: _Evidence) -> Step:
     if target is None:
         return Fail(f"no Stage {promotion.spec.stage}")
     if status is not None and status.applied_at is not None:
-        return _watch(target, status.applied_at, world, evidence)
+        return _watch(promotion, target, status.applied_at, world, evidence)
     namespace = promotion.metadata.namespace
     if namespace not in target.spec.namespaces:
         return Fail(f"namespace {namespace} does not belong to stage {target.metadata.name}: "
@@ -261,13 +263,25 @@ def _freeze(promotion: Promotion, target: Stage, world: World, evidence: _Eviden
     return None
 
 
-def _watch(target: Stage, applied: datetime.datetime, world: World,
+def _watch(promotion: Promotion, target: Stage, applied: datetime.datetime, world: World,
            evidence: _Evidence) -> Step:
-    """After the digests were applied: the rollback window's verdict."""
+    """After the digests were applied: the rollback window's verdict. Only containers
+    started since the digests were applied count: until its node agent replaces it, a
+    Container's status still shows the instance of the digest before. A promotion whose
+    digests a later one replaced (or rolled back) is no longer watched: that one is."""
     rollback = target.spec.rollback
     if not rollback.enabled:
         return Done()
+    key = f"{promotion.metadata.namespace}/{promotion.metadata.name}"
+    current = {(e.image, e.digest, e.promotion) for e in
+               (target.status.images if target.status is not None else [])}
+    if any((i.image, i.digest, key) not in current for i in promotion.spec.images):
+        evidence.passed(GateName.HEALTH, "superseded: a later promotion changed these "
+                        "images in the stage")
+        return Done()
     for run in world.workload:
+        if run.started is None or run.started < applied:
+            continue
         if run.restart_count > rollback.max_restarts:
             return _roll_back(evidence, f"container {run.name} restarted {run.restart_count} "
                               f"times (more than {rollback.max_restarts})")

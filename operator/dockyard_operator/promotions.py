@@ -124,13 +124,15 @@ def run_of(body: Mapping[str, Any]) -> gates.Run:
     exit_code = status.get("exitCode")
     policy = spec.get("restartPolicy", RestartPolicy.NEVER)
     created = body["metadata"].get("creationTimestamp")
+    started = status.get("startedAt")
     return gates.Run(
         name=body["metadata"]["name"], phase=ContainerPhase(status.get("phase", "Pending")),
         exit_code=exit_code, restart_count=int(status.get("restartCount") or 0),
         restarting=policy == RestartPolicy.ALWAYS or
         (policy == RestartPolicy.ON_FAILURE and exit_code not in (None, 0)),
         created=datetime.datetime.fromisoformat(created) if created else None,
-        digest=status.get("imageDigest"))
+        digest=status.get("imageDigest"),
+        started=datetime.datetime.fromisoformat(started) if started else None)
 
 
 def observe(promotion: Promotion, indexes: Mapping[str, Any]) -> gates.World:

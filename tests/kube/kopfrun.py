@@ -17,9 +17,10 @@ MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
 @contextlib.asynccontextmanager
-async def serving() -> AsyncIterator[tuple[ApiServer, kmock.Server]]:
-    """A fresh test API server, listening on 127.0.0.1, and its HTTP side."""
-    async with ApiServer() as server, kmock.Server(server) as http:
+async def serving(**options: Any) -> AsyncIterator[tuple[ApiServer, kmock.Server]]:
+    """A fresh test API server (`options` go to `ApiServer`: users, service URLs),
+    listening on 127.0.0.1, and its HTTP side."""
+    async with ApiServer(**options) as server, kmock.Server(server) as http:
         yield server, http
 
 

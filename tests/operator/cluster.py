@@ -22,18 +22,21 @@ import socket
 import subprocess
 import sys
 import tarfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import kopf
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from dockyard_operator.app import Webhooks
 from dockyard_operator.app import registry as operator_registry
 from dockyard_shim.daemon.client import Client
-from tests.kube.apiserver import ApiServer
+from tests.kube.admission import UserInfo
+from tests.kube.apiserver import DEFAULT_USERS, ApiServer
 from tests.kube.kopfrun import MERGE, running, serving
 from tests.registry import Registry, running_registry
 from tests.shim.nodes import Node
@@ -146,6 +149,20 @@ class Cluster:
                 f"/apis/dockyard.dev/v1alpha1/namespaces/default/containers/{name}") as response:
             assert response.status == 200, await response.text()
 
+    async def request(self, method: str, url: str, body: dict[str, Any] | None = None, *,
+                      user: str = "test", expect: int | None = None) -> dict[str, Any]:
+        """Any API request as `user` (a merge patch for PATCH); the answer. Without
+        `expect`, any success is fine; with it, that status code must come."""
+        headers = {"Authorization": f"Bearer {user}",  # the harness's tokens are user names
+                   **(MERGE if method == "PATCH" else {})}
+        async with self.http.request(method, url, json=body, headers=headers) as response:
+            answer: dict[str, Any] = await response.json()
+            if expect is None:
+                assert response.status < 300, answer
+            else:
+                assert response.status == expect, answer
+            return answer
+
     def start_operator(self, name: str) -> subprocess.Popen[bytes]:
         """An operator replica as its own process (`kopf run`, peering on), logging to
         `<work>/<name>.log`."""
@@ -188,15 +205,21 @@ async def eventually(cluster: Cluster, check: Callable[[], object], timeout: flo
 @contextlib.asynccontextmanager
 async def running_cluster(tmp_path: Path, names: tuple[str, ...] = ("n1", "n2", "n3"), *,
                           operator: bool = True, grace: datetime.timedelta = GRACE,
-                          renew_every: float = RENEW_EVERY, poll_every: float = 0.2
+                          renew_every: float = RENEW_EVERY, poll_every: float = 0.2,
+                          webhooks: bool = False,
+                          users: Mapping[str, tuple[str, ...]] | None = None
                           ) -> AsyncIterator[Cluster]:
     """The API server, one node per name (each with daemon and agent), and the operator in
     the test's loop; without `operator`, the test starts replicas as processes
     (`Cluster.start_operator`) and the harness ends them. The agents renew their leases
     and poll their daemons faster than in production by default, for the short grace of
-    the tests."""
+    the tests. With `webhooks`, the operator serves its admission webhooks (plain HTTP on
+    loopback) and kopf registers them with the API server, which then calls them;
+    `users` (name → groups) adds users to the API server, each with its name as token."""
+    known = {**DEFAULT_USERS, **{name: UserInfo(name, tuple(groups))
+                                 for name, groups in (users or {}).items()}}
     with running_registry(tmp_path / "registry") as registry:
-        async with serving() as (server, http):
+        async with serving(users=known) as (server, http):
             url = str(http.url).rstrip("/")
             kubeconfig = _kubeconfig(tmp_path / "kubeconfig", url)
             token = tmp_path / "transfer.token"
@@ -212,8 +235,9 @@ async def running_cluster(tmp_path: Path, names: tuple[str, ...] = ("n1", "n2", 
                 await _create(http.client, "/apis/kopf.dev/v1/clusterkopfpeerings",
                               {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
                                "metadata": {"name": "dockyard"}})
-                in_loop = running(operator_registry(grace=grace), url) if operator \
-                    else contextlib.nullcontext()
+                admission = _webhooks() if webhooks else None
+                in_loop = running(operator_registry(grace=grace, webhooks=admission), url) \
+                    if operator else contextlib.nullcontext()
                 async with in_loop:
                     for node in nodes.values():
                         node.start_agent()
@@ -226,6 +250,14 @@ async def running_cluster(tmp_path: Path, names: tuple[str, ...] = ("n1", "n2", 
                         await asyncio.to_thread(_stop_processes, cluster)
             finally:
                 await asyncio.to_thread(_stop_nodes, nodes.values())
+
+
+def _webhooks() -> Webhooks:
+    """The operator's admission server on loopback, kopf keeping the API server's webhook
+    configurations (`dockyard.dev`) pointed at it."""
+    port = _free_port()
+    return Webhooks(kopf.WebhookServer(addr="127.0.0.1", port=port, host="127.0.0.1",
+                                       insecure=True), managed="dockyard.dev")
 
 
 def _node(root: Path, name: str, kubeconfig: Path, token: Path) -> ClusterNode:

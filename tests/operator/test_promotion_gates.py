@@ -221,9 +221,17 @@ def _applied(minutes_ago: float) -> dict[str, Any]:
             "gates": [{"gate": "Upstream", "state": "Passed", "at": applied.isoformat()}]}
 
 
+def _in_staging(promotion: str = "staging/web-1", **spec: Any) -> Stage:
+    """Staging, whose ledger shows the promotion's digest as the one it brought in."""
+    return _stage("staging", "ci", status=_entered(promotion=promotion), **spec)
+
+
+RECENT = NOW - datetime.timedelta(seconds=30)
+
+
 def test_after_applying_the_stage_is_watched_through_the_rollback_window() -> None:
-    target = _stage("staging", "ci")
-    healthy = Run("web", ContainerPhase.RUNNING, digest=GOOD)
+    target = _in_staging()
+    healthy = Run("web", ContainerPhase.RUNNING, digest=GOOD, started=RECENT)
     decision = gates.decide(_promotion(status=_applied(1)), _world(target, workload=[healthy]))
     assert decision.step == Wait(PromotionPhase.SUCCEEDED, gates.POLL)
     assert _gate(decision, GateName.UPSTREAM)[0] == GateState.PASSED  # kept from before
@@ -233,22 +241,41 @@ def test_after_applying_the_stage_is_watched_through_the_rollback_window() -> No
 
 
 @pytest.mark.parametrize(("run", "why"), [
-    (Run("web", ContainerPhase.RUNNING, restart_count=3, restarting=True),
+    (Run("web", ContainerPhase.RUNNING, restart_count=3, restarting=True, started=RECENT),
      "container web restarted 3 times (more than 2)"),
-    (Run("web", ContainerPhase.FAILED, exit_code=1), "container web failed with exit code 1"),
+    (Run("web", ContainerPhase.FAILED, exit_code=1, started=RECENT),
+     "container web failed with exit code 1"),
 ])
 def test_a_failing_container_of_the_new_version_rolls_it_back(run: Run, why: str) -> None:
     decision = gates.decide(_promotion(status=_applied(1)),
-                            _world(_stage("staging", "ci"), workload=[run]))
+                            _world(_in_staging(), workload=[run]))
     assert decision.step == Rollback(why)
     assert _gate(decision, GateName.HEALTH) == (GateState.FAILED, why)
 
 
 def test_a_container_that_restarts_within_its_allowance_is_not_a_failure() -> None:
-    run = Run("web", ContainerPhase.FAILED, exit_code=1, restart_count=1, restarting=True)
+    run = Run("web", ContainerPhase.FAILED, exit_code=1, restart_count=1, restarting=True,
+              started=RECENT)
     decision = gates.decide(_promotion(status=_applied(1)),
-                            _world(_stage("staging", "ci"), workload=[run]))
+                            _world(_in_staging(), workload=[run]))
     assert isinstance(decision.step, Wait)
+
+
+def test_the_instance_from_before_the_promotion_is_not_judged() -> None:
+    # Until its agent replaces it, the Container's status shows the old digest's instance.
+    old = Run("web", ContainerPhase.FAILED, exit_code=1, started=NOW - datetime.timedelta(
+        minutes=5))
+    decision = gates.decide(_promotion(status=_applied(1)),
+                            _world(_in_staging(), workload=[old]))
+    assert isinstance(decision.step, Wait)
+
+
+def test_a_promotion_whose_digest_a_later_one_replaced_is_no_longer_watched() -> None:
+    run = Run("web", ContainerPhase.FAILED, exit_code=1, started=RECENT)
+    decision = gates.decide(_promotion(status=_applied(1)),
+                            _world(_in_staging(promotion="staging/web-2"), workload=[run]))
+    assert decision.step == Done()
+    assert _gate(decision, GateName.HEALTH)[1].startswith("superseded")
 
 
 def test_without_rollback_an_applied_promotion_is_done() -> None:
