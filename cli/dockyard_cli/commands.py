@@ -86,6 +86,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "Show the documentation of a kind or one of its fields."),
     "crd": ("dockyard_cli.crd:group",
             "The CustomResourceDefinitions generated from the API models."),
+    "stages": ("dockyard_cli.stages:command",
+               "Show the delivery pipeline: each stage, what runs in it, and what waits to "
+               "enter."),
+    "promote": ("dockyard_cli.promote:promote",
+                "Move verified image digests into a stage; follow, approve and list "
+                "promotions."),
     "version": ("dockyard_cli.version:command",
                 "Print the Dockyard version and the API version it serves."),
 }
