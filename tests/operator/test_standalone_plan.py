@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -195,3 +196,17 @@ def test_a_storage_provider_is_started_before_its_consumers() -> None:
     plan = plan_up(wanted, [])
     assert [a.name for a in plan.actions] == ["default.storage", "default.app",
                                               "default.other"]
+
+
+@pytest.mark.parametrize(("policy", "by_user", "action"), [
+    ("Always", False, Keep), ("OnFailure", False, Keep), ("Always", True, Start)])
+def test_the_node_agent_leaves_restarts_to_the_daemon_unless_a_user_stopped_it(
+        policy: str, by_user: bool, action: type) -> None:
+    # The daemon restarts with a back-off and counts the restarts; an agent that started
+    # the container itself on every pass made a crash loop without either.
+    want = one(edited(WEB, "spec.restartPolicy", policy))
+    found = replace(running(want, "stopped", 1), stopped_by_user=by_user)
+    (planned,) = plan_up([want], [found], daemon_restarts=True).actions
+    assert type(planned) is action
+    if action is Keep:
+        assert planned.reason.endswith(": the daemon restarts it")

@@ -59,13 +59,16 @@ class ObservedContainer:
     labels: Mapping[str, str] = field(default_factory=dict)
     exit_code: int | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
+    stopped_by_user: bool = False
+    """Stopped by `dockyard stop` or `kill`: the daemon does not restart it by itself."""
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> ObservedContainer:
         """From one item of GET /containers/json?all=1."""
         return cls(id=str(record["id"]), name=str(record["name"]),
                    status=str(record["status"]), labels=dict(record.get("labels") or {}),
-                   exit_code=record.get("exit_code"), config=dict(record.get("config") or {}))
+                   exit_code=record.get("exit_code"), config=dict(record.get("config") or {}),
+                   stopped_by_user=bool(record.get("stopped_by_user")))
 
     @property
     def managed(self) -> bool:
@@ -161,14 +164,17 @@ class Plan:
 
 def plan_up(desired: Iterable[DesiredContainer], observed: Iterable[ObservedContainer], *,
             namespaces: Iterable[str] | None = (), prune: bool = False,
-            manager: str = MANAGER, pruned: str = "no longer in the manifests (--prune)"
-            ) -> Plan:
+            manager: str = MANAGER, pruned: str = "no longer in the manifests (--prune)",
+            daemon_restarts: bool = False) -> Plan:
     """The actions that make the node run `desired` (see the module docstring).
 
     `namespaces` bounds pruning (None: no bound); the namespaces of the manifest set
     (`Manifests.namespaces`). `manager` is whose containers these are (`up`'s, or the node
-    agent's), and `pruned` why a pruned one goes. Raise ManifestSetError when a desired
-    name is taken by a container `manager` did not make.
+    agent's), and `pruned` why a pruned one goes. With `daemon_restarts` (the node agent,
+    which converges again and again), a container that exited under a restart policy is
+    left to the daemon, which restarts it with its back-off and counts the restarts
+    (`up` runs once, and starts it now). Raise ManifestSetError when a desired name is
+    taken by a container `manager` did not make.
     """
     desired = tuple(desired)
     by_name = {o.name: o for o in observed}
@@ -184,7 +190,7 @@ def plan_up(desired: Iterable[DesiredContainer], observed: Iterable[ObservedCont
                     for o, key in sorted(leftovers, key=lambda pair: pair[0].name)]
     for want in _providers_first(desired):
         found = by_name.get(want.name)
-        actions.append(_converge(want, found))
+        actions.append(_converge(want, found, daemon_restarts=daemon_restarts))
     unpruned = () if prune else tuple(sorted(NodeName(o.name) for o, _ in leftovers))
     return Plan(tuple(actions), unpruned)
 
@@ -197,7 +203,8 @@ def _providers_first(desired: tuple[DesiredContainer, ...]) -> list[DesiredConta
     return sorted(desired, key=lambda want: want.name not in providers)
 
 
-def _converge(want: DesiredContainer, found: ObservedContainer | None) -> Action:
+def _converge(want: DesiredContainer, found: ObservedContainer | None, *,
+              daemon_restarts: bool) -> Action:
     name, key = want.name, want.key
     if found is None:
         return Create(name=name, key=key, desired=want, reason="not on this machine")
@@ -205,6 +212,9 @@ def _converge(want: DesiredContainer, found: ObservedContainer | None) -> Action
         return Replace(name=name, key=key, desired=want, container_id=found.id,
                        reason=_what_changed(want.config, found.config))
     restart = _restart_reason(want.restart, found)
+    if restart and daemon_restarts and found.status == "stopped" and \
+            not found.stopped_by_user:
+        return Keep(name=name, key=key, reason=f"{restart}: the daemon restarts it")
     if restart:
         return Start(name=name, key=key, container_id=found.id, reason=restart)
     return Keep(name=name, key=key, reason=_state(found))

@@ -236,7 +236,7 @@ class Agent:
             {key: body for key, body in objects.items() if key not in binding}, observed)
         plan = plan_up(desired, [o for o in observed if o.made_for(AGENT) not in binding],
                        namespaces=None, prune=True, manager=AGENT,
-                       pruned="no longer bound to this node")
+                       pruned="no longer bound to this node", daemon_restarts=True)
         actions = [action for action in plan.actions if action.changes]
         if actions:
             problems |= await self._carry_out(actions)
