@@ -1,8 +1,9 @@
 """The Helm chart renders valid, labelled objects for its defaults and its variants (real helm).
 
 Each file in tests/deploy/values/ is one variant (webhook off, cert-manager, one replica,
-a custom image, other tolerations, everything changed at once); every object each renders
-is validated (see manifests.py for how far that goes without an API server).
+a custom image, other tolerations, a pipeline of one's own, everything changed at once);
+every object each renders is validated (see manifests.py for how far that goes without an
+API server). The Stages of the pipeline have their own tests: test_chart_stages.py.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def test_every_rendered_object_carries_the_standard_labels(values_file: Path | N
 def test_every_namespaced_object_goes_to_the_release_namespace(values_file: Path | None
                                                                ) -> None:
     cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering",
-                      "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"}
+                      "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "Stage"}
     for doc in rendered(values_file):
         namespace = doc["metadata"].get("namespace")
         assert namespace == (None if doc["kind"] in cluster_scoped else NAMESPACE), doc["kind"]
@@ -91,7 +92,8 @@ def test_the_defaults_render_the_whole_platform() -> None:
         "ClusterKopfPeering", "ClusterRole", "ClusterRole", "ClusterRoleBinding",
         "ClusterRoleBinding", "DaemonSet", "Deployment", "MutatingWebhookConfiguration",
         "PodDisruptionBudget", "Role", "RoleBinding", "Secret", "Secret", "Service",
-        "Service", "ServiceAccount", "ServiceAccount", "ValidatingWebhookConfiguration"])
+        "Service", "ServiceAccount", "ServiceAccount", "Stage", "Stage", "Stage", "Stage",
+        "ValidatingWebhookConfiguration"])
 
 
 def test_helm_ships_our_crds_and_kopfs_peering_crds() -> None:

@@ -71,6 +71,7 @@ def test_the_platform_is_the_chart_plus_the_crds_and_the_namespace() -> None:
         "PodDisruptionBudget", "ValidatingWebhookConfiguration",
         "MutatingWebhookConfiguration", "Certificate", "Issuer", "ClusterKopfPeering"})
     assert "Secret" not in kinds(platform)  # no generated secret is ever committed
+    assert "Stage" not in kinds(platform)  # the overlays own them; two owners would fight
     crds = {d["metadata"]["name"] for d in platform if d["kind"] == "CustomResourceDefinition"}
     assert {"clusterkopfpeerings.kopf.dev", "containers.dockyard.dev"} <= crds
     namespace = find(platform, "Namespace")

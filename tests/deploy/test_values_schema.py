@@ -12,8 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
+from dockyard_api.crd import kind_schema
 from tests.conftest import tool
 from tests.deploy.manifests import CHART, run
+
+
+def _pipeline(*stages: dict[str, Any]) -> dict[str, Any]:
+    return {"stages": {"pipeline": list(stages)}}
+
 
 BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("replicas of the wrong type", {"operator": {"replicas": "two"}}, "/operator/replicas"),
@@ -44,6 +50,26 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
      "/shim/agent/pollEvery"),
     ("a bad maxUnavailable", {"shim": {"maxUnavailable": "half"}}, "/shim/maxUnavailable"),
     ("an image pull secret without a name", {"imagePullSecrets": [{}]}, "'name'"),
+    ("an unknown key under stages", {"stages": {"enabled": False}}, "enabled"),
+    ("stages.create as a string", {"stages": {"create": "no"}}, "/stages/create"),
+    ("the pipeline as a map", {"stages": {"pipeline": {"dev": {"namespaces": ["dev"]}}}},
+     "/stages/pipeline"),
+    ("a stage name in capitals", _pipeline({"name": "Prod", "spec": {}}),
+     "/stages/pipeline/0/name"),
+    ("a stage name too long for a label", _pipeline({"name": "p" * 64, "spec": {}}),
+     "/stages/pipeline/0/name"),
+    ("a stage without a spec", _pipeline({"name": "dev"}), "'spec'"),
+    ("a stage's spec beside it, not in it", _pipeline({"name": "ci", "upstream": "dev",
+                                                       "spec": {}}), "upstream"),
+    # The API server would only warn and drop it: prod would silently take tags.
+    ("a misspelt policy rule", _pipeline({"name": "prod", "spec": {"policy": {
+        "requirePinnedDigest": True}}}), "requirePinnedDigest"),
+    ("a misspelt approval field", _pipeline({"name": "prod", "spec": {"gates": {
+        "approval": {"groups": ["sre"], "requried": 2}}}}), "requried"),
+    ("an upstream that is not a stage name", _pipeline({"name": "ci", "spec": {
+        "upstream": "Dev"}}), "/stages/pipeline/0/spec/upstream"),
+    ("a soak time without a unit", _pipeline({"name": "prod", "spec": {"gates": {
+        "soakTime": "24"}}}), "/stages/pipeline/0/spec/gates/soakTime"),
 ]
 
 
@@ -69,8 +95,12 @@ def test_the_schema_is_draft_07_and_closed_at_every_level() -> None:
             open_objects.append(where or "/")
         for name, child in (node.get("properties") or {}).items():
             walk(child, f"{where}/{name}")
+        if "items" in node:
+            walk(node["items"], f"{where}/items")
 
     walk(schema, "")
+    for name, definition in schema["definitions"].items():
+        walk(definition, f"#/definitions/{name}")
     assert open_objects == []
 
 
@@ -99,3 +129,45 @@ def _at(schema: dict[str, Any], dotted: str) -> dict[str, Any] | None:
     for name in dotted.split("."):
         node = ((node or {}).get("properties") or {}).get(name)
     return node
+
+
+def test_a_stage_spec_in_the_values_has_exactly_the_fields_of_the_crd() -> None:
+    """values.schema.json closes every object of a Stage's spec, because the API server
+    only warns about an unknown field of a custom resource and drops it. Where it names
+    fields, types or patterns, they are the CRD's: a field added to the model fails here
+    until the values schema knows it too."""
+    schema = yaml.safe_load((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    spec = kind_schema("Stage")["properties"]["spec"]
+    differences: list[str] = []
+
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            node = schema["definitions"][node["$ref"].removeprefix("#/definitions/")]
+        return node
+
+    def types(node: dict[str, Any]) -> list[str]:
+        found = node.get("type") or [branch["type"] for branch in node.get("anyOf", [])]
+        return sorted([found] if isinstance(found, str) else found)
+
+    def walk(ours: dict[str, Any], theirs: dict[str, Any], where: str) -> None:
+        ours = resolve(ours)
+        if types(ours) != types(theirs):
+            differences.append(f"{where}: type {types(ours)}, the CRD's {types(theirs)}")
+        for key in ("enum", "pattern", "minimum", "maximum", "minLength", "maxLength",
+                    "minItems"):
+            if key in ours and ours[key] != theirs.get(key):
+                differences.append(f"{where}: {key} {ours[key]!r}, the CRD's "
+                                   f"{theirs.get(key)!r}")
+        if "properties" in theirs or "properties" in ours:
+            mine, crd = set(ours.get("properties", {})), set(theirs.get("properties", {}))
+            if mine != crd:
+                differences.append(f"{where}: fields {sorted(mine ^ crd)} in one only")
+            if sorted(ours.get("required", [])) != sorted(theirs.get("required", [])):
+                differences.append(f"{where}: required differs")
+            for name in mine & crd:
+                walk(ours["properties"][name], theirs["properties"][name], f"{where}.{name}")
+        if "items" in theirs:
+            walk(ours.get("items", {}), theirs["items"], f"{where}[]")
+
+    walk(schema["definitions"]["stage"]["properties"]["spec"], spec, "spec")
+    assert differences == []
