@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import functools
 import http.client
-import ipaddress
 import json
 import os
 import re
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import click
+
+from dockyard_common.hosts import is_loopback
 
 GROUP = "dockyard.dev"
 VERSION = "v1alpha1"
@@ -470,13 +471,7 @@ class Client:
 
 
 def _loopback(server: str) -> bool:
-    host = urllib.parse.urlsplit(server).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(urllib.parse.urlsplit(server).hostname or "")
 
 
 def _ssl_context(conn: Connection) -> ssl.SSLContext:

@@ -5,20 +5,13 @@ Pure computation: no I/O.
 
 from __future__ import annotations
 
-import ipaddress
+from dockyard_common.hosts import is_loopback
 
 
 def plain_http_allowed(domain: str) -> bool:
     """Whether the registry at `domain` (`host[:port]`) may be reached without TLS: only
     one on this machine (localhost, or a loopback address)."""
-    host = domain.rsplit(":", 1)[0] if not domain.endswith("]") else domain
-    host = host.removeprefix("[").removesuffix("]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(domain.rsplit(":", 1)[0] if not domain.endswith("]") else domain)
 
 
 def repository(reference: str) -> str:
