@@ -9,9 +9,11 @@ cd "$(dirname "$0")/.."
 # runtime in tests and benchmarks, busybox-static to build test images, skopeo and
 # docker-registry for images, iproute2 for network checks, docker.io: a Docker engine
 # the tests start privately, with its networking off, to compare containers with ours, and
-# rsync, the peer of the volume transfer benchmark).
+# rsync, the peer of the volume transfer benchmark; libseccomp2, which the runtime loads
+# through ctypes for its seccomp filters; openssl, which the webhook certificate tests use).
 APT_PACKAGES=(python3 python3-venv python3-dev git ca-certificates
-              runc busybox-static skopeo docker-registry iproute2 docker.io rsync)
+              runc busybox-static skopeo docker-registry iproute2 docker.io rsync
+              libseccomp2 openssl)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
