@@ -241,7 +241,8 @@ async def _roll_back(context: _Context, promotion: Promotion, world: gates.World
             promotion.spec.images, previous, key, now))
     restored = ", ".join(f"{p.image}@{p.digest}" for p in previous) or "nothing (no " \
         "earlier digest in the stage)"
-    message = f"{getattr(decision.step, 'message', 'failed')}; restored {restored}"
+    why = decision.step.message if isinstance(decision.step, gates.Rollback) else "failed"
+    message = f"{why}; restored {restored}"
     kopf.warn(_body(promotion), reason="RolledBack", message=message)
     await _status(kube, promotion, {
         "phase": PromotionPhase.ROLLED_BACK, "gates": _evidence(decision),
