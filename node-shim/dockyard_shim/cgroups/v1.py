@@ -1,10 +1,16 @@
 """The cgroup v1 driver: one directory per controller hierarchy for each cgroup.
 
 Layout: `<mount of controller>/<parent>/<name>` for each controller the driver uses
-(memory, cpu, cpuacct, pids, freezer); controllers co-mounted in one hierarchy (the common
-`cpu,cpuacct`) share one directory. Mount points come from the caller (see `detect`),
-never from a hard-coded list. cpuset, devices and blkio are left out: a cpuset child is
-unusable until its cpus and mems are filled in, and device rules belong to the runtime.
+(memory, cpu, cpuacct, pids, freezer), and in the devices hierarchy; controllers co-mounted
+in one hierarchy (the common `cpu,cpuacct`) share one directory. Mount points come from the
+caller (see `detect`), never from a hard-coded list. cpuset and blkio are left out: a cpuset
+child is unusable until its cpus and mems are filled in.
+
+Devices: a cgroup is created with Docker's default device rules (`devices`), written
+before any process can join it, so a container keeping CAP_MKNOD still cannot open a disk,
+/dev/mem or /dev/kmsg through a node it makes. The devices hierarchy is a policy, not a
+resource: it is not among `controllers` (no `Limits` field needs it) and a host without it
+gets no device rules (every supported kernel has it).
 
 Files (Documentation/admin-guide/cgroup-v1/): `memory.limit_in_bytes` and, when the
 kernel accounts swap, `memory.memsw.limit_in_bytes` set to the same value (memory and
@@ -41,6 +47,7 @@ from dockyard_shim.cgroups.base import (
     check_controllers,
     check_name,
 )
+from dockyard_shim.cgroups.devices import v1_writes
 from dockyard_shim.cgroups.fs import (
     CgroupDir,
     CgroupFs,
@@ -56,6 +63,8 @@ from dockyard_shim.errors import AlreadyExistsError, NotFoundError, UnavailableE
 
 CONTROLLERS: Final = ("memory", "cpu", "cpuacct", "pids", "freezer")
 """The v1 controllers the driver uses, each in the hierarchy that carries it."""
+DEVICES: Final = "devices"
+"""The device cgroup's hierarchy: every cgroup is in it too, with the default rules."""
 
 # The kernel reports "no limit" as its page counter maximum in bytes (PAGE_COUNTER_MAX *
 # PAGE_SIZE: 9223372036854771712 with 4 KiB pages); no real limit comes near 2**62.
@@ -84,6 +93,8 @@ class V1Driver(CgroupDriver):
             raise UnavailableError(
                 "no cgroup v1 hierarchy carries any of " + ", ".join(CONTROLLERS)
             )
+        devices = hierarchies.get(DEVICES)
+        self.devices_mount: Final = None if devices is None else Path(devices)
         self.fs: Final = fs if fs is not None else CgroupFs()
 
     def __repr__(self) -> str:
@@ -94,8 +105,10 @@ class V1Driver(CgroupDriver):
         return frozenset(self.hierarchies)
 
     def mounts(self) -> list[Path]:
-        """The distinct hierarchy mount points in use, each once."""
-        return list(dict.fromkeys(self.hierarchies.values()))
+        """The distinct hierarchy mount points in use, each once: the controllers', then
+        the devices hierarchy's."""
+        extra = [] if self.devices_mount is None else [self.devices_mount]
+        return list(dict.fromkeys([*self.hierarchies.values(), *extra]))
 
     def create(self, name: str) -> V1Cgroup:
         if self.exists(name):
@@ -108,7 +121,9 @@ class V1Driver(CgroupDriver):
                 raise AlreadyExistsError(f"cgroup {self.parent}/{name} exists already") from e
             except OSError as e:
                 raise UnavailableError(f"cannot create cgroup {self.parent}/{name}: {e}") from e
-        return V1Cgroup(self, name)
+        cgroup = V1Cgroup(self, name)
+        cgroup.restrict_devices()
+        return cgroup
 
     def load(self, name: str) -> V1Cgroup:
         check_name(name)
@@ -120,7 +135,10 @@ class V1Driver(CgroupDriver):
         # directory; complete them so every operation sees the whole cgroup.
         for mount in missing:
             make_dirs(self.fs, mount, f"{self.parent}/{name}")
-        return V1Cgroup(self, name)
+        cgroup = V1Cgroup(self, name)
+        if self.devices_mount in missing:
+            cgroup.restrict_devices()  # a device cgroup made now starts with the parent's
+        return cgroup
 
     def exists(self, name: str) -> bool:
         check_name(name)
@@ -151,6 +169,8 @@ class V1Cgroup(Cgroup):
         self._by_controller: Final = {
             controller: self._dirs[mount] for controller, mount in driver.hierarchies.items()
         }
+        self._devices: Final = (None if driver.devices_mount is None
+                                else self._dirs[driver.devices_mount])
 
     @property
     def paths(self) -> list[Path]:
@@ -162,6 +182,13 @@ class V1Cgroup(Cgroup):
         """The cgroup's directory by hierarchy name (`memory`, `cpu,cpuacct`…): the name of
         the hierarchy's mount point, as a container sees it under /sys/fs/cgroup."""
         return {mount.name: directory.path for mount, directory in self._dirs.items()}
+
+    def restrict_devices(self) -> None:
+        """Give the cgroup Docker's default device rules (`devices.DEFAULT_RULES`)."""
+        if self._devices is None:
+            return
+        for file, text in v1_writes():
+            self._devices.write(file, text)
 
     def _dir(self, controller: str) -> CgroupDir:
         directory = self._by_controller.get(controller)

@@ -36,6 +36,7 @@ syscalls and simple Python, and always ends in exec or os._exit.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -275,6 +276,11 @@ def _init_main(kernel: Kernel, spec: SandboxSpec, pipes: InitPipes) -> None:
     if os.read(go_r, 1) != b"g":
         os._exit(SETUP_FAILED)  # the caller gave up
     os.close(go_r)
+    # Nothing of the caller's may reach the command, not even for the chdir to its
+    # working directory: a directory descriptor still open then would let a working
+    # directory of /proc/self/fd/N start the command outside its root (CVE-2024-21626).
+    os.closerange(3, err_w)
+    os.closerange(err_w + 1, os.sysconf("SC_OPEN_MAX"))
     drop_privileges(kernel, spec.process, last_cap)
     exec_command(spec.process, err_w)
 
@@ -302,6 +308,7 @@ def _setup_filesystem(kernel: Kernel, spec: SandboxSpec) -> None:
         _mount_data(kernel, root, data)
     plan = rootfs.plan(new_netns=spec.network != "host", cgroup_v2=spec.cgroup_v2)
     for mount in plan.mounts:
+        _refuse_links(kernel, root, mount)
         target = make_in_root(spec.root, mount.target, directory=True)
         perform(kernel, mount.at(str(target)))
     if spec.cgroup_v1_dirs:
@@ -324,6 +331,30 @@ def _setup_filesystem(kernel: Kernel, spec: SandboxSpec) -> None:
     kernel.pivot_root(".", ".")  # stack the old root under the new one, then detach it
     kernel.umount2(".", k.MNT_DETACH)
     os.chdir("/")
+
+
+def _refuse_links(kernel: Kernel, root: str, mount: Mount) -> None:
+    """Refuse to mount proc, sysfs, /dev and the rest where the image has a symbolic link
+    on the way to their mount point (CVE-2019-16884: a /proc that is a link moved procfs
+    where the runtime's later checks and writes did not look). Such an image is broken
+    or hostile; runc refuses it too. A missing path is fine: it is made inside the root."""
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = kernel.openat2(root_fd, mount.target.lstrip("/") or ".",
+                            os.O_PATH | os.O_CLOEXEC,
+                            k.RESOLVE_IN_ROOT | k.RESOLVE_NO_SYMLINKS)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise StartError(
+                f"{mount.target} is a symbolic link in the image: {mount.type} must be "
+                "mounted on a real directory (refused, see CVE-2019-16884)",
+                SETUP_FAILED) from None
+        raise
+    finally:
+        os.close(root_fd)
+    os.close(fd)
 
 
 def _mount_data(kernel: Kernel, root: str, data: DataMount) -> None:

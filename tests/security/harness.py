@@ -1,0 +1,123 @@
+"""Containers to attack: a runtime on real parts whose images an attack can shape.
+
+`security_runtime` is `tests.shim.runtimes.busybox_runtime` with more images: each is the
+busybox root filesystem changed by a function (a /proc that is a link, a volume path that
+points at /), committed as one layer. `Containers` runs a shell script in a container and
+returns its exit code and output, or runs it in the background for `exec` attacks.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from dockyard_shim.cgroups import detect
+from dockyard_shim.errors import NotFoundError
+from dockyard_shim.kernel import LinuxKernel
+from dockyard_shim.runtime.config import ContainerConfig
+from dockyard_shim.runtime.ports import RunnableImage
+from dockyard_shim.runtime.runtime import Runtime
+from dockyard_shim.runtime.state import ContainerRecord
+from dockyard_shim.snapshots import OverlaySnapshotter
+from tests.shim.rootfs_dir import busybox_rootfs
+
+Tweak = Callable[[Path], None]
+
+
+def _link(path: str, target: str) -> Tweak:
+    def tweak(root: Path) -> None:
+        where = root / path.lstrip("/")
+        if where.is_dir() and not where.is_symlink():
+            where.rmdir()
+        where.symlink_to(target)
+    return tweak
+
+
+IMAGES: dict[str, Tweak] = {
+    "busybox": lambda root: None,
+    "proc-link": _link("/proc", "/tmp"),                 # CVE-2019-16884's image
+    "sys-link": _link("/sys", "/tmp"),
+    "data-link-to-root": _link("/data", "/"),            # a volume destination -> /
+    "data-link-up": _link("/data", "../../../../../.."),
+    "work-link-to-root": _link("/work", "/"),            # a working directory -> /
+    "work-link-up": _link("/work", "../../../../../.."),
+}
+
+
+class AttackImages:
+    """The images of `IMAGES`, each one layer in the snapshotter."""
+
+    def __init__(self, snapshots: OverlaySnapshotter, scratch: Path) -> None:
+        base = busybox_rootfs(scratch / "busybox")
+        for name, tweak in IMAGES.items():
+            key = f"extract-{name}"
+            snapshots.prepare(key)
+            upper = snapshots.upper_dir(key)
+            shutil.copytree(base, upper, symlinks=True, dirs_exist_ok=True)
+            tweak(upper)
+            snapshots.commit(f"sha256:{name}-layer", key)
+
+    def runnable(self, name: str) -> RunnableImage:
+        if name not in IMAGES:
+            raise NotFoundError(f"no such image: {name}")
+        return RunnableImage(id=f"sha256:{name}", name=name, top_layer=f"sha256:{name}-layer",
+                             cmd=("sh",), env=("PATH=/bin", "HOME=/root"))
+
+
+@contextmanager
+def security_runtime(root: Path) -> Iterator[Runtime]:
+    """A runtime under `root` with the attack images; everything is removed after."""
+    snapshots = OverlaySnapshotter(root / "snapshots")
+    cgroups = detect(parent=f"dockyard-sec-{secrets.token_hex(4)}")
+    runtime = Runtime(root, kernel=LinuxKernel(), images=AttackImages(snapshots, root),
+                      snapshots=snapshots, cgroups=cgroups)
+    try:
+        yield runtime
+    finally:
+        try:
+            for record in runtime.store.all():
+                runtime.delete(record.id, force=True)
+            for volume in runtime.volumes.all():
+                runtime.volumes.remove(volume.name, in_use=())
+        finally:
+            cgroups.delete_parent()
+            runtime.volumes.close()
+
+
+class Containers:
+    """Run attack scripts in containers of one runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def config(self, script: str, image: str = "busybox", **options: object) -> ContainerConfig:
+        return ContainerConfig(image=image, command=("sh", "-c", script),
+                               **{"network": "none", **options})  # type: ignore[arg-type]
+
+    def run(self, script: str, image: str = "busybox", *, timeout: float = 30,
+            **options: object) -> tuple[int, str]:
+        """Run `script` with `sh -c` to its end; its exit code and output."""
+        record = self.runtime.run(self.config(script, image, **options))
+        record = self.runtime.wait(record.id, timeout)
+        assert record.exit_code is not None
+        return record.exit_code, self.runtime.log_path(record.id).read_text()
+
+    def start(self, script: str, image: str = "busybox", **options: object) -> ContainerRecord:
+        """Start `script` in the background; the running container's record."""
+        return self.runtime.run(self.config(script, image, **options))
+
+    def exec(self, record: ContainerRecord, script: str, *, timeout: float = 30,
+             user: str = "", working_dir: str = "") -> tuple[int, str]:
+        """`docker exec` of `script` in a running container; its exit code and output."""
+        exec_id = self.runtime.execs.start(record.id, ("sh", "-c", script), user=user,
+                                           working_dir=working_dir)
+        code = self.runtime.execs.wait(exec_id, timeout)
+        return code, self.runtime.execs.log_path(exec_id).read_text()
+
+
+def status_fields(text: str) -> dict[str, str]:
+    """`Name:\\tvalue` lines of /proc/PID/status, as printed by `cat`."""
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
