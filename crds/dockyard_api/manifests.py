@@ -110,6 +110,9 @@ def parse(obj: object, *, source: str = "", served: bool = False) -> Resource:
         raise InvalidManifestError(
             [Problem("kind", f"unknown kind {kind!r}: expected one of {', '.join(BY_KIND)}")],
             source=source)
+    problem = _shape_problem(obj)
+    if problem:
+        raise InvalidManifestError([Problem("", problem)], source=source)
     try:
         text = json.dumps(obj)
     except (TypeError, ValueError) as e:
@@ -120,6 +123,53 @@ def parse(obj: object, *, source: str = "", served: bool = False) -> Resource:
                                        context={SERVED: True} if served else None)
     except ValidationError as e:
         raise InvalidManifestError(_problems(e), source=source) from e
+
+
+MAX_VALUES = 1_000_000
+"""Values one manifest may hold, an alias counted each time it is used. YAML anchors and
+aliases let a few lines stand for an exponential tree (the "billion laughs"), which the
+API server's YAML reader refuses too (CVE-2019-11253); the largest real manifest holds a
+few thousand."""
+MAX_DEPTH = 100
+"""Nesting levels one manifest may have; ours need fewer than twenty. Deeper data would
+exhaust the stack of the JSON encoder and of the validators (RecursionError)."""
+
+
+def _shape_problem(obj: object) -> str | None:
+    """Why `obj` is too large, too deep or cyclic to be a manifest; None when it is not.
+
+    Iterative, so its own depth costs no stack; shared values (aliases) are sized once."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()  # containers whose children are being sized: the path down
+    stack: list[tuple[object, bool, int]] = [(obj, False, 0)]
+    while stack:
+        value, sized, depth = stack.pop()
+        children = _children(value)
+        if children is None or (not sized and id(value) in sizes):
+            continue
+        if sized:
+            open_.discard(id(value))
+            sizes[id(value)] = 1 + sum(sizes.get(id(child), 1) for child in children)
+            if sizes[id(value)] > MAX_VALUES:
+                return (f"holds more than {MAX_VALUES} values once its YAML aliases are "
+                        f"expanded")
+            continue
+        if id(value) in open_:
+            return "contains itself (a YAML alias to an enclosing node)"
+        if depth >= MAX_DEPTH:
+            return f"nests deeper than {MAX_DEPTH} levels"
+        open_.add(id(value))
+        stack.append((value, True, depth))
+        stack.extend((child, False, depth + 1) for child in children)
+    return None
+
+
+def _children(value: object) -> list[object] | None:
+    if isinstance(value, Mapping):
+        return list(value.values())
+    if isinstance(value, list | tuple):
+        return list(value)
+    return None
 
 
 R = TypeVar("R", bound=Resource)
@@ -147,6 +197,12 @@ class _KubectlLoader(yaml.SafeLoader):
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:  # `? [a, b]`: SafeLoader's own check comes after ours
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a mapping key must be a scalar, not {type(key).__name__}",
+                    key_node.start_mark) from None
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} appears twice in one mapping",
@@ -167,5 +223,8 @@ def load_documents(text: str, *, source: str = "") -> Iterator[object]:
         for document in yaml.load_all(text, Loader=_KubectlLoader):
             if document is not None:
                 yield document
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: an int of more than 4300 digits
         raise InvalidManifestError([Problem("", f"not valid YAML: {e}")], source=source) from e
+    except RecursionError as e:  # PyYAML composes nested nodes recursively
+        raise InvalidManifestError([Problem("", "not a manifest: the YAML nests too deeply")],
+                                   source=source) from e

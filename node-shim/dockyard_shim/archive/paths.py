@@ -78,6 +78,12 @@ class _Openat2:
         if self._kernel is None:
             return None
         try:
+            path.encode()
+        except UnicodeEncodeError:
+            # A name that is not UTF-8 (a Latin-1 file name, held as surrogate escapes):
+            # the seam encodes strictly, the walk's os calls give the bytes back as they were.
+            return None
+        try:
             return self._kernel.openat2(dir_fd, path, DIR_FLAGS, RESOLVE_BENEATH
                                         | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
         except OSError as e:

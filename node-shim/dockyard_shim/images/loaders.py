@@ -26,9 +26,11 @@ links between members are followed only within the archive and at most a few hop
 from __future__ import annotations
 
 import json
+import lzma
 import os
 import posixpath
 import tarfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,6 +54,7 @@ from dockyard_shim.images.oci import (
     ImageConfig,
     Index,
     Manifest,
+    decode_json,
     load_json,
     parse_config,
     parse_manifest_or_index,
@@ -62,6 +65,9 @@ from dockyard_shim.images.reference import Reference, parse_reference
 _MAX_MEMBERS = 200_000  # far beyond any real archive; bounds memory on a hostile one
 _MAX_LINK_HOPS = 8
 _GZIP_MAGIC = b"\x1f\x8b"
+# What a damaged or truncated archive makes tarfile and its decompressors raise: a gzip,
+# bzip2 or xz stream cut short is an EOFError, corrupt deflate data a zlib.error.
+_DAMAGED = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
 
 
 @dataclass(frozen=True)
@@ -195,7 +201,7 @@ def read_archive(path: Path, content: ContentStore, platform: Platform,
         tar = tarfile.open(path, "r:*")  # noqa: SIM115 -- closed below
     except FileNotFoundError as e:
         raise NotFoundError(f"image archive {path} not found") from e
-    except (tarfile.TarError, OSError) as e:
+    except (*_DAMAGED, OSError) as e:
         raise InvalidArgumentError(f"{path} is not a readable tar archive: {e}") from e
     try:
         archive = _Archive(tar, path)
@@ -210,8 +216,13 @@ def read_archive(path: Path, content: ContentStore, platform: Platform,
             raise InvalidArgumentError(
                 f"{path} is neither an OCI image layout (oci-layout, index.json) nor a "
                 "docker save archive (manifest.json)")
-    except (tarfile.TarError, EOFError) as e:
+    except _DAMAGED as e:
         raise InvalidArgumentError(f"{path} is a damaged tar archive: {e}") from e
+    except OSError as e:
+        if e.errno is not None:
+            raise  # the disk's problem (EIO, ENOSPC), not the archive's
+        # bz2 and gzip say "invalid data" with an errno-less OSError (BadGzipFile)
+        raise InvalidArgumentError(f"{path} is a damaged compressed archive: {e}") from e
     finally:
         tar.close()
     if not images:
@@ -329,10 +340,7 @@ class _Loader:
     # Legacy docker save ------------------------------------------------------------------------
 
     def _docker_manifest(self) -> list[Mapping[str, Any]]:
-        try:
-            document = json.loads(self.archive.read("manifest.json"))
-        except ValueError as e:
-            raise InvalidArgumentError(f"manifest.json is not valid JSON: {e}") from e
+        document = decode_json(self.archive.read("manifest.json"), "manifest.json")
         if not isinstance(document, list) or not all(isinstance(e, dict) for e in document):
             raise InvalidArgumentError("manifest.json must be a list of objects")
         return document

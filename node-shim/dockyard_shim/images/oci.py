@@ -114,14 +114,23 @@ class ImageConfig:
         return Platform(self.os, self.architecture, self.variant)
 
 
-def load_json(data: bytes, what: str) -> dict[str, Any]:
-    """`data` parsed as a JSON object, refusing oversized or malformed documents."""
+def decode_json(data: bytes, what: str) -> Any:
+    """`data` parsed as JSON of any shape, refusing oversized or malformed documents."""
     if len(data) > MAX_DOCUMENT:
         raise InvalidArgumentError(f"{what} is {len(data)} bytes, more than {MAX_DOCUMENT}")
     try:
-        document = json.loads(data)
+        return json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidArgumentError(f"{what} is not valid JSON: {e}") from e
+    except RecursionError as e:
+        # `[[[[…` a few thousand deep fits in a small document and exhausts the decoder's
+        # stack; no image document nests more than a handful of levels.
+        raise InvalidArgumentError(f"{what} nests too deeply to be an image document") from e
+
+
+def load_json(data: bytes, what: str) -> dict[str, Any]:
+    """`data` parsed as a JSON object, refusing oversized or malformed documents."""
+    document = decode_json(data, what)
     if not isinstance(document, dict):
         raise InvalidArgumentError(f"{what} must be a JSON object")
     return document
@@ -185,6 +194,8 @@ def parse_manifest_or_index(data: bytes, descriptor: Descriptor) -> Manifest | I
             f"{what} has both 'layers' and 'manifests': it is ambiguous (CVE-2021-41190) "
             "and refused")
     declared = document.get("mediaType")
+    if declared is not None and not isinstance(declared, str):  # looked up in sets below
+        raise InvalidArgumentError(f"{what}: 'mediaType' must be a string")
     if declared is not None and descriptor.media_type and declared != descriptor.media_type:
         raise InvalidArgumentError(
             f"{what} says it is {declared!r} but was referenced as {descriptor.media_type!r}")

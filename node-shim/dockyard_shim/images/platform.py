@@ -11,6 +11,7 @@ Pure computation, except `node_platform`, which asks the kernel.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -24,6 +25,9 @@ _MACHINES = {
 }
 
 T = TypeVar("T")
+# An arm variant's number: ASCII digits only (str.isdigit() admits "²", which int() refuses),
+# and few of them (int() refuses more than 4300).
+_VERSION = re.compile(r"[0-9]{1,9}")
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ def _rank(want: Platform, have: Platform) -> int | None:
         return 100
     if want.architecture == "arm" and want.variant and have.variant:
         mine, theirs = want.variant.lstrip("v"), have.variant.lstrip("v")
-        if mine.isdigit() and theirs.isdigit() and int(theirs) <= int(mine):
+        if _VERSION.fullmatch(mine) and _VERSION.fullmatch(theirs) and int(theirs) <= int(mine):
             return int(theirs)  # an older arm variant runs, the newest of them is best
         return None
     if have.variant is None or (want.architecture == "amd64" and have.variant == "v1"):
