@@ -11,15 +11,17 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from dockyard_shim.cgroups import V1Cgroup
+from dockyard_shim.cgroups import V1Cgroup, V2Driver, parse_mountinfo
 from dockyard_shim.cgroups.devices import DEFAULT_RULES
 from dockyard_shim.runtime.runtime import Runtime
 from tests.security.harness import Containers
+from tests.shim.cgroupfs_fake import Children, cleanup, unique_parent
 
 pytestmark = pytest.mark.root
 
@@ -80,3 +82,46 @@ def test_dev_kmsg_is_absent_and_a_home_made_one_cannot_be_opened(
     assert "made" in out
     assert "wrote" not in out
     assert "read" not in out
+
+
+@pytest.fixture
+def v2_driver() -> Iterator[V2Driver]:
+    """The v2 driver on this host's real cgroup2 tree (beside the v1 hierarchies here)."""
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        unified = parse_mountinfo(f.read()).unified
+    if unified is None:
+        pytest.skip("this host mounts no cgroup2 tree")
+    made = V2Driver(unified.mount_point, unique_parent())
+    yield made
+    cleanup(made)
+
+
+def test_a_v2_cgroup_gets_the_default_devices_as_an_ebpf_program(
+        v2_driver: V2Driver, children: Children, tmp_path: Path,
+        loop_device: tuple[Path, int, int]) -> None:
+    """cgroup v2 has no devices files: the driver attaches an eBPF device program. A
+    process of the cgroup (root, every capability) makes nodes, opens the default devices,
+    and is refused the loop device and /dev/mem."""
+    backing, major, minor = loop_device
+    disk, mem = tmp_path / "disk", tmp_path / "mem"
+    cgroup = v2_driver.create("devices")
+    child = children.start_in(cgroup, textwrap.dedent(f"""
+        import os
+        os.mknod({str(disk)!r}, 0o600 | 0o060000, os.makedev({major}, {minor}))
+        os.mknod({str(mem)!r}, 0o600 | 0o020000, os.makedev(1, 1))
+        for path, flags in (({str(disk)!r}, os.O_RDWR), ({str(mem)!r}, os.O_RDONLY),
+                            ("/dev/null", os.O_RDWR), ("/dev/urandom", os.O_RDONLY)):
+            try:
+                fd = os.open(path, flags)
+            except PermissionError:
+                print(path, "refused", flush=True)
+                continue
+            if path == {str(disk)!r}:
+                os.write(fd, b"pwned")
+            os.close(fd)
+            print(path, "opened", flush=True)
+        """))
+    lines = [children.line(child) for _ in range(4)]
+    assert lines == [f"{disk} refused", f"{mem} refused", "/dev/null opened",
+                     "/dev/urandom opened"]
+    assert backing.read_bytes() == CANARY  # the canary

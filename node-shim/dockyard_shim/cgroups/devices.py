@@ -9,11 +9,13 @@ missing node, is what keeps the host's disks, memory (`/dev/mem`) and kernel log
 (`/dev/kmsg`) out of reach.
 
 The v1 driver writes these rules to `devices.deny` and `devices.allow`
-(Documentation/admin-guide/cgroup-v1/devices.rst). Pure data; no I/O.
+(Documentation/admin-guide/cgroup-v1/devices.rst); the v2 driver attaches them as an
+eBPF program (`bpf_program`, loaded by `bpf`), as runc and crun do. Pure data; no I/O.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -61,3 +63,68 @@ def v1_writes(rules: tuple[DeviceRule, ...] = DEFAULT_RULES) -> list[tuple[str, 
     everything denied (a child starts with its parent's list, usually `a *:* rwm`), then
     each rule allowed, one write each (the kernel parses one rule per write)."""
     return [("devices.deny", "a"), *(("devices.allow", rule.v1_line()) for rule in rules)]
+
+
+# ------------------------------------------------------------------ cgroup v2: eBPF
+#
+# cgroup v2 has no devices files: the kernel asks a BPF_PROG_TYPE_CGROUP_DEVICE program
+# attached to the cgroup, once per access, with a `struct bpf_cgroup_dev_ctx`
+# {u32 access_type; u32 major; u32 minor}, `access_type` being access << 16 | type
+# (include/uapi/linux/bpf.h). It returns 1 to allow, 0 to deny. The program below tests
+# the rules in order, each as a block that jumps to the next block on any mismatch.
+
+_DEV_BLOCK, _DEV_CHAR = 1, 2
+_ACC_MKNOD, _ACC_READ, _ACC_WRITE = 1, 2, 4
+_ACCESS_BITS = {"m": _ACC_MKNOD, "r": _ACC_READ, "w": _ACC_WRITE}
+
+# eBPF opcodes (Documentation/bpf/standardization/instruction-set.rst).
+_LDX_W = 0x61      # dst = *(u32 *)(src + off)
+_AND32_K = 0x54    # dst = (u32)dst & imm
+_RSH32_K = 0x74    # dst = (u32)dst >> imm
+_MOV64_X = 0xBF    # dst = src
+_MOV64_K = 0xB7    # dst = imm
+_JNE_K = 0x55      # if dst != imm: pc += off
+_EXIT = 0x95
+
+
+def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    return struct.pack("<BBhi", code, dst | src << 4, off, imm)
+
+
+def _rule_block(rule: DeviceRule) -> list[bytes]:
+    """r2 = type, r3 = access, r4 = major, r5 = minor: allow (return 1) when `rule` matches,
+    else fall through to the next block."""
+    tests: list[tuple[int, int, int]] = []  # (code, register, imm) of each mismatch jump
+    if rule.kind != "a":
+        tests.append((_JNE_K, 2, _DEV_BLOCK if rule.kind == "b" else _DEV_CHAR))
+    allowed = sum(_ACCESS_BITS[c] for c in set(rule.access))
+    if allowed != _ACC_MKNOD | _ACC_READ | _ACC_WRITE:
+        tests.append((_AND32_K, 1, 0x7 & ~allowed))  # r1 = what is asked and not allowed
+        tests.append((_JNE_K, 1, 0))
+    if rule.major != WILDCARD:
+        tests.append((_JNE_K, 4, rule.major))
+    if rule.minor != WILDCARD:
+        tests.append((_JNE_K, 5, rule.minor))
+    length = sum(2 if code == _AND32_K else 1 for code, _, _ in tests) + 2
+    block: list[bytes] = []
+    for code, register, imm in tests:
+        if code == _AND32_K:
+            block.append(_insn(_MOV64_X, 1, 3))
+            block.append(_insn(_AND32_K, 1, imm=imm))
+        else:
+            block.append(_insn(code, register, off=length - len(block) - 1, imm=imm))
+    block += [_insn(_MOV64_K, 0, imm=1), _insn(_EXIT)]
+    return block
+
+
+def bpf_program(rules: tuple[DeviceRule, ...] = DEFAULT_RULES) -> bytes:
+    """The eBPF device program (instructions, little-endian) that allows `rules` only."""
+    program = [
+        _insn(_LDX_W, 2, 1, 0), _insn(_AND32_K, 2, imm=0xFFFF),   # r2 = type
+        _insn(_LDX_W, 3, 1, 0), _insn(_RSH32_K, 3, imm=16),       # r3 = access
+        _insn(_LDX_W, 4, 1, 4), _insn(_LDX_W, 5, 1, 8),           # r4, r5 = major, minor
+    ]
+    for rule in rules:
+        program += _rule_block(rule)
+    program += [_insn(_MOV64_K, 0, imm=0), _insn(_EXIT)]  # nothing matched: deny
+    return b"".join(program)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from dockyard_shim.cgroups import bpf
 from dockyard_shim.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -68,6 +69,11 @@ class CgroupFs:
 
     def mkdir(self, path: Path) -> None:
         os.mkdir(path)
+
+    def attach_device_program(self, path: Path, program: bytes) -> None:
+        """Attach the eBPF device `program` to the cgroup2 directory `path` (a no-op on a
+        directory that is not on cgroup2)."""
+        bpf.attach_device_program(path, program)
 
     def rmdir(self, path: Path) -> None:
         os.rmdir(path)

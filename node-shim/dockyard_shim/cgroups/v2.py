@@ -19,6 +19,10 @@ we follow Kubernetes instead (kubelet's default NoSwap behaviour), because a Con
 `resources.memory` is a Kubernetes-style limit: the container is OOM-killed at the limit
 rather than slowed by swapping first. The v1 driver matches it with memsw.
 
+Devices: every cgroup gets Docker's default device rules as an eBPF program
+(`devices.bpf_program`, attached by `bpf`) before any process joins it; a kernel that
+cannot load it fails the create rather than run a container without device rules.
+
 This driver does not talk to systemd: on a systemd host, the parent is a plain directory
 beside systemd's slices, as with runc's cgroupfs driver.
 """
@@ -44,6 +48,7 @@ from dockyard_shim.cgroups.base import (
     check_name,
     cpu_shares_to_weight,
 )
+from dockyard_shim.cgroups.devices import bpf_program
 from dockyard_shim.cgroups.fs import (
     CgroupDir,
     CgroupFs,
@@ -107,6 +112,12 @@ class V2Driver(CgroupDriver):
             raise AlreadyExistsError(f"cgroup {self.parent}/{name} exists already") from e
         except OSError as e:
             raise UnavailableError(f"cannot create cgroup {self.parent}/{name}: {e}") from e
+        try:
+            # Before any process can join: the device cgroup of v2 is an eBPF program.
+            self.fs.attach_device_program(level / name, bpf_program())
+        except BaseException:
+            self.fs.rmdir(level / name)
+            raise
         return V2Cgroup(self, name)
 
     def load(self, name: str) -> V2Cgroup:
