@@ -170,6 +170,51 @@ def parse_restart(text: str) -> tuple[str, int]:
     return policy, int(retries) if retries else 0
 
 
+_TRUE, _FALSE = ("", "true", "1", "yes"), ("false", "0", "no")
+
+
+def parse_security_opt(text: str) -> dict[str, Any]:
+    """Docker's `--security-opt`: `no-new-privileges[:true|false]` and
+    `seccomp=unconfined|builtin|PROFILE.json`, as config fields. A profile file is read
+    here, as Docker's client does: the container keeps the profile, not the path."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        key, _, value = text.partition(":")
+    key, value = key.strip(), value.strip()
+    if key == "no-new-privileges":
+        if value.lower() not in (*_TRUE, *_FALSE):
+            raise FlagError(f"{text!r}: write no-new-privileges or no-new-privileges=false")
+        return {"no_new_privileges": value.lower() in _TRUE}
+    if key == "seccomp":
+        if value in ("unconfined", "builtin", "default"):
+            return {"seccomp": "unconfined" if value == "unconfined" else "default"}
+        if not value:
+            raise FlagError(f"{text!r}: write seccomp=unconfined or seccomp=PROFILE.json")
+        path = os.path.abspath(value)
+        try:
+            with open(path, encoding="utf-8") as f:
+                profile = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise FlagError(f"{text!r}: cannot read the seccomp profile {path}: {e}") from None
+        return {"seccomp": "localhost", "seccomp_profile_path": path,
+                "seccomp_profile": profile}
+    if key in ("label", "apparmor", "systempaths", "mask", "unmask"):
+        raise FlagError(f"{text!r}: {key} is not supported (Dockyard has no LSM profiles)")
+    raise FlagError(f"{text!r}: write no-new-privileges, seccomp=unconfined or "
+                    "seccomp=PROFILE.json")
+
+
+def security_config(options: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    """The config fields of every `--security-opt` given, the last one of a kind winning."""
+    merged: dict[str, Any] = {}
+    for option in options:
+        if "seccomp" in option:
+            for key in ("seccomp_profile", "seccomp_profile_path"):
+                merged.pop(key, None)
+        merged.update(option)
+    return merged
+
+
 def parse_env(items: tuple[str, ...]) -> tuple[str, ...]:
     """`-e K=V` as is; `-e K` takes K from this shell's environment, or is dropped."""
     out = []
@@ -247,6 +292,10 @@ RUN_FLAGS = (
          help="Add a Linux capability."),
     Flag("--cap-drop", dest="cap_drop", metavar="CAP", multiple=True,
          help="Drop a Linux capability (or ALL)."),
+    Flag("--security-opt", dest="security_opt", metavar="OPT", multiple=True,
+         parse=parse_security_opt,
+         help="no-new-privileges, seccomp=unconfined or seccomp=PROFILE.json (Docker's "
+              "JSON profile format); repeatable."),
     Flag("--entrypoint", dest="entrypoint", metavar="CMD",
          help="Override the image's ENTRYPOINT."),
 )

@@ -166,6 +166,32 @@ class Capabilities(ApiModel):
     """Capabilities to remove from the default set (`NET_RAW`, or `ALL`)."""
 
 
+class SeccompProfileType(StrEnum):
+    """Which seccomp filter the container's processes run under (the Kubernetes names)."""
+
+    RUNTIME_DEFAULT = "RuntimeDefault"
+    UNCONFINED = "Unconfined"
+    LOCALHOST = "Localhost"
+
+
+class SeccompProfile(ApiModel):
+    """The seccomp profile: the runtime's default (Docker's semantics), none, or a file."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule("self.type == 'Localhost' ? has(self.localhostProfile) : "
+                "!has(self.localhostProfile)",
+                "localhostProfile is required with type Localhost, and allowed only with it",
+                "localhostProfile", "FieldValueRequired"),
+    )
+
+    type: SeccompProfileType = SeccompProfileType.RUNTIME_DEFAULT
+    """`RuntimeDefault` (an allowlist as Docker's: refused syscalls fail with EPERM, mount
+    and namespaces need CAP_SYS_ADMIN), `Unconfined` (no filter), or `Localhost`."""
+    localhost_profile: AbsolutePath | None = None
+    """With `Localhost`: the path on the node of a profile in Docker's JSON format; the
+    node reads it when it creates the container."""
+
+
 class RestartPolicy(StrEnum):
     """When a container that exited is started again (docker --restart)."""
 
@@ -226,6 +252,11 @@ class ContainerSpec(ApiModel):
     """Mount the image's filesystem read-only (docker --read-only)."""
     capabilities: Capabilities = Field(default_factory=Capabilities)
     """Capabilities to add to or drop from Docker's default set."""
+    no_new_privileges: StrictBool = False
+    """Processes cannot gain privileges through execve: setuid and setgid bits and file
+    capabilities are ignored (docker --security-opt no-new-privileges)."""
+    seccomp_profile: SeccompProfile = Field(default_factory=SeccompProfile)
+    """The seccomp filter of the container's processes (docker --security-opt seccomp=…)."""
 
     @model_validator(mode="after")
     def _lists_unique(self) -> ContainerSpec:

@@ -4,8 +4,8 @@ The admission webhook refuses a new or changed object with these violations; the
 marks objects that were admitted before a policy tightened with a `PolicyViolation`
 condition. Both ask the same two functions here, so the verdicts cannot differ.
 
-Pure computation on parsed models: no I/O. `requireNoNewPrivileges` has no Container field
-to check yet (the runtime's security work adds it); it is reported by `unenforced`.
+Pure computation on parsed models: no I/O. Every rule of a policy can be checked now;
+`unenforced` stays for rules added before the API can express them.
 """
 
 from __future__ import annotations
@@ -52,8 +52,10 @@ def violations(obj: Governed, policy: StagePolicy) -> list[Violation]:
 
 
 def unenforced(policy: StagePolicy) -> list[str]:
-    """The policy's rules that no object can be checked against yet, by field name."""
-    return ["requireNoNewPrivileges"] if policy.require_no_new_privileges else []
+    """The policy's rules that no object can be checked against yet, by field name (none
+    since Containers have `noNewPrivileges`)."""
+    del policy
+    return []
 
 
 def _container(container: Container, policy: StagePolicy) -> list[Violation]:
@@ -73,6 +75,10 @@ def _container(container: Container, policy: StagePolicy) -> list[Violation]:
             found.append(Violation("spec.capabilities.add", f"{', '.join(extra)} not allowed "
                                    f"in the stage (allowed: "
                                    f"{', '.join(sorted(allowed)) or 'none'})"))
+    if policy.require_no_new_privileges and not spec.no_new_privileges:
+        found.append(Violation("spec.noNewPrivileges", "the stage requires that processes "
+                               "cannot gain privileges through setuid binaries: set "
+                               "noNewPrivileges: true"))
     found += _limits(spec.resources, policy)
     return found
 

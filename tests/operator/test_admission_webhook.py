@@ -128,15 +128,28 @@ async def test_a_container_that_breaks_its_stage_policy_is_refused_naming_fields
         message = answer["status"]["message"]
         assert message.startswith("stage prod forbids this: spec.image: 'shop/web:1' is a tag")
         assert "spec.readOnlyRootfs: the stage requires a read-only root filesystem" in message
+        assert "spec.noNewPrivileges: the stage requires that processes cannot gain" in message
 
 
-async def test_a_compliant_container_is_allowed_with_a_warning_for_unenforced_rules() -> None:
+async def test_a_compliant_container_is_allowed_without_warnings() -> None:
+    """requireNoNewPrivileges is enforced (spec.noNewPrivileges): no rule is left to warn
+    about as not enforced yet."""
+    async with _webhook() as webhook:
+        answer = await webhook.review("policy", _container(
+            f"shop/web@{DIGEST}", readOnlyRootfs=True, noNewPrivileges=True))
+        assert answer["allowed"] is True
+        assert not answer.get("warnings")
+
+
+async def test_a_container_without_no_new_privileges_is_refused_where_required() -> None:
     async with _webhook() as webhook:
         answer = await webhook.review("policy", _container(
             f"shop/web@{DIGEST}", readOnlyRootfs=True))
-        assert answer["allowed"] is True
-        assert answer.get("warnings") == [
-            "stage prod: requireNoNewPrivileges is not enforced yet"]
+        assert answer["allowed"] is False
+        assert answer["status"]["message"] == (
+            "stage prod forbids this: spec.noNewPrivileges: the stage requires that "
+            "processes cannot gain privileges through setuid binaries: set "
+            "noNewPrivileges: true")
 
 
 async def test_namespaces_of_no_stage_and_lenient_stages_allow_anything() -> None:

@@ -102,10 +102,14 @@ def test_images_must_be_pinned_and_host_paths_may_be_forbidden() -> None:
     assert violations(volume, StagePolicy()) == []
 
 
-def test_no_new_privileges_is_reported_as_not_enforced_yet() -> None:
-    assert unenforced(StagePolicy.model_validate({"requireNoNewPrivileges": True})) == [
-        "requireNoNewPrivileges"]
-    assert unenforced(StagePolicy()) == []
+def test_no_new_privileges_is_enforced_on_containers_by_its_field() -> None:
+    policy = StagePolicy.model_validate({"requireNoNewPrivileges": True})
+    assert unenforced(policy) == []
+    assert [str(v) for v in violations(_container(), policy)] == [
+        "spec.noNewPrivileges: the stage requires that processes cannot gain privileges "
+        "through setuid binaries: set noNewPrivileges: true"]
+    assert violations(_container(noNewPrivileges=True), policy) == []
+    assert violations(_container(), StagePolicy()) == []
 
 
 def _stage(name: str, upstream: str | None = None, namespaces: tuple[str, ...] = (),

@@ -30,6 +30,7 @@ FULL = container(
         {"containerPort": 53, "protocol": "UDP", "hostIP": "127.0.0.1"}]},
     restartPolicy="OnFailure", readOnlyRootfs=True,
     capabilities={"add": ["NET_ADMIN"], "drop": ["ALL"]},
+    noNewPrivileges=True, seccompProfile={"type": "Unconfined"},
 )
 VOLUMES = (volume("data", "shop", local={}), volume("logs", "shop", hostPath={"path": "/srv/logs"}))
 
@@ -65,6 +66,10 @@ def test_every_field_of_a_container_is_translated() -> None:
         "auto_remove": False,
         "cap_add": ["NET_ADMIN"],
         "cap_drop": ["ALL"],
+        "no_new_privileges": True,
+        "seccomp": "unconfined",
+        "seccomp_profile": "",
+        "seccomp_profile_path": "",
         "labels": {"dockyard.dev/managed-by": "dockyard-up",
                    "dockyard.dev/object": "shop/web",
                    "dockyard.dev/spec-hash": want.spec_hash},

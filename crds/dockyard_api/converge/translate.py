@@ -26,7 +26,12 @@ from dataclasses import dataclass
 from typing import Any, NewType
 
 from dockyard_api import Container
-from dockyard_api.container import NetworkMode, RestartPolicy
+from dockyard_api.container import (
+    ContainerSpec,
+    NetworkMode,
+    RestartPolicy,
+    SeccompProfileType,
+)
 from dockyard_api.converge.manifests import (
     Manifests,
     ManifestSetError,
@@ -57,6 +62,10 @@ NETWORK_MODES = {NetworkMode.NONE: "none", NetworkMode.HOST: "host",
                  NetworkMode.BRIDGE: "bridge"}
 RESTART_POLICIES = {RestartPolicy.NEVER: "no", RestartPolicy.ON_FAILURE: "on-failure",
                     RestartPolicy.ALWAYS: "always"}
+
+_SECCOMP_MODES = {SeccompProfileType.RUNTIME_DEFAULT: "default",
+                  SeccompProfileType.UNCONFINED: "unconfined",
+                  SeccompProfileType.LOCALHOST: "localhost"}
 
 _Report = Callable[[str, str], None]
 """Records one problem at a field path of the Container being translated."""
@@ -162,10 +171,24 @@ def translate(placed: Placed[Container], manifests: Manifests, *, manager: str =
         "auto_remove": False,
         "cap_add": [cap.value for cap in spec.capabilities.add],
         "cap_drop": [cap.value for cap in spec.capabilities.drop],
+        **_security(spec),
     }
     hashed = spec_hash(config)
     config["labels"] = {MANAGED_BY: manager, OBJECT: placed.key, SPEC_HASH: hashed}
     return DesiredContainer(placed.key, name, placed.source, config, hashed, volumes)
+
+
+def _security(spec: ContainerSpec) -> dict[str, Any]:
+    """no-new-privileges and seccomp. A `Localhost` profile is named by its path: the node
+    reads the file when it creates the container (and keeps a copy)."""
+    profile = spec.seccomp_profile
+    localhost = profile.type is SeccompProfileType.LOCALHOST
+    return {
+        "no_new_privileges": spec.no_new_privileges,
+        "seccomp": _SECCOMP_MODES[profile.type],
+        "seccomp_profile": "",
+        "seccomp_profile_path": (profile.localhost_profile or "") if localhost else "",
+    }
 
 
 def _image(placed: Placed[Container], manifests: Manifests, problem: _Report) -> str:

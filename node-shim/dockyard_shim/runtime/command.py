@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dockyard_shim.errors import InvalidArgumentError
-from dockyard_shim.runtime import capabilities
-from dockyard_shim.runtime.config import ContainerConfig
+from dockyard_shim.runtime import capabilities, seccomp
+from dockyard_shim.runtime.config import ContainerConfig, seccomp_profile
 from dockyard_shim.runtime.ports import RunnableImage
 from dockyard_shim.runtime.process import ProcessSpec
 
@@ -20,9 +20,13 @@ def process_spec(config: ContainerConfig, image: RunnableImage) -> ProcessSpec:
         raise InvalidArgumentError(f"no command specified: the image {image.name} has no "
                                    "CMD or ENTRYPOINT; give one after the image name")
     env = dict(item.split("=", 1) for item in (DEFAULT_PATH, *image.env, *config.env))
+    caps = capabilities.resolve(config.cap_add, config.cap_drop, capabilities.last_cap())
+    profile = seccomp_profile(config)
     return ProcessSpec(
         args=args, env=tuple(f"{k}={v}" for k, v in env.items()),
         cwd=config.working_dir or image.working_dir or "/",
-        user=config.user or image.user,
-        capabilities=capabilities.resolve(config.cap_add, config.cap_drop,
-                                          capabilities.last_cap()))
+        user=config.user or image.user, capabilities=caps,
+        no_new_privileges=config.no_new_privileges,
+        # Compiled here, in the daemon, for the container's capabilities (Docker's profile
+        # opens some syscalls only to a container holding the capability that guards them).
+        seccomp=b"" if profile is None else seccomp.compile_profile(profile, caps))

@@ -4,19 +4,20 @@ The CLI builds a `ContainerConfig` from `docker run`-style flags, the daemon fro
 `dockyard up` from a `Container` manifest; all three go through `validate`, so a bad
 request fails the same way whichever door it came in by, before anything is created.
 
-Pure data: no I/O except the existence check of bind sources.
+Pure data: no I/O except the existence check of bind sources, and the reading of a
+seccomp profile named by its path on the node, once, when the config is made.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from dockyard_shim.errors import InvalidArgumentError
-from dockyard_shim.runtime import capabilities
+from dockyard_shim.runtime import capabilities, seccomp
 from dockyard_shim.volumes import check_name, check_subpath
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")  # Docker's container name rule
@@ -24,6 +25,7 @@ _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _HOSTNAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 NETWORK_MODES = ("none", "host", "bridge")
 RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
+SECCOMP_MODES = ("default", "unconfined", "localhost")
 MIN_MEMORY = 6 * 1024 * 1024  # Docker refuses less: the runtime itself needs headroom
 
 
@@ -98,6 +100,18 @@ class ContainerConfig:
     auto_remove: bool = False
     cap_add: tuple[str, ...] = ()
     cap_drop: tuple[str, ...] = ()
+    no_new_privileges: bool = False
+    """`--security-opt no-new-privileges`: execve never grants privileges (setuid bits
+    and file capabilities are ignored)."""
+    seccomp: str = "default"
+    """`default` (the runtime's profile), `unconfined` (no filter) or `localhost` (the
+    profile in `seccomp_profile`: `--security-opt seccomp=FILE`)."""
+    seccomp_profile: str = ""
+    """With `localhost`: the profile, Docker's JSON, kept in the config so that the
+    container keeps it whatever happens to the file."""
+    seccomp_profile_path: str = ""
+    """With `localhost`: where the profile came from (a path on the node); read when
+    `seccomp_profile` is empty."""
     labels: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -116,10 +130,24 @@ class ContainerConfig:
             values["volumes"] = tuple(VolumeUse(**v) for v in values.get("volumes", ()))
             values["tmpfs"] = tuple(TmpfsMount(**t) for t in values.get("tmpfs", ()))
             values["ports"] = tuple(PortMapping(**p) for p in values.get("ports", ()))
-            config = cls(**values)
+            config = _with_profile(cls(**values))
         except TypeError as e:
             raise InvalidArgumentError(f"malformed container config: {e}") from e
         return validate(config)
+
+
+def _with_profile(config: ContainerConfig) -> ContainerConfig:
+    """A `localhost` config named by path only, with the profile read from that path."""
+    if config.seccomp != "localhost" or config.seccomp_profile or not config.seccomp_profile_path:
+        return config
+    path = config.seccomp_profile_path
+    if not path.startswith("/"):
+        raise InvalidArgumentError(f"seccomp profile path {path!r} must be absolute")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidArgumentError(f"cannot read the seccomp profile {path}: {e}") from e
+    return replace(config, seccomp_profile=text)
 
 
 def _container_path(flag: str, path: str) -> None:
@@ -132,7 +160,8 @@ def _container_path(flag: str, path: str) -> None:
 
 def validate(config: ContainerConfig) -> ContainerConfig:
     """Return `config` if every field is acceptable; else InvalidArgumentError naming it."""
-    for check in (_check_identity, _check_limits, _check_binds, _check_network, _check_policy):
+    for check in (_check_identity, _check_limits, _check_binds, _check_network, _check_policy,
+                  _check_security):
         check(config)
     return config
 
@@ -218,3 +247,33 @@ def _check_policy(config: ContainerConfig) -> None:
                                    f"{', '.join(RESTART_POLICIES)}")
     if config.auto_remove and config.restart != "no":
         raise InvalidArgumentError("--rm and --restart are mutually exclusive")
+
+
+def _check_security(config: ContainerConfig) -> None:
+    if not isinstance(config.no_new_privileges, bool):
+        raise InvalidArgumentError("--security-opt no-new-privileges: must be true or false")
+    if config.seccomp not in SECCOMP_MODES:
+        raise InvalidArgumentError(f"--security-opt seccomp: {config.seccomp!r} is not one "
+                                   f"of {', '.join(SECCOMP_MODES)}")
+    if config.seccomp != "localhost":
+        if config.seccomp_profile or config.seccomp_profile_path:
+            raise InvalidArgumentError(f"--security-opt seccomp: a profile is given but the "
+                                       f"mode is {config.seccomp!r}, not localhost")
+        return
+    if not config.seccomp_profile:
+        if not config.seccomp_profile_path:
+            raise InvalidArgumentError("--security-opt seccomp: localhost needs a profile: "
+                                       "seccomp=/path/to/profile.json")
+        return  # read when the process is made (`seccomp_profile`)
+    source = f"seccomp profile {config.seccomp_profile_path}".rstrip()
+    seccomp.parse_json(config.seccomp_profile, source)  # raises naming the bad field
+
+
+def seccomp_profile(config: ContainerConfig) -> seccomp.Profile | None:
+    """The profile a container runs under; None when unconfined."""
+    if config.seccomp == "unconfined":
+        return None
+    if config.seccomp == "localhost":
+        text = _with_profile(config).seccomp_profile
+        return seccomp.parse_json(text, f"seccomp profile {config.seccomp_profile_path}".rstrip())
+    return seccomp.default_profile()

@@ -2,10 +2,10 @@
 
 The pipe protocol between a caller and the process it is setting up (lines on a status
 pipe, one-byte "go" signals, a close-on-exec error pipe whose EOF means exec succeeded),
-the last steps before exec (stdio, capabilities, identity, Docker's exit codes for exec
-failures), and exit records. Code here that runs after fork() uses only syscalls and
-modules already imported: after pivot_root or setns into a container's mounts, Python
-can import nothing more.
+the last steps before exec (stdio, no_new_privs, seccomp, capabilities, identity,
+Docker's exit codes for exec failures), and exit records. Code here that runs after
+fork() uses only syscalls and modules already imported: after pivot_root or setns into
+a container's mounts, Python can import nothing more.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard_shim.errors import ShimError, UnavailableError
-from dockyard_shim.kernel import Kernel
+from dockyard_shim.kernel import Kernel, libseccomp
 from dockyard_shim.kernel import consts as k
 from dockyard_shim.runtime import capabilities
 from dockyard_shim.runtime.users import resolve_user
@@ -36,6 +36,10 @@ class ProcessSpec:
     user: str = ""
     """`UID[:GID]` or `NAME[:GROUP]`, resolved inside the container's own /etc files."""
     capabilities: frozenset[str] = capabilities.DOCKER_DEFAULT
+    no_new_privileges: bool = False
+    """Set no_new_privs: execve grants nothing (setuid bits, file capabilities)."""
+    seccomp: bytes = b""
+    """The seccomp filter, compiled (`seccomp.compile_profile`); empty: unconfined."""
 
 
 class StartError(ShimError):
@@ -157,9 +161,31 @@ def setup_stdio(log_fd: int) -> None:
     os.close(log_fd)
 
 
+_filter_loader: Kernel | None = None
+"""The kernel `drop_privileges` was given, when it left the filter to `exec_command`."""
+
+
 def drop_privileges(kernel: Kernel, process: ProcessSpec, last_cap: int) -> None:
+    """Set no_new_privs, load the seccomp filter, and become the container's user with
+    its capabilities; then only `exec_command` is left.
+
+    The order is runc's (libcontainer's standard init). no_new_privs first: it only
+    narrows what execve may grant. The filter: loading one needs CAP_SYS_ADMIN or
+    no_new_privs. With no_new_privs the filter is loaded as late as it can be, just before
+    execve (`exec_command`), so that none of the runtime's own last syscalls needs to be
+    in the profile. Without it, the filter must be loaded now, while this process still
+    holds CAP_SYS_ADMIN, before the capability sets and the uid change below; the profile
+    then has to allow what follows (setgroups, setgid, setuid, capset, prctl, chdir,
+    close, execve: the default profile does, and so must a custom one, as with runc).
+    """
     # After pivot_root "/" is the container's root: its passwd and group files decide.
     identity = resolve_user(Path("/"), process.user)
+    global _filter_loader  # noqa: PLW0603 -- this process's one exec, see exec_command
+    if process.no_new_privileges:
+        kernel.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
+        _filter_loader = kernel
+    elif process.seccomp:
+        libseccomp.install(kernel, process.seccomp)
     keep = capabilities.mask(process.capabilities)
     for number in range(last_cap + 1):
         if not keep & (1 << number):
@@ -185,6 +211,8 @@ def default_signals() -> None:
 
 
 def exec_command(process: ProcessSpec, err_w: int) -> None:
+    """exec the command, after `drop_privileges`; with no_new_privs set, the seccomp
+    filter is loaded here, the last step before execve."""
     default_signals()
     env = dict(item.split("=", 1) for item in process.env)
     try:
@@ -193,6 +221,8 @@ def exec_command(process: ProcessSpec, err_w: int) -> None:
         fail(err_w, SETUP_FAILED, f"working directory {process.cwd}: {e.strerror}")
     os.closerange(3, err_w)
     os.closerange(err_w + 1, max_fd())
+    if process.no_new_privileges and process.seccomp:
+        _load_filter_last(process.seccomp, err_w)
     try:
         os.execvpe(process.args[0], list(process.args), env)  # noqa: S606 -- the command
     except OSError as e:
@@ -201,6 +231,18 @@ def exec_command(process: ProcessSpec, err_w: int) -> None:
             fail(err_w, NOT_FOUND,
                   f'exec: "{name}": executable file not found in $PATH')
         fail(err_w, NOT_EXECUTABLE, f'exec: "{name}": {e.strerror}')
+
+
+def _load_filter_last(program: bytes, err_w: int) -> None:
+    loader = _filter_loader
+    if loader is None:
+        fail(err_w, SETUP_FAILED, "the seccomp filter was not prepared: drop_privileges "
+             "must run before exec_command")
+        return
+    try:
+        libseccomp.install(loader, program)
+    except OSError as e:
+        fail(err_w, SETUP_FAILED, f"cannot load the seccomp filter: {e.strerror}")
 
 
 def fail(err_w: int, code: int, message: str) -> None:
