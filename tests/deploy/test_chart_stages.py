@@ -85,9 +85,10 @@ def test_the_default_policy_is_strictest_in_prod() -> None:
             prod.require_read_only_rootfs) == (True, True, True)
     assert prod.allow_host_path is False
     assert prod.allowed_capabilities == []
-    assert prod.require_no_new_privileges is False  # not enforced yet: values.yaml says so
+    assert prod.require_no_new_privileges is True
     staging = policy(stages(rendered())["staging"])
-    assert loosened(prod, staging) == ["allowHostPath", "allowedCapabilities"]
+    assert loosened(prod, staging) == ["requireNoNewPrivileges", "allowHostPath",
+                                       "allowedCapabilities"]
 
 
 def test_the_defaults_need_nothing_only_the_application_or_the_team_knows() -> None:
