@@ -46,12 +46,10 @@ from tests.shim.layerfactory import (
 
 OUT, CANARY = "@OUT@", "@CANARY@"
 
-COMPONENTS = (
-    "a", "b", "c", "d", ".", "..", "", "é", "日本", "\udcff",  # an undecodable byte, 0xff
-    "new\nline", " ", ".wh.a", ".wh.b", ".wh..wh..opq", ".wh..wh.plnk", ".wh.", ".wh..",
-    ".wh...", "x" * 255, "y" * 256,  # the longest component, and one byte more
-)
-PREFIXES = ("", "", "", "/", "./", "//", "../")
+PLAIN = ("a", "b", "c", "d", "é", "日本", "\udcff")  # \udcff: an undecodable byte, 0xff
+ODD = (".", "..", "", "new\nline", " ", ".wh.a", ".wh.b", ".wh..wh..opq", ".wh..wh.plnk",
+       ".wh.", ".wh..", ".wh...", "x" * 255, "y" * 256)  # the longest component, one more
+PREFIXES = ("",) * 20 + ("./", "./", "/", "//", "../", "../", "a/../../")
 LINK_TARGETS = ("/", ".", "..", "../..", "../outside", "../outside/canary", OUT, CANARY,
                 f"{OUT}/canary", "/etc/passwd", "nowhere/at/all", "a/../../..", "")
 XATTRS = ("user.a", "user.overlay.opaque", "trusted.overlay.opaque",
@@ -59,30 +57,36 @@ XATTRS = ("user.a", "user.overlay.opaque", "trusted.overlay.opaque",
           "system.posix_acl_access", "user." + "z" * 300)
 MTIME = 1_700_000_000
 
-names = st.builds(
+# Mostly plain components and relative names, so that many archives get far enough to do
+# damage; an odd component one time in eight, a name longer than PATH_MAX one in fifty.
+components = st.integers(0, 7).flatmap(
+    lambda n: st.sampled_from(ODD) if n == 0 else st.sampled_from(PLAIN))
+names = st.integers(0, 49).flatmap(lambda n: st.just("a/" * 2100 + "x") if n == 0 else st.builds(
     lambda prefix, parts, slash: prefix + "/".join(parts) + slash,
     st.sampled_from(PREFIXES),
-    st.lists(st.sampled_from(COMPONENTS), min_size=1, max_size=4),
-    st.sampled_from(("", "", "/")),
-) | st.just("a/" * 2100 + "x")  # longer than PATH_MAX
+    st.lists(components, min_size=1, max_size=4),
+    st.sampled_from(("", "", "", "/")),
+))
 targets = names | st.sampled_from(LINK_TARGETS)
 modes = st.integers(0, 0o7777) | st.sampled_from((0o755, 0o644, 0o4755, 0o1777, 0))
-ids = st.integers(0, 70_000) | st.sampled_from((2**21 - 1, 2**21, 2**32 - 2, 2**32 - 1,
-                                                2**32, 2**63))
+ids = st.integers(0, 19).flatmap(lambda n: st.sampled_from(
+    (2**21 - 1, 2**21, 2**32 - 2, 2**32 - 1, 2**32, 2**63)) if n == 0 else st.integers(0, 70_000))
 mtimes = st.integers(-(2**34), 2**34) | st.just(MTIME)
 xattrs = st.dictionaries(st.sampled_from(XATTRS), st.binary(max_size=24), max_size=2)
 
-entries: st.SearchStrategy[Entry] = st.one_of(
+devices = st.builds(Device, names, st.sampled_from(("char", "block")),
+                    st.sampled_from((0, 1, 8)), st.sampled_from((0, 3)))
+kinds = st.one_of(
     st.builds(File, names, st.binary(max_size=64), modes, ids, ids, mtimes, xattrs),
     st.builds(Dir, names, modes, ids, ids, mtimes, xattrs),
     st.builds(Symlink, names, targets, ids, ids, mtimes),
     st.builds(Hardlink, names, targets),
     st.builds(Whiteout, names),
     st.builds(Opaque, names | st.just("")),
-    st.builds(Device, names, st.sampled_from(("char", "block")),
-              st.sampled_from((0, 1, 8)), st.sampled_from((0, 3))),
     st.builds(Fifo, names, modes),
 )
+entries: st.SearchStrategy[Entry] = st.integers(0, 39).flatmap(  # a device one time in 40
+    lambda n: devices if n == 0 else kinds)
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,7 @@ class WellFormed:
 
     entries: tuple[Entry, ...]
     expected: frozenset[str]
+    fmt: int = tarfile.PAX_FORMAT
 
 
 @st.composite
@@ -224,7 +229,7 @@ def well_formed_layers(draw: st.DrawFn) -> WellFormed:
         kind = draw(st.sampled_from(("file", "dir", "symlink", "hardlink", "fifo",
                                      "whiteout", "opaque")))
         mode, uid, gid = draw(st.integers(0, 0o7777)), draw(owners), draw(owners)
-        mtime = draw(st.integers(0, 2**33))
+        mtime = draw(st.integers(-(2**33), 2**33))  # before 1970 too
         user_xattrs = draw(st.dictionaries(st.sampled_from(("user.a", "user.b")),
                                            st.binary(max_size=16), max_size=2))
         if kind == "file":
@@ -252,4 +257,5 @@ def well_formed_layers(draw: st.DrawFn) -> WellFormed:
         else:
             continue
         taken.add(name)
-    return WellFormed(tuple(made), frozenset(taken | whited))
+    return WellFormed(tuple(made), frozenset(taken | whited),
+                      draw(st.sampled_from((tarfile.PAX_FORMAT, tarfile.GNU_FORMAT))))

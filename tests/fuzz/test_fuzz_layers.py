@@ -17,10 +17,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import tarfile
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import example, given
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from dockyard_shim.archive import ApplyStats, Limits, apply_layer, paths
@@ -127,8 +128,12 @@ def check_stats(stats: ApplyStats, tar: bytes, *, gzipped: bool) -> None:
 
 @pytest.mark.root
 @given(hostile_layers, resolvers)
+@example(Layer((File("../a", b"pwned"),)), "component walk")  # the classic breakouts
 @example(Layer((Symlink("a", "@OUT@"), File("a/canary", b"pwned"))), "component walk")
+@example(Layer((Hardlink("h", "@CANARY@"), File("h", b"pwned"))), "openat2")
 @example(Layer((Dir("a"), Symlink("a", "../outside"), Hardlink("a/x", "a"))), "openat2")
+@example(Layer((Dir("\udcff"), File("\udcff/x", b"latin-1"))), "openat2")
+@example(Layer((File("a", xattrs={"security.capability": b"\0"}),)), "openat2")
 def test_any_layer_stays_inside_its_root_fails_cleanly_and_applies_the_same_twice(
         layer: Layer, kind: str) -> None:
     with resolver(kind), sandbox() as first, sandbox() as second:
@@ -141,6 +146,7 @@ def test_any_layer_stays_inside_its_root_fails_cleanly_and_applies_the_same_twic
             before.assert_unchanged()
             assert (box.outside / "canary").read_bytes() == b"untouched"
             trees.append(describe(box.root, placeholder=box.top, dir_times=False))
+        event("applied" if outcomes[0] is None else f"refused: {outcomes[0][1][:40]}")
         assert outcomes[0] == outcomes[1]
         if outcomes[0] is None:  # a failed layer's root is garbage: the caller removes it
             assert trees[0] == trees[1]
@@ -150,10 +156,14 @@ def test_any_layer_stays_inside_its_root_fails_cleanly_and_applies_the_same_twic
 
 @pytest.mark.root
 @given(well_formed_layers(), st.booleans(), resolvers)
+@example(WellFormed((File("a"), Dir("\udcff")), frozenset({"a", "\udcff"})), False,
+         "openat2")  # a name that is not UTF-8 made the openat2 seam raise UnicodeEncodeError
+@example(WellFormed((File("a", mtime=-5),), frozenset({"a"}), tarfile.GNU_FORMAT), False,
+         "openat2")  # GNU tar's base-256 time before 1970 was refused as "negative"
 def test_a_well_formed_layer_makes_its_tree_and_round_trips_through_write_layer(
         layer: WellFormed, gzipped: bool, kind: str) -> None:
     with resolver(kind), sandbox() as first, sandbox() as second:
-        blob = tar_of(*(first.concrete(e) for e in layer.entries))
+        blob = tar_of(*(first.concrete(e) for e in layer.entries), fmt=layer.fmt)
         stats = apply_layer(io.BytesIO(gzip_of(blob) if gzipped else blob), first.root,
                             limits=LIMITS)
         check_stats(stats, blob, gzipped=gzipped)

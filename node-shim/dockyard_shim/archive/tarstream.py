@@ -85,10 +85,14 @@ def _refuse(message: str) -> InvalidArgumentError:
     return InvalidArgumentError(f"malformed layer: {message}")
 
 
-def _number(raw: bytes, what: str) -> int:
+def _number(raw: bytes, what: str, *, signed: bool = False) -> int:
     if raw[0] & 0x80:  # GNU base-256, for what octal cannot hold (uid > 2^21, size > 8 GiB)
         if raw[0] & 0x40:
-            raise _refuse(f"the {what} field is negative")
+            if not signed:
+                raise _refuse(f"the {what} field is negative")
+            # Two's complement over the whole field, as GNU tar writes a time before 1970
+            # and Go's archive/tar (so Docker) reads it.
+            return int.from_bytes(raw, "big", signed=True)
         return int.from_bytes(bytes([raw[0] & 0x3F]) + raw[1:], "big")
     text = raw.split(b"\0", 1)[0].strip(b" ")
     if not text:
@@ -295,7 +299,7 @@ class TarReader:
             raise _refuse(f"{kind.value} {_text(name)!r} declares {size} bytes of data; "
                           f"that type carries none")
         mtime = (_pax_time_ns(records["mtime"]) if "mtime" in records
-                 else _number(block[136:148], "mtime") * 10**9)
+                 else _number(block[136:148], "mtime", signed=True) * 10**9)
         return Header(
             name=_text(name),
             kind=kind,
