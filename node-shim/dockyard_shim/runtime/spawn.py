@@ -427,6 +427,13 @@ def _mount_cgroup_v1(kernel: Kernel, spec: SandboxSpec) -> None:
 
 
 def _mask_and_protect(kernel: Kernel, root: Path, plan: rootfs.Plan) -> None:
+    # What is bound over masked files must be the null device we made, not a link or a
+    # file put in its place (CVE-2025-31133: a /dev/null swapped for a link to a procfs
+    # file turned runc's mask into a writable bind of that file).
+    null = os.lstat(root / "dev" / "null")
+    if not stat.S_ISCHR(null.st_mode) or null.st_rdev != os.makedev(1, 3):
+        raise StartError("the container's /dev/null is not the null device: refusing to "
+                         "mask paths with it (see CVE-2025-31133)", SETUP_FAILED)
     for path in plan.masked:
         target = resolve_in_root(root, path)
         if target.is_dir():
