@@ -193,6 +193,16 @@ def dump(resource: Resource) -> dict[str, Any]:
 class _KubectlLoader(yaml.SafeLoader):
     """SafeLoader that keeps timestamps as strings and refuses duplicate keys."""
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            # PyYAML's constructors of explicitly tagged scalars fail with whatever their
+            # parsing raises: `!!bool maybe` a KeyError, `!!timestamp soon` an AttributeError.
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {node.tag} {str(node.value)[:40]!r}",
+                node.start_mark) from e
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:

@@ -36,6 +36,7 @@ SNIPPETS = (
     "? [a, b]\n: c\n", "? {a: 1}\n: c\n", "a: &x [1, *x]\n", "a: *nowhere\n",
     "a: !!python/object/apply:os.system ['true']\n", "a: !!binary AAAA\n",
     "a: !!set {x, y}\n", "a: !!timestamp 2001-12-14\n", "a: !!float nan\n",
+    "a: !!bool maybe\n", "a: !!timestamp soon\n", "a: !!int 0xg\n", "a: !!omap [1]\n",
     "[" * 1000 + "]" * 1000 + "\n", "{a: " * 1000 + "1" + "}" * 1000 + "\n",
     "a: 1\na: 2\n", "--- \n...\n---\n", "\t- tab\n", "a: '\udcff'\n", "a: b: c\n",
     "1" * 5000 + "\n", "a: 0x" + "f" * 5000 + "\n",
@@ -119,6 +120,8 @@ def yaml_texts(draw: st.DrawFn) -> str:
 @example("? [a, b]\n: c\n")
 @example("[" * 1000 + "]" * 1000 + "\n")
 @example("1" * 5000 + "\n")
+@example("a: !!timestamp 2001-12-14\n  - null\n")  # PyYAML raised AttributeError
+@example("a: !!bool maybe\n")  # and KeyError
 def test_any_yaml_text_reads_as_documents_or_an_invalid_manifest_error(text: str) -> None:
     try:
         documents = list(load_documents(text, source="fuzz.yaml"))
