@@ -108,6 +108,28 @@ def test_a_working_directory_through_an_inherited_descriptor_is_never_outside(
         os.close(held)
 
 
+def test_an_execs_working_directory_through_a_held_descriptor_is_never_outside(
+        containers: Containers, tmp_path: Path) -> None:
+    """The same for `dockyard exec -w /proc/self/fd/N`: an exec'd process forks from the
+    runtime, with every descriptor it holds at that moment, here a host directory."""
+    record = containers.start("exec sleep 60")
+    held = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    try:
+        for fd in range(3, max(16, held + 1)):
+            try:
+                code, out = containers.exec(
+                    record, "stat -c %d:%i /; cd ../../../../../../..; stat -c %d:%i .",
+                    working_dir=f"/proc/self/fd/{fd}")
+            except StartError:
+                continue  # refused: fine
+            root, climbed = out.split()
+            assert (code, climbed) == (0, root), \
+                f"fd {fd}: the exec'd command started outside its root"
+    finally:
+        os.close(held)
+        containers.runtime.kill(record.id, 9)
+
+
 def _start_in_each_descriptor(containers: Containers, fds: range) -> None:
     for fd in fds:
         try:

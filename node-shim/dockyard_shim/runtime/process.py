@@ -215,12 +215,16 @@ def exec_command(process: ProcessSpec, err_w: int) -> None:
     filter is loaded here, the last step before execve."""
     default_signals()
     env = dict(item.split("=", 1) for item in process.env)
+    # Close every inherited descriptor before the chdir: a working directory such as
+    # /proc/self/fd/N would otherwise follow a host directory the runtime held open out of
+    # the container (CVE-2024-21626). An exec'd process forks from the daemon, which holds
+    # whatever it holds at that moment.
+    os.closerange(3, err_w)
+    os.closerange(err_w + 1, max_fd())
     try:
         os.chdir(process.cwd)
     except OSError as e:
         fail(err_w, SETUP_FAILED, f"working directory {process.cwd}: {e.strerror}")
-    os.closerange(3, err_w)
-    os.closerange(err_w + 1, max_fd())
     if process.no_new_privileges and process.seccomp:
         _load_filter_last(process.seccomp, err_w)
     try:
