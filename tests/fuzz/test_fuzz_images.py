@@ -41,6 +41,7 @@ from dockyard_shim.images.oci import (
     parse_manifest_or_index,
 )
 from dockyard_shim.images.platform import select
+from dockyard_shim.images.reference import parse_reference
 from tests.fuzz.documents import (
     OCI_CONFIG,
     OCI_INDEX,
@@ -313,3 +314,29 @@ def test_an_undamaged_generated_archive_loads() -> None:
         path.write_bytes(tar_bytes(members))
         [image] = read_archive(path, ContentStore(top / "content"), NODE, set())
         assert image.manifest.digest == sha256(raw)
+
+
+# References ---------------------------------------------------------------------------------
+
+reference_texts = st.builds(
+    lambda domain, path, tag, digest: domain + "/".join(path) + tag + digest,
+    st.sampled_from(("", "", "docker.io/", "index.docker.io/", "ghcr.io/", "localhost/",
+                     "localhost:5000/", "[::1]:5000/", "Registry.Example.com/", "a_b/")),
+    st.lists(st.sampled_from(("busybox", "library", "app", "a.b", "a__b", "a--b", "A",
+                              "é", "x" * 200, "", "-a", "a-")), min_size=1, max_size=3),
+    st.sampled_from(("", ":latest", ":1.2", ":é", ":٣", ":" + "t" * 129, ":-x", ":", ":ǅ")),
+    st.sampled_from(("", "@sha256:" + "a" * 64, "@sha256:" + "A" * 64, "@md5:00", "@")),
+) | st.text(max_size=40)
+
+
+@given(reference_texts)
+@example("busybox:é")  # a Unicode tag was accepted: Docker's tags are ASCII
+def test_a_reference_is_refused_with_a_shim_error_or_normalised_for_good(text: str) -> None:
+    try:
+        reference = parse_reference(text)
+    except ShimError as e:
+        refused_cleanly(e)
+        return
+    assert str(reference).isascii(), reference
+    assert parse_reference(str(reference)) == reference
+    assert parse_reference(reference.familiar()) == reference

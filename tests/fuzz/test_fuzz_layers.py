@@ -61,9 +61,10 @@ def resolver(kind: str) -> Iterator[None]:
 
 @st.composite
 def damaged_streams(draw: st.DrawFn) -> bytes:
-    """A generated layer with bytes overwritten, cut short, or followed by garbage."""
+    """A generated layer, maybe compressed, with bytes overwritten, cut short, or followed
+    by garbage."""
     blob = draw(hostile_layers).tar() or tar_of()
-    data = bytearray(blob)
+    data = bytearray(gzip_of(blob) if draw(st.booleans()) else blob)
     for _ in range(draw(st.integers(0, 6))):
         at = draw(st.integers(0, max(len(data) - 1, 0)))
         if data:

@@ -29,7 +29,9 @@ _MAX_NAME = 255  # NameTotalLengthMax of distribution/reference: domain and path
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = re.compile(rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?")
-_TAG = re.compile(r"[\w][\w.-]{0,127}")
+# ASCII: distribution/reference's \w is Go's, [0-9A-Za-z_]; Python's would admit "é" or "٣",
+# tags no registry or Docker accepts.
+_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _HEX64 = re.compile(r"[a-f0-9]{64}")
 
 
