@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 from hypothesis import strategies as st
 
@@ -44,6 +45,7 @@ from tests.shim.layerfactory import (
     tar_of,
 )
 
+T = TypeVar("T")
 OUT, CANARY = "@OUT@", "@CANARY@"
 
 PLAIN = ("a", "b", "c", "d", "é", "日本", "\udcff")  # \udcff: an undecodable byte, 0xff
@@ -57,20 +59,27 @@ XATTRS = ("user.a", "user.overlay.opaque", "trusted.overlay.opaque",
           "system.posix_acl_access", "user." + "z" * 300)
 MTIME = 1_700_000_000
 
+
+
+def rarely(rare: st.SearchStrategy[T], usual: st.SearchStrategy[T], one_in: int
+           ) -> st.SearchStrategy[T]:
+    """`rare` one time in `one_in`, `usual` otherwise."""
+    return st.integers(0, one_in - 1).flatmap(lambda n: rare if n == 0 else usual)
+
+
 # Mostly plain components and relative names, so that many archives get far enough to do
 # damage; an odd component one time in eight, a name longer than PATH_MAX one in fifty.
-components = st.integers(0, 7).flatmap(
-    lambda n: st.sampled_from(ODD) if n == 0 else st.sampled_from(PLAIN))
-names = st.integers(0, 49).flatmap(lambda n: st.just("a/" * 2100 + "x") if n == 0 else st.builds(
+components = rarely(st.sampled_from(ODD), st.sampled_from(PLAIN), 8)
+names = rarely(st.just("a/" * 2100 + "x"), st.builds(
     lambda prefix, parts, slash: prefix + "/".join(parts) + slash,
     st.sampled_from(PREFIXES),
     st.lists(components, min_size=1, max_size=4),
     st.sampled_from(("", "", "", "/")),
-))
+), 50)
 targets = names | st.sampled_from(LINK_TARGETS)
 modes = st.integers(0, 0o7777) | st.sampled_from((0o755, 0o644, 0o4755, 0o1777, 0))
-ids = st.integers(0, 19).flatmap(lambda n: st.sampled_from(
-    (2**21 - 1, 2**21, 2**32 - 2, 2**32 - 1, 2**32, 2**63)) if n == 0 else st.integers(0, 70_000))
+ids = rarely(st.sampled_from((2**21 - 1, 2**21, 2**32 - 2, 2**32 - 1, 2**32, 2**63)),
+             st.integers(0, 70_000), 20)
 mtimes = st.integers(-(2**34), 2**34) | st.just(MTIME)
 xattrs = st.dictionaries(st.sampled_from(XATTRS), st.binary(max_size=24), max_size=2)
 
@@ -85,8 +94,7 @@ kinds = st.one_of(
     st.builds(Opaque, names | st.just("")),
     st.builds(Fifo, names, modes),
 )
-entries: st.SearchStrategy[Entry] = st.integers(0, 39).flatmap(  # a device one time in 40
-    lambda n: devices if n == 0 else kinds)
+entries: st.SearchStrategy[Entry] = rarely(devices, kinds, 40)
 
 
 @dataclass(frozen=True)
