@@ -331,6 +331,7 @@ reference_texts = st.builds(
 
 @given(reference_texts)
 @example("busybox:é")  # a Unicode tag was accepted: Docker's tags are ASCII
+@example("docker.io/a.b/busybox")  # familiar() gave "a.b/busybox:latest", another registry
 def test_a_reference_is_refused_with_a_shim_error_or_normalised_for_good(text: str) -> None:
     try:
         reference = parse_reference(text)

@@ -72,6 +72,10 @@ class Reference:
             return self.repository
         if self.path.startswith("library/") and self.path.count("/") == 1:
             return self.path.removeprefix("library/")
+        if _names_a_domain(self.path.split("/", 1)[0]):
+            # docker.io/a.b/app: "a.b/app" would be read back as registry a.b (Docker shows
+            # it so all the same); a name we print must name the same image.
+            return self.repository
         return self.path
 
     def with_tag(self, tag: str) -> Reference:
@@ -121,9 +125,7 @@ def parse_reference(text: str) -> Reference:
 
 def _split_domain(name: str, text: str) -> tuple[str, str]:
     first, sep, rest = name.partition("/")
-    is_domain = sep and ("." in first or ":" in first or first == "localhost"
-                         or first.lower() != first)
-    if not is_domain:
+    if not (sep and _names_a_domain(first)):
         domain, path = DEFAULT_DOMAIN, name
     else:
         if not _DOMAIN.fullmatch(first):
@@ -136,3 +138,8 @@ def _split_domain(name: str, text: str) -> tuple[str, str]:
     if domain == DEFAULT_DOMAIN and "/" not in path:
         path = f"library/{path}"
     return domain, path
+
+
+def _names_a_domain(first: str) -> bool:
+    """Whether the first component of a name is a registry rather than a path component."""
+    return "." in first or ":" in first or first == "localhost" or first.lower() != first
