@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import RUN_CGROUP_PARENT
 from tests.shim.cgroupfs_fake import Children
+from tests.shim.nodes import reap_adopted_zombies
 
 IS_ROOT = os.geteuid() == 0
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -107,6 +108,10 @@ def no_leaks(request: pytest.FixtureRequest,
     yield
     assert _mount_points() - mounts == set(), "the test leaked mounts"
     assert _dockyard_cgroups() - cgroups == set(), "the test leaked cgroups"
+    # Once a `Runtime` was opened in this process (a security or runtime test), it is a
+    # child subreaper: processes a test's children forked and left are reparented to it
+    # when they end, as zombies. Dead, not leaked: reap them, whatever ran before.
+    reap_adopted_zombies()
     leaked = _children() - children
     assert leaked == set(), "the test leaked child processes: " + "; ".join(
         _describe(pid) for pid in sorted(leaked))

@@ -89,7 +89,7 @@ def busybox_node(tmp_path: Path, **extra_env: str) -> Iterator[Node]:
         if ids:
             node.dockyard("rm", "-f", *ids)
         node.stop_daemon()
-        _reap_adopted_zombies()
+        reap_adopted_zombies()
 
 
 def end_orphan(pid: int, signum: int) -> None:
@@ -104,7 +104,7 @@ def end_orphan(pid: int, signum: int) -> None:
         time.sleep(0.02)
 
 
-def _reap_adopted_zombies() -> None:
+def reap_adopted_zombies() -> None:
     """Reap what a killed daemon left to this process: when the test process is a child
     subreaper (a `Runtime` opened in it makes it one), a dead daemon's containers and fork
     server are reparented to it, and end as its zombies."""
