@@ -14,6 +14,7 @@ import contextlib
 import errno
 import json
 import os
+import resource
 import signal
 import time
 from dataclasses import dataclass
@@ -221,6 +222,7 @@ def exec_command(process: ProcessSpec, err_w: int) -> None:
     # whatever it holds at that moment.
     os.closerange(3, err_w)
     os.closerange(err_w + 1, max_fd())
+    limit_open_files()  # after closing: max_fd() follows the soft limit
     try:
         os.chdir(process.cwd)
     except OSError as e:
@@ -258,3 +260,17 @@ def fail(err_w: int, code: int, message: str) -> None:
 
 def max_fd() -> int:
     return os.sysconf("SC_OPEN_MAX")
+
+
+NOFILE_SOFT, NOFILE_HARD = 1024, 524288
+"""A container's default RLIMIT_NOFILE, as containerd and Docker 25+ give it: programs
+that size tables by the limit (or close every descriptor up to it) stay fast, and those
+that need more raise their soft limit up to the hard one."""
+
+
+def limit_open_files() -> None:
+    """Set the default RLIMIT_NOFILE, never above the runtime's own hard limit (raising a
+    hard limit needs CAP_SYS_RESOURCE on the host, and a node may set it lower)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = NOFILE_HARD if hard == resource.RLIM_INFINITY else min(NOFILE_HARD, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(NOFILE_SOFT, ceiling), ceiling))
