@@ -82,23 +82,23 @@ class LinuxKernel:
 
     def openat2(self, dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
         how = _OpenHow(flags=flags, mode=mode, resolve=resolve)
-        return self._syscall("openat2", ctypes.c_int(dirfd), ctypes.c_char_p(path.encode()),
+        return self._syscall("openat2", ctypes.c_int(dirfd), ctypes.c_char_p(os.fsencode(path)),
                              ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
 
     def open_tree(self, dirfd: int, path: str, flags: int) -> int:
-        return self._syscall("open_tree", ctypes.c_int(dirfd), ctypes.c_char_p(path.encode()),
+        return self._syscall("open_tree", ctypes.c_int(dirfd), ctypes.c_char_p(os.fsencode(path)),
                              ctypes.c_uint(flags))
 
     def move_mount(self, from_fd: int, from_path: str, to_fd: int, to_path: str,
                    flags: int) -> None:
-        self._syscall("move_mount", ctypes.c_int(from_fd), ctypes.c_char_p(from_path.encode()),
-                      ctypes.c_int(to_fd), ctypes.c_char_p(to_path.encode()),
+        self._syscall("move_mount", ctypes.c_int(from_fd), ctypes.c_char_p(os.fsencode(from_path)),
+                      ctypes.c_int(to_fd), ctypes.c_char_p(os.fsencode(to_path)),
                       ctypes.c_uint(flags))
 
     def mount_setattr(self, fd: int, path: str, flags: int, attr_set: int,
                       propagation: int = 0) -> None:
         attr = _MountAttr(attr_set=attr_set, propagation=propagation)
-        self._syscall("mount_setattr", ctypes.c_int(fd), ctypes.c_char_p(path.encode()),
+        self._syscall("mount_setattr", ctypes.c_int(fd), ctypes.c_char_p(os.fsencode(path)),
                       ctypes.c_uint(flags), ctypes.byref(attr),
                       ctypes.c_size_t(ctypes.sizeof(attr)))
 
@@ -106,17 +106,17 @@ class LinuxKernel:
         return _check(self._libc.syscall(ctypes.c_long(self._nr[name]), *args))
 
     def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
-        _check(self._libc.mount(source.encode(), target.encode(),
+        _check(self._libc.mount(os.fsencode(source), os.fsencode(target),
                                 fstype.encode() if fstype else None, flags,
                                 data.encode() if data else None))
 
     def umount2(self, target: str, flags: int) -> None:
-        _check(self._libc.umount2(target.encode(), flags))
+        _check(self._libc.umount2(os.fsencode(target), flags))
 
     def pivot_root(self, new_root: str, put_old: str) -> None:
         _check(self._libc.syscall(ctypes.c_long(self._nr["pivot_root"]),
-                                  ctypes.c_char_p(new_root.encode()),
-                                  ctypes.c_char_p(put_old.encode())))
+                                  ctypes.c_char_p(os.fsencode(new_root)),
+                                  ctypes.c_char_p(os.fsencode(put_old))))
 
     def sethostname(self, name: str) -> None:
         raw = name.encode()
