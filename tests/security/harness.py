@@ -8,21 +8,19 @@ returns its exit code and output, or runs it in the background for `exec` attack
 
 from __future__ import annotations
 
-import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dockyard_shim.cgroups import detect
 from dockyard_shim.errors import NotFoundError
-from dockyard_shim.kernel import LinuxKernel
 from dockyard_shim.runtime.config import ContainerConfig
 from dockyard_shim.runtime.ports import RunnableImage
 from dockyard_shim.runtime.runtime import Runtime
 from dockyard_shim.runtime.state import ContainerRecord
 from dockyard_shim.snapshots import OverlaySnapshotter
 from tests.shim.rootfs_dir import busybox_rootfs
+from tests.shim.runtimes import runtime_with
 
 Tweak = Callable[[Path], None]
 
@@ -70,21 +68,8 @@ class AttackImages:
 @contextmanager
 def security_runtime(root: Path) -> Iterator[Runtime]:
     """A runtime under `root` with the attack images; everything is removed after."""
-    snapshots = OverlaySnapshotter(root / "snapshots")
-    cgroups = detect(parent=f"dockyard-sec-{secrets.token_hex(4)}")
-    runtime = Runtime(root, kernel=LinuxKernel(), images=AttackImages(snapshots, root),
-                      snapshots=snapshots, cgroups=cgroups)
-    try:
+    with runtime_with(root, AttackImages, prefix="dockyard-sec") as runtime:
         yield runtime
-    finally:
-        try:
-            for record in runtime.store.all():
-                runtime.delete(record.id, force=True)
-            for volume in runtime.volumes.all():
-                runtime.volumes.remove(volume.name, in_use=())
-        finally:
-            cgroups.delete_parent()
-            runtime.volumes.close()
 
 
 class Containers:

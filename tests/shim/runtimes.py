@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from dockyard_shim.cgroups import detect
 from dockyard_shim.errors import NotFoundError
@@ -46,10 +47,19 @@ class LayerImages:
 def busybox_runtime(root: Path, *, image_volumes: tuple[str, ...] = ()) -> Iterator[Runtime]:
     """A runtime under `root` with the busybox image (declaring `image_volumes`); every
     container and volume is removed after."""
+    with runtime_with(root, lambda snapshots, scratch: LayerImages(
+            snapshots, scratch, image_volumes)) as runtime:
+        yield runtime
+
+
+@contextmanager
+def runtime_with(root: Path, images: Callable[[OverlaySnapshotter, Path], Any], *,
+                 prefix: str = "dockyard-test") -> Iterator[Runtime]:
+    """A runtime under `root` whose images `images(snapshots, root)` makes, in a cgroup
+    parent of its own (`prefix-<random>`); every container and volume is removed after."""
     snapshots = OverlaySnapshotter(root / "snapshots")
-    cgroups = detect(parent=f"dockyard-test-{secrets.token_hex(4)}")
-    runtime = Runtime(root, kernel=LinuxKernel(),
-                      images=LayerImages(snapshots, root, image_volumes),
+    cgroups = detect(parent=f"{prefix}-{secrets.token_hex(4)}")
+    runtime = Runtime(root, kernel=LinuxKernel(), images=images(snapshots, root),
                       snapshots=snapshots, cgroups=cgroups)
     try:
         yield runtime
