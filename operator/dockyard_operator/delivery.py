@@ -55,9 +55,10 @@ async def deliver(kube: KubeClient, stage: Stage, images: Sequence[StageImage], 
     try:
         for image in images:
             await _pin(kube, stage, image, namespace, references[image.image])
-            await _roll(kube, stage, image)
+        await _roll(kube, stage, images)
     except ApiError as e:
-        raise DeliveryError(f"cannot pin {image.image} in stage {stage.metadata.name}: "
+        names = ", ".join(i.image for i in images)
+        raise DeliveryError(f"cannot move {names} into stage {stage.metadata.name}: "
                             f"{e}") from e
     return None
 
@@ -89,18 +90,20 @@ async def _pin(kube: KubeClient, stage: Stage, image: StageImage, namespace: str
             "spec": {"reference": repository(reference), "digest": image.digest}})
 
 
-async def _roll(kube: KubeClient, stage: Stage, image: StageImage) -> None:
-    """Give every bound Container of the stage that runs the Image the new digest.
-    Unbound ones get it when they are bound, from the Image's pin."""
+async def _roll(kube: KubeClient, stage: Stage, images: Sequence[StageImage]) -> None:
+    """Give every bound Container of the stage that runs one of the Images its new digest
+    (each namespace listed once for the whole bundle). Unbound ones get it when they are
+    bound, from the Image's pin."""
+    digests = {i.image: i.digest for i in images}
     for ns in stage.spec.namespaces:
         for container in await kube.list(path(GROUP, VERSION, "containers", namespace=ns)):
             spec, status = container.get("spec") or {}, container.get("status") or {}
-            if spec.get("imageRef") != image.image or not status.get("node") or \
-                    status.get("imageDigest") == image.digest:
+            digest = digests.get(spec.get("imageRef"))
+            if digest is None or not status.get("node") or status.get("imageDigest") == digest:
                 continue
             await kube.patch(path(GROUP, VERSION, "containers", namespace=ns,
                                   name=container["metadata"]["name"], subresource="status"),
-                             {"status": {"imageDigest": image.digest}})
+                             {"status": {"imageDigest": digest}})
 
 
 def _write_back(stage: Stage, images: Sequence[StageImage], references: Mapping[str, str],

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dockyard_api.container import ContainerPhase
+from dockyard_api.duration import format_duration
 from dockyard_api.promotion import (
     GateEvidence,
     GateName,
@@ -321,12 +322,8 @@ def _soaked(entry: PromotedImage | None, now: datetime.datetime) -> datetime.tim
 
 
 def _span(delta: datetime.timedelta) -> str:
-    """`1h2m3s`, as the API's durations are written."""
-    seconds = int(delta.total_seconds())
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
-    return text + (f"{seconds}s" if seconds or not text else "")
+    """`1h2m3s`, as the API's durations are written, to the whole second."""
+    return format_duration(datetime.timedelta(seconds=int(delta.total_seconds())))
 
 
 class _Evidence:
