@@ -16,7 +16,7 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -529,8 +529,21 @@ async def approvals_webhook(api: Api) -> AsyncIterator[list[str]]:
             "response": {"uid": request["uid"], "allowed": True, "patchType": "JSONPatch",
                          "patch": base64.b64encode(json.dumps(patch).encode()).decode()}})
 
+    async with promotion_webhook(api, "Mutating", "approvals", review, "UPDATE"):
+        yield seen
+
+
+Review = Callable[[aiohttp.web.Request], Awaitable[aiohttp.web.Response]]
+
+
+@contextlib.asynccontextmanager
+async def promotion_webhook(api: Api, kind: str, name: str, review: Review,
+                            operation: str) -> AsyncIterator[None]:
+    """`review` served on 127.0.0.1 at `/<name>` and registered with the API server as the
+    `<kind>` (Mutating or Validating) webhook `<name>.dockyard.dev` for `operation`s on
+    Promotions, as the chart registers the operator's."""
     app = aiohttp.web.Application()
-    app.router.add_post("/approvals", review)
+    app.router.add_post(f"/{name}", review)
     runner = aiohttp.web.AppRunner(app)
     await runner.setup()
     try:
@@ -538,18 +551,18 @@ async def approvals_webhook(api: Api) -> AsyncIterator[list[str]]:
         await site.start()
         port = runner.addresses[0][1]
         async with api.client.post(
-                "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations", json={
-                    "apiVersion": "admissionregistration.k8s.io/v1",
-                    "kind": "MutatingWebhookConfiguration", "metadata": {"name": "dockyard"},
-                    "webhooks": [{
-                        "name": "approvals.dockyard.dev", "sideEffects": "None",
-                        "admissionReviewVersions": ["v1"],
-                        "clientConfig": {"url": f"http://127.0.0.1:{port}/approvals"},
-                        "rules": [{"apiGroups": ["dockyard.dev"], "apiVersions": ["v1alpha1"],
-                                   "resources": ["promotions"],
-                                   "operations": ["UPDATE"]}]}]}) as response:
+                f"/apis/admissionregistration.k8s.io/v1/{kind.lower()}webhookconfigurations",
+                json={"apiVersion": "admissionregistration.k8s.io/v1",
+                      "kind": f"{kind}WebhookConfiguration", "metadata": {"name": "dockyard"},
+                      "webhooks": [{
+                          "name": f"{name}.dockyard.dev", "sideEffects": "None",
+                          "admissionReviewVersions": ["v1"],
+                          "clientConfig": {"url": f"http://127.0.0.1:{port}/{name}"},
+                          "rules": [{"apiGroups": ["dockyard.dev"],
+                                     "apiVersions": ["v1alpha1"], "resources": ["promotions"],
+                                     "operations": [operation]}]}]}) as response:
             assert response.status in (200, 201), await response.text()
-        yield seen
+        yield
     finally:
         await runner.cleanup()
 
@@ -588,33 +601,10 @@ async def test_an_admission_webhooks_refusal_is_one_line_naming_the_promotion(
             "response": {"uid": request["uid"], "allowed": False, "status": {
                 "code": 403, "message": "spec.images: staging takes no\npromotions today"}}})
 
-    app = aiohttp.web.Application()
-    app.router.add_post("/promotions", deny)
-    runner = aiohttp.web.AppRunner(app)
-    await runner.setup()
-    try:
-        site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        async with serving(tmp_path) as api:
-            await pipeline(api)
-            async with api.client.post(
-                    "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
-                    json={"apiVersion": "admissionregistration.k8s.io/v1",
-                          "kind": "ValidatingWebhookConfiguration",
-                          "metadata": {"name": "dockyard"},
-                          "webhooks": [{
-                              "name": "promotions.dockyard.dev", "sideEffects": "None",
-                              "admissionReviewVersions": ["v1"],
-                              "clientConfig": {"url": f"http://127.0.0.1:{port}/promotions"},
-                              "rules": [{"apiGroups": ["dockyard.dev"],
-                                         "apiVersions": ["v1alpha1"],
-                                         "resources": ["promotions"],
-                                         "operations": ["CREATE"]}]}]}) as response:
-                assert response.status in (200, 201), await response.text()
+    async with serving(tmp_path) as api:
+        await pipeline(api)
+        async with promotion_webhook(api, "Validating", "promotions", deny, "CREATE"):
             result = await api.dockyard("promote", "staging", f"web={WEB}")
-    finally:
-        await runner.cleanup()
     assert result.returncode == 1
     assert result.stderr == (
         f"Error: creating promotion staging/{NAME}: admission webhook "

@@ -203,14 +203,21 @@ def test_cap_sys_admin_opens_mount_and_namespaces_again(runtime: Runtime,
     assert got["clone3"] == errno.EINVAL  # the kernel's answer to a NULL clone_args
 
 
-@pytest.mark.root
-def test_a_custom_profile_refuses_mkdir_with_its_errno(runtime: Runtime,
-                                                       tmp_path: Path) -> None:
+def _no_mkdir_profile(tmp_path: Path) -> Path:
+    """A Docker-format profile that allows everything but mkdir, refused with EDQUOT (an
+    errno the default profile never gives)."""
     profile = tmp_path / "no-mkdir.json"
     profile.write_text(json.dumps({
         "defaultAction": "SCMP_ACT_ALLOW",
         "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
                       "errnoRet": errno.EDQUOT}]}))
+    return profile
+
+
+@pytest.mark.root
+def test_a_custom_profile_refuses_mkdir_with_its_errno(runtime: Runtime,
+                                                       tmp_path: Path) -> None:
+    profile = _no_mkdir_profile(tmp_path)
     options = {"seccomp": "localhost", "seccomp_profile_path": str(profile)}
     script = ("sh", "-c", "mkdir /tmp/d 2>&1; grep ^Seccomp: /proc/self/status")
     for output in (run(runtime, *script, **options), run_exec(runtime, *script, **options)):
@@ -221,11 +228,7 @@ def test_a_custom_profile_refuses_mkdir_with_its_errno(runtime: Runtime,
 @pytest.mark.root
 def test_the_profile_is_kept_in_the_config_and_survives_a_restart(runtime: Runtime,
                                                                   tmp_path: Path) -> None:
-    profile = tmp_path / "no-mkdir.json"
-    profile.write_text(json.dumps({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
-                      "errnoRet": errno.EDQUOT}]}))
+    profile = _no_mkdir_profile(tmp_path)
     made = ContainerConfig.from_json({**config("sh", "-c", "mkdir /tmp/d").to_json(),
                                       "seccomp": "localhost",
                                       "seccomp_profile_path": str(profile)})
