@@ -24,7 +24,7 @@ from dockyard_shim.kernel import LinuxKernel
 from dockyard_shim.runtime.config import Bind, ContainerConfig
 from dockyard_shim.runtime.process import StartError
 from dockyard_shim.runtime.runtime import Runtime
-from dockyard_shim.runtime.state import Status
+from dockyard_shim.runtime.state import ContainerRecord, Status
 from dockyard_shim.snapshots import OverlaySnapshotter
 from tests.shim.runtimes import LayerImages, busybox_runtime, config
 
@@ -163,6 +163,25 @@ def test_the_list_shows_running_containers_and_all_shows_stopped_ones(
     assert [r.name for r in runtime.list()] == ["sleeper"]
     assert {r.name for r in runtime.list(all_=True)} == {"sleeper", "quick"}
     runtime.delete(running.id, force=True)
+
+
+def test_a_container_removed_while_the_list_is_read_is_left_out_not_an_error(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The interleaving a node agent met in CI: the list reads the rows, then a concurrent
+    # `rm` removes a container whose process had ended, before the list observes it.
+    kept = runtime.run(config("sleep", "60", name="kept"))
+    gone = runtime.run(config("sleep", "0.2", name="gone"))
+    read_rows = runtime.store.all
+
+    def rows_then_remove() -> list[ContainerRecord]:
+        rows = read_rows()  # "gone" still reads running here
+        runtime.wait(gone.id, timeout=5)
+        runtime.delete(gone.id)
+        return rows
+
+    monkeypatch.setattr(runtime.store, "all", rows_then_remove)
+    assert [r.name for r in runtime.list(all_=True)] == [kept.name]
+    runtime.delete(kept.id, force=True)
 
 
 def test_a_config_the_image_cannot_run_is_refused(runtime: Runtime) -> None:

@@ -473,7 +473,12 @@ class Runtime:
 
     def list(self, *, all_: bool = False) -> list[ContainerRecord]:
         """Containers, observed now; only running and paused ones unless `all_`."""
-        records = [self.observe(r) for r in self.store.all()]
+        records = []
+        for record in self.store.all():
+            # One removed meanwhile (a concurrent `rm`) is no longer in the list; it is
+            # no error of the listing.
+            with contextlib.suppress(NotFoundError):
+                records.append(self.observe(record))
         if all_:
             return records
         return [r for r in records if r.status in (Status.RUNNING, Status.PAUSED)]
