@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from dockyard_api.container import Container, Resources
+from dockyard_api.container import Container, Resources, SeccompProfileType
 from dockyard_api.image import Image
 from dockyard_api.quantity import cpu_millis, memory_bytes
 from dockyard_api.stage import Stage, StagePolicy
@@ -79,6 +79,14 @@ def _container(container: Container, policy: StagePolicy) -> list[Violation]:
         found.append(Violation("spec.noNewPrivileges", "the stage requires that processes "
                                "cannot gain privileges through setuid binaries: set "
                                "noNewPrivileges: true"))
+    if not policy.allow_unconfined_seccomp and \
+            spec.seccomp_profile.type is SeccompProfileType.UNCONFINED:
+        # Pod Security's "restricted" level draws the line here too: a Localhost profile
+        # is the node administrator's filter, Unconfined is none at all.
+        found.append(Violation("spec.seccompProfile.type", "Unconfined runs the container "
+                               "without a seccomp filter, which the stage forbids: set "
+                               "seccompProfile.type: RuntimeDefault (or Localhost with a "
+                               "profile)"))
     found += _limits(spec.resources, policy)
     return found
 

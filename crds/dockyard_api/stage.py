@@ -33,6 +33,9 @@ class StagePolicy(ApiModel):
     """Containers must set `readOnlyRootfs: true`."""
     require_no_new_privileges: StrictBool = False
     """Processes may not gain privileges through setuid binaries."""
+    allow_unconfined_seccomp: StrictBool = True
+    """Whether containers may run without a seccomp filter (`seccompProfile.type:
+    Unconfined`); `RuntimeDefault` and `Localhost` profiles are always allowed."""
     allowed_capabilities: Annotated[list[Capability], Field(max_length=64, json_schema_extra={
         "x-kubernetes-list-type": "set"})] | None = None
     """The capabilities containers may add; omitted means any, empty means none."""

@@ -1,10 +1,10 @@
 """Whether one stage's policy is at least as strict as another's, field by field, for tests/deploy.
 
 `loosened(before, after)` names each field in which `after` lets in something that
-`before` refuses: a required rule dropped, host paths allowed again, a capability added
-to the allowed set (or the set lifted), a resource cap raised or removed. Pure: it reads
-parsed models only. `RULES` lists the fields it knows; a test checks that it is every
-field of StagePolicy, so a new rule cannot be skipped silently.
+`before` refuses: a required rule dropped, host paths or unconfined seccomp allowed again,
+a capability added to the allowed set (or the set lifted), a resource cap raised or
+removed. Pure: it reads parsed models only. `RULES` lists the fields it knows; a test
+checks that it is every field of StagePolicy, so a new rule cannot be skipped silently.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dockyard_api.stage import StagePolicy
 REQUIRED = ("require_pinned_digests", "require_resource_limits", "require_read_only_rootfs",
             "require_no_new_privileges")
 """Rules where true is the stricter."""
-ALLOWED = ("allow_host_path",)
+ALLOWED = ("allow_host_path", "allow_unconfined_seccomp")
 """Permissions where false is the stricter."""
 RULES = frozenset({*REQUIRED, *ALLOWED, "allowed_capabilities", "max_resources"})
 

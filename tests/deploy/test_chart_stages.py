@@ -86,9 +86,10 @@ def test_the_default_policy_is_strictest_in_prod() -> None:
     assert prod.allow_host_path is False
     assert prod.allowed_capabilities == []
     assert prod.require_no_new_privileges is True
+    assert prod.allow_unconfined_seccomp is False
     staging = policy(stages(rendered())["staging"])
     assert loosened(prod, staging) == ["requireNoNewPrivileges", "allowHostPath",
-                                       "allowedCapabilities"]
+                                       "allowUnconfinedSeccomp", "allowedCapabilities"]
 
 
 def test_the_defaults_need_nothing_only_the_application_or_the_team_knows() -> None:
@@ -160,6 +161,7 @@ LOOSER: list[tuple[dict[str, Any], dict[str, Any], list[str]]] = [
     ({"requireNoNewPrivileges": True}, {"requireNoNewPrivileges": False},
      ["requireNoNewPrivileges"]),
     ({}, {"allowHostPath": True}, ["allowHostPath"]),
+    ({}, {"allowUnconfinedSeccomp": True}, ["allowUnconfinedSeccomp"]),
     ({}, {"allowedCapabilities": ["NET_ADMIN"]}, ["allowedCapabilities"]),
     ({}, {"allowedCapabilities": None}, ["allowedCapabilities"]),
     ({"maxResources": {"cpu": "2"}}, {"maxResources": {"cpu": "2500m"}}, ["maxResources"]),

@@ -8,9 +8,11 @@ import asyncio
 import base64
 import contextlib
 import json
+import re
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -18,7 +20,8 @@ import jsonpatch
 import kopf
 import pytest
 
-from dockyard_operator.admission import stamp
+from dockyard_api.stage import StagePolicy
+from dockyard_operator.admission import FORBIDDEN, stamp
 from dockyard_operator.app import Webhooks
 from dockyard_operator.app import registry as operator
 from tests.kube.kopfrun import running, serving
@@ -28,6 +31,8 @@ DIGEST = "sha256:" + "d" * 64
 PROD = {"namespaces": ["prod"], "upstream": "staging", "policy": {
     "requirePinnedDigests": True, "requireReadOnlyRootfs": True,
     "requireNoNewPrivileges": True, "allowHostPath": False}}
+STAGES = {"staging": {"namespaces": ["staging"]}, "prod": PROD}
+"""The Stages `_webhook()` creates unless told otherwise: a lenient one and a strict one."""
 
 
 def _free_port() -> int:
@@ -69,11 +74,14 @@ class Webhook:
 
 
 @contextlib.asynccontextmanager
-async def _webhook() -> AsyncIterator[Webhook]:
+async def _webhook(stages: Mapping[str, dict[str, Any]] = STAGES,
+                   probe: dict[str, Any] | None = None) -> AsyncIterator[Webhook]:
+    """The operator's webhooks, answering from `stages` (name → spec) once `probe`, an
+    object one of them refuses (default: a tag in prod), is refused."""
     port = _free_port()
     server = kopf.WebhookServer(addr="127.0.0.1", port=port, host="127.0.0.1", insecure=True)
     async with serving() as (_, http):
-        for name, spec in (("staging", {"namespaces": ["staging"]}), ("prod", PROD)):
+        for name, spec in stages.items():
             async with http.client.post("/apis/dockyard.dev/v1alpha1/stages", json={
                     "apiVersion": "dockyard.dev/v1alpha1", "kind": "Stage",
                     "metadata": {"name": name}, "spec": spec}) as answer:
@@ -81,19 +89,20 @@ async def _webhook() -> AsyncIterator[Webhook]:
         async with running(operator(webhooks=Webhooks(server)), str(http.url).rstrip("/")), \
                 aiohttp.ClientSession() as client:
             webhook = Webhook(client, f"http://127.0.0.1:{port}")
-            await _until_stages_are_known(webhook)
+            await _until_stages_are_known(webhook, probe or _container("shop/web:1"))
             yield webhook
 
 
-async def _until_stages_are_known(webhook: Webhook) -> None:
-    """The server answers once kopf listens; the verdicts once its index has the Stages."""
+async def _until_stages_are_known(webhook: Webhook, probe: dict[str, Any]) -> None:
+    """The server answers once kopf listens; the verdicts once the operator has started
+    (a refusal, not an error: before its startup it cannot read the Stages)."""
     for _ in range(200):
         with contextlib.suppress(aiohttp.ClientError):
-            answer = await webhook.review("policy", _container("shop/web:1"))
-            if not answer["allowed"]:
+            answer = await webhook.review("policy", probe)
+            if answer.get("status", {}).get("code") == FORBIDDEN:
                 return
         await asyncio.sleep(0.05)
-    raise AssertionError("the webhook never refused a tag in prod")
+    raise AssertionError(f"the webhook never refused {probe}")
 
 
 def _container(image: str, namespace: str = "prod", **spec: Any) -> dict[str, Any]:
@@ -234,3 +243,101 @@ async def test_stamping_keeps_old_approvals_and_adds_one_per_user() -> None:
     stamped = stamp(old, new, "erin", ["release"])
     assert [a["by"] for a in stamped] == ["alice", "erin"]
     assert stamp(stamped, [*stamped, {"by": "x"}], "erin", []) == stamped
+
+
+# Pod Security's admission, our way: for each field of a Stage's policy, a Stage that sets
+# that field alone strictly (and owns a namespace of the same name), then an object that
+# breaks only that rule, refused with the field's path, and one that follows it, allowed.
+# One webhook server answers the whole table: starting kopf costs seconds.
+
+TAG, PINNED = "shop/web:1", f"shop/web@{DIGEST}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One way to break one policy field: the Stage's setting, then two specs of `kind`."""
+
+    field: str
+    """The StagePolicy field, as YAML writes it."""
+    strict: Any
+    """Its value in the Stage under test."""
+    kind: str
+    path: str
+    """The field the refusal names."""
+    refused: dict[str, Any]
+    allowed: dict[str, Any]
+
+    @property
+    def namespace(self) -> str:
+        """The Stage's name and its namespace: the field in kebab case."""
+        return re.sub(r"[A-Z]", lambda upper: "-" + upper[0].lower(), self.field)
+
+    def object(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return {"apiVersion": "dockyard.dev/v1alpha1", "kind": self.kind,
+                "metadata": {"name": "web", "namespace": self.namespace}, "spec": spec}
+
+
+MAX = {"cpu": "2", "memory": "1Gi", "pids": 100}
+RULES = [
+    Rule("requirePinnedDigests", True, "Container", "spec.image",
+         {"image": TAG}, {"image": PINNED}),
+    Rule("requirePinnedDigests", True, "Image", "spec.digest",
+         {"reference": TAG}, {"reference": TAG, "digest": DIGEST}),
+    Rule("allowHostPath", False, "Volume", "spec.hostPath",
+         {"hostPath": {"path": "/srv/data"}}, {"local": {}}),
+    Rule("requireResourceLimits", True, "Container", "spec.resources.cpu",
+         {"image": TAG, "resources": {"memory": "1Gi"}},
+         {"image": TAG, "resources": {"cpu": "1", "memory": "1Gi"}}),
+    Rule("requireResourceLimits", True, "Container", "spec.resources.memory",
+         {"image": TAG, "resources": {"cpu": "1"}},
+         {"image": TAG, "resources": {"cpu": "1", "memory": "1Gi"}}),
+    Rule("requireReadOnlyRootfs", True, "Container", "spec.readOnlyRootfs",
+         {"image": TAG}, {"image": TAG, "readOnlyRootfs": True}),
+    Rule("requireNoNewPrivileges", True, "Container", "spec.noNewPrivileges",
+         {"image": TAG}, {"image": TAG, "noNewPrivileges": True}),
+    Rule("allowUnconfinedSeccomp", False, "Container", "spec.seccompProfile.type",
+         {"image": TAG, "seccompProfile": {"type": "Unconfined"}},
+         {"image": TAG, "seccompProfile": {"type": "Localhost",
+                                           "localhostProfile": "/etc/dockyard/web.json"}}),
+    Rule("allowedCapabilities", ["CHOWN"], "Container", "spec.capabilities.add",
+         {"image": TAG, "capabilities": {"add": ["CHOWN", "NET_ADMIN"]}},
+         {"image": TAG, "capabilities": {"add": ["CHOWN"], "drop": ["NET_RAW"]}}),
+    *(Rule("maxResources", MAX, "Container", f"spec.resources.{name}",
+           {"image": TAG, "resources": {**MAX, name: above}}, {"image": TAG, "resources": MAX})
+      for name, above in (("cpu", "2001m"), ("memory", "1025Mi"), ("pids", 101))),
+]
+
+
+async def test_the_table_breaks_every_field_of_the_stage_policy() -> None:
+    """A policy field added without a row here fails this, not silently goes unchecked."""
+    fields = {info.alias for info in StagePolicy.model_fields.values()}
+    assert {rule.field for rule in RULES} == fields
+
+
+async def test_each_policy_field_refuses_by_path_what_breaks_it_alone_and_allows_the_rest(
+        subtests: pytest.Subtests) -> None:
+    """Subtests, not parameters: one webhook server for the table (kopf cancels, as hung,
+    any task that outlives it, so it cannot be a fixture shared by several tests)."""
+    stages = {rule.namespace: {"namespaces": [rule.namespace],
+                               "policy": {rule.field: rule.strict}} for rule in RULES}
+    async with _webhook(stages, probe=RULES[0].object(RULES[0].refused)) as webhook:
+        for rule in RULES:
+            with subtests.test(f"{rule.field}: {rule.kind} {rule.path}"):
+                answer = await webhook.review("policy", rule.object(rule.refused))
+                assert answer["allowed"] is False
+                assert answer["status"]["code"] == FORBIDDEN
+                message = answer["status"]["message"]
+                assert message.startswith(
+                    f"stage {rule.namespace} forbids this: {rule.path}: "), message
+                assert "; spec." not in message, message  # one field: violations join "; "
+                answer = await webhook.review("policy", rule.object(rule.allowed))
+                assert answer["allowed"] is True, answer
+                assert not answer.get("warnings")
+        with subtests.test("allowUnconfinedSeccomp: an update keeps what it was admitted with"):
+            (rule,) = (r for r in RULES if r.field == "allowUnconfinedSeccomp")
+            old = rule.object(rule.refused)
+            moved = rule.object({**rule.refused, "image": PINNED})
+            assert (await webhook.review("policy", moved, old))["allowed"] is True
+            answer = await webhook.review("policy", old, rule.object({"image": TAG}))
+            assert answer["allowed"] is False  # Unconfined is new to this update
+            assert "spec.seccompProfile.type: Unconfined" in answer["status"]["message"]

@@ -22,31 +22,43 @@ def _violation(server: ApiServer) -> dict[str, Any]:
     return next((c for c in conditions if c["type"] == "PolicyViolation"), {})
 
 
-async def test_a_policy_that_tightens_marks_what_breaks_it_and_loosening_clears_it() -> None:
+# A rule that tightens, a Container admitted before that breaks it, and how the
+# condition's message starts.
+TIGHTENED = [
+    ({"requirePinnedDigests": True}, {}, "stage prod: spec.image: 'shop/web:1' is a tag"),
+    ({"allowUnconfinedSeccomp": False}, {"seccompProfile": {"type": "Unconfined"}},
+     "stage prod: spec.seccompProfile.type: Unconfined runs the container without"),
+]
+
+
+@pytest.mark.parametrize(("rule", "spec", "said"), TIGHTENED, ids=[
+    next(iter(rule)) for rule, _, _ in TIGHTENED])
+async def test_a_policy_that_tightens_marks_what_breaks_it_and_loosening_clears_it(
+        rule: dict[str, bool], spec: dict[str, Any], said: str) -> None:
+    loose = {name: not value for name, value in rule.items()}
     async with serving() as (server, http):
         async with http.client.post(f"{API}/namespaces/prod/containers", json={
                 "apiVersion": "dockyard.dev/v1alpha1", "kind": "Container",
                 "metadata": {"name": "web", "namespace": "prod"},
-                "spec": {"image": "shop/web:1"}}) as answer:
+                "spec": {"image": "shop/web:1", **spec}}) as answer:
             assert answer.status in (200, 201)
         async with running(operator(), str(http.url).rstrip("/")):
             async with http.client.post(f"{API}/stages", json={
                     "apiVersion": "dockyard.dev/v1alpha1", "kind": "Stage",
                     "metadata": {"name": "prod"},
                     "spec": {"namespaces": ["prod"],
-                             "policy": {"requirePinnedDigests": True}}}) as answer:
+                             "policy": rule}}) as answer:
                 assert answer.status in (200, 201)
             await eventually(lambda: _violation(server).get("status") == "True")
             violation = _violation(server)
             assert violation["reason"] == "BreaksStagePolicy"
-            assert violation["message"].startswith(
-                "stage prod: spec.image: 'shop/web:1' is a tag")
+            assert violation["message"].startswith(said)
             await eventually(lambda: any(
                 e.get("reason") == "PolicyViolation" and
                 e["involvedObject"]["name"] == "web" for e in server.all("events", group="")))
             assert server.get("containers", "web", "prod") is not None  # not killed
             async with http.client.patch(f"{API}/stages/prod", headers=MERGE, json={
-                    "spec": {"policy": {"requirePinnedDigests": False}}}) as answer:
+                    "spec": {"policy": loose}}) as answer:
                 assert answer.status == 200
             await eventually(lambda: _violation(server).get("status") == "False")
             assert _violation(server)["reason"] == "CompliesWithStagePolicy"

@@ -112,6 +112,23 @@ def test_no_new_privileges_is_enforced_on_containers_by_its_field() -> None:
     assert violations(_container(), StagePolicy()) == []
 
 
+def test_an_unconfined_seccomp_profile_is_refused_only_where_the_stage_forbids_it() -> None:
+    """Like Docker, a stage lets `seccomp=unconfined` through unless told otherwise; told,
+    it refuses only Unconfined, as Pod Security's restricted level does."""
+    policy = StagePolicy.model_validate({"allowUnconfinedSeccomp": False})
+    unconfined = _container(seccompProfile={"type": "Unconfined"})
+    assert [str(v) for v in violations(unconfined, policy)] == [
+        "spec.seccompProfile.type: Unconfined runs the container without a seccomp filter, "
+        "which the stage forbids: set seccompProfile.type: RuntimeDefault (or Localhost "
+        "with a profile)"]
+    for confined in (_container(), _container(seccompProfile={"type": "RuntimeDefault"}),
+                     _container(seccompProfile={"type": "Localhost",
+                                                "localhostProfile": "/etc/dockyard/web.json"})):
+        assert violations(confined, policy) == []
+    assert StagePolicy().allow_unconfined_seccomp is True
+    assert violations(unconfined, StagePolicy()) == []
+
+
 def _stage(name: str, upstream: str | None = None, namespaces: tuple[str, ...] = (),
            **spec: Any) -> Stage:
     return parse_as(Stage, {"apiVersion": "dockyard.dev/v1alpha1", "kind": "Stage",
