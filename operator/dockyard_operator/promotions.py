@@ -254,13 +254,30 @@ async def _roll_back(context: _Context, promotion: Promotion, world: gates.World
 async def _verify(kube: KubeClient, promotion: Promotion, target: Stage, image: StageImage,
                   reference: str) -> None:
     """Create the verification Container of `image` (once: a second create is a 409)."""
+    body = verification_container(promotion, target, image, reference)
+    if body is None:
+        return
+    try:
+        await kube.create(path(GROUP, VERSION, "containers",
+                               namespace=promotion.metadata.namespace), body)
+    except ApiError as e:
+        if e.status != 409:
+            raise DeliveryError(f"cannot create the verification container: {e}") from e
+
+
+def verification_container(promotion: Promotion, target: Stage, image: StageImage,
+                           reference: str) -> dict[str, Any] | None:
+    """The verification Container of `image`, or None when the stage verifies nothing.
+    It runs within the target stage's policy (read-only root, no new privileges, limits
+    lowered to the maximum), so the stage's own admission lets it in."""
     verification = target.spec.gates.verification
     if verification is None:
-        return
+        return None
     meta = promotion.metadata
+    policy = target.spec.policy
     resources = _within(verification.resources.model_dump(mode="json", exclude_none=True),
                         target)
-    body = {
+    return {
         "apiVersion": API_VERSION, "kind": "Container",
         "metadata": {
             "name": verification_name(str(meta.name), str(meta.uid), image.image),
@@ -272,14 +289,10 @@ async def _verify(kube: KubeClient, promotion: Promotion, target: Stage, image: 
         "spec": {"image": pinned_reference(reference, image.digest),
                  "command": list(verification.command),
                  "args": list(verification.args or []), "resources": resources,
-                 "readOnlyRootfs": target.spec.policy.require_read_only_rootfs,
+                 "readOnlyRootfs": policy.require_read_only_rootfs,
+                 "noNewPrivileges": policy.require_no_new_privileges,
                  "network": verification.network.model_dump(mode="json", by_alias=True),
                  "restartPolicy": RestartPolicy.NEVER}}
-    try:
-        await kube.create(path(GROUP, VERSION, "containers", namespace=meta.namespace), body)
-    except ApiError as e:
-        if e.status != 409:
-            raise DeliveryError(f"cannot create the verification container: {e}") from e
 
 
 def verification_name(promotion: str, uid: str, image: str) -> str:

@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 
-from dockyard_api import Promotion, Stage
+from dockyard_api import Container, Promotion, Stage
 from dockyard_api.container import ContainerPhase
 from dockyard_api.manifests import parse_as
+from dockyard_api.policy import violations
 from dockyard_api.promotion import GateName, GateState, PromotionPhase
 from dockyard_operator import gates
 from dockyard_operator.gates import Apply, Done, Fail, Rollback, Run, Verify, Wait, World
+from dockyard_operator.promotions import verification_container
 
 NOW = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC)
 GOOD = "sha256:" + "a" * 64
@@ -302,3 +304,22 @@ def test_a_gate_keeps_its_time_while_its_state_stays() -> None:
     assert soak.at == earlier
     (upstream,) = [g for g in decision.gates if g.gate == GateName.UPSTREAM]
     assert upstream.at == NOW
+
+
+def test_the_verification_container_complies_with_the_strictest_stage_policy() -> None:
+    # Else the stage's own admission webhook refuses the container that verifies for it.
+    policy = {"requirePinnedDigests": True, "allowHostPath": False,
+              "requireResourceLimits": True, "requireReadOnlyRootfs": True,
+              "requireNoNewPrivileges": True, "allowUnconfinedSeccomp": False,
+              "allowedCapabilities": [],
+              "maxResources": {"cpu": "500m", "memory": "256Mi", "pids": 64}}
+    target = _stage("prod", "staging", policy=policy,
+                    gates={"verification": {"command": ["/smoke-test"]}})
+    promotion = _promotion("prod")
+    body = verification_container(promotion, target, promotion.spec.images[0],
+                                  "registry.test/shop/web")
+    assert body is not None
+    assert body["spec"]["image"] == f"registry.test/shop/web@{GOOD}"
+    assert violations(parse_as(Container, body), target.spec.policy) == []
+    assert verification_container(promotion, _stage("prod"), promotion.spec.images[0],
+                                  "registry.test/shop/web") is None
