@@ -215,6 +215,20 @@ def security_config(options: tuple[dict[str, Any], ...]) -> dict[str, Any]:
     return merged
 
 
+def parse_sysctl(text: str) -> tuple[str, str]:
+    """Docker's `--sysctl NAME=VALUE`, split at the first `=`. Which names and values a
+    container may have is the daemon's check (`dockyard_shim.runtime.sysctls`)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise FlagError(f"{text!r}: write NAME=VALUE, such as net.ipv4.ip_forward=1")
+    return name.strip(), value
+
+
+def sysctl_config(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """Every `--sysctl` given, in order; the last value of a name wins, as in Docker."""
+    return dict(items)
+
+
 def parse_env(items: tuple[str, ...]) -> tuple[str, ...]:
     """`-e K=V` as is; `-e K` takes K from this shell's environment, or is dropped."""
     out = []
@@ -296,6 +310,10 @@ RUN_FLAGS = (
          parse=parse_security_opt,
          help="no-new-privileges, seccomp=unconfined or seccomp=PROFILE.json (Docker's "
               "JSON profile format); repeatable."),
+    Flag("--sysctl", dest="sysctl", metavar="NAME=VALUE", multiple=True, parse=parse_sysctl,
+         help="Set a namespaced kernel parameter: kernel.msg{max,mnb,mni}, kernel.sem, "
+              "kernel.shm{all,max,mni}, kernel.shm_rmid_forced, fs.mqueue.*, "
+              "kernel.domainname, or net.* (not with --network host); repeatable."),
     Flag("--entrypoint", dest="entrypoint", metavar="CMD",
          help="Override the image's ENTRYPOINT."),
 )

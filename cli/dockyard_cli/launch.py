@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from dockyard_cli.flags import parse_env, security_config
+from dockyard_cli.flags import parse_env, security_config, sysctl_config
 from dockyard_shim.daemon.client import Client, DaemonError
 
 TYPE_CHECKING = False  # typing costs `dockyard run` milliseconds of start-up
@@ -41,6 +41,7 @@ def container_json(options: dict[str, Any], *, auto_remove: bool = False) -> dic
         "restart_max_retries": retries, "auto_remove": auto_remove,
         "cap_add": list(options["cap_add"]), "cap_drop": list(options["cap_drop"]),
         **security_config(options["security_opt"]),
+        "sysctls": sysctl_config(options["sysctl"]),
     }
 
 

@@ -25,6 +25,10 @@ class Kernel(Protocol):
         """openat2(2): a descriptor of `path` under `dirfd`, resolved as `resolve` says
         (RESOLVE_IN_ROOT: as if `dirfd` were the root)."""
 
+    def fstatfs(self, fd: int) -> int:
+        """fstatfs(2): the type (`f_type`, a `*_SUPER_MAGIC`) of the filesystem holding
+        the open file `fd`, which may be an O_PATH descriptor."""
+
     def open_tree(self, dirfd: int, path: str, flags: int) -> int:
         """open_tree(2): with OPEN_TREE_CLONE, a detached copy of a mount tree."""
 

@@ -36,6 +36,10 @@ RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
 
+# magic.h: statfs(2) f_type of procfs, and the inode number of a procfs's root directory
+PROC_SUPER_MAGIC = 0x9FA0
+PROC_ROOT_INO = 1
+
 # The mount API (Linux 5.2+; mount_setattr 5.12+)
 AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000

@@ -34,6 +34,10 @@ class RecordingKernel:
         self._record("openat2", dirfd, path, flags, resolve, mode)
         raise OSError(errno.ENOSYS, "a RecordingKernel opens no files")
 
+    def fstatfs(self, fd: int) -> int:
+        self._record("fstatfs", fd)
+        raise OSError(errno.ENOSYS, "a RecordingKernel has no filesystems")
+
     def open_tree(self, dirfd: int, path: str, flags: int) -> int:
         self._record("open_tree", dirfd, path, flags)
         raise OSError(errno.ENOSYS, "a RecordingKernel opens no mounts")

@@ -34,6 +34,17 @@ class _MountAttr(ctypes.Structure):
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
+class _StatFs(ctypes.Structure):
+    """struct statfs as glibc lays it out on 64-bit machines (the same as statfs64)."""
+
+    _fields_ = [("f_type", ctypes.c_long), ("f_bsize", ctypes.c_long),
+                *((name, ctypes.c_ulong) for name in (
+                    "f_blocks", "f_bfree", "f_bavail", "f_files", "f_ffree")),
+                ("f_fsid", ctypes.c_int * 2), ("f_namelen", ctypes.c_long),
+                ("f_frsize", ctypes.c_long), ("f_flags", ctypes.c_long),
+                ("f_spare", ctypes.c_long * 4)]
+
+
 class _CapHeader(ctypes.Structure):
     _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
@@ -63,6 +74,7 @@ class LinuxKernel:
                                      ctypes.c_ulong, ctypes.c_char_p]
         self._libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
         self._libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+        self._libc.fstatfs.argtypes = [ctypes.c_int, ctypes.POINTER(_StatFs)]
         self._libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong,
                                      ctypes.c_ulong, ctypes.c_ulong]
 
@@ -84,6 +96,11 @@ class LinuxKernel:
         how = _OpenHow(flags=flags, mode=mode, resolve=resolve)
         return self._syscall("openat2", ctypes.c_int(dirfd), ctypes.c_char_p(os.fsencode(path)),
                              ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+
+    def fstatfs(self, fd: int) -> int:
+        info = _StatFs()
+        _check(self._libc.fstatfs(fd, ctypes.byref(info)))
+        return int(info.f_type)
 
     def open_tree(self, dirfd: int, path: str, flags: int) -> int:
         return self._syscall("open_tree", ctypes.c_int(dirfd), ctypes.c_char_p(os.fsencode(path)),

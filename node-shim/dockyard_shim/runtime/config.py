@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard_shim.errors import InvalidArgumentError
-from dockyard_shim.runtime import capabilities, seccomp
+from dockyard_shim.runtime import capabilities, seccomp, sysctls
 from dockyard_shim.volumes import check_name, check_subpath
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")  # Docker's container name rule
@@ -112,10 +112,20 @@ class ContainerConfig:
     seccomp_profile_path: str = ""
     """With `localhost`: where the profile came from (a path on the node); read when
     `seccomp_profile` is empty."""
+    sysctls: dict[str, str] = field(default_factory=dict)
+    """`--sysctl NAME=VALUE`: namespaced kernel settings (`runtime.sysctls`), names as
+    given (dots or slashes), written in this order at each start."""
     labels: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        # Left out when empty, as Docker's HostConfig omits Sysctls: the config of a
+        # container without any stays what it was before the field existed, and so do the
+        # spec hashes `dockyard up` and the agent compute over such configs (a new key
+        # would replace every managed container once).
+        if not self.sysctls:
+            del data["sysctls"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ContainerConfig:
@@ -161,7 +171,7 @@ def _container_path(flag: str, path: str) -> None:
 def validate(config: ContainerConfig) -> ContainerConfig:
     """Return `config` if every field is acceptable; else InvalidArgumentError naming it."""
     for check in (_check_identity, _check_limits, _check_binds, _check_network, _check_policy,
-                  _check_security):
+                  _check_security, _check_sysctls):
         check(config)
     return config
 
@@ -267,6 +277,18 @@ def _check_security(config: ContainerConfig) -> None:
         return  # read when the process is made (`seccomp_profile`)
     source = f"seccomp profile {config.seccomp_profile_path}".rstrip()
     seccomp.parse_json(config.seccomp_profile, source)  # raises naming the bad field
+
+
+def _check_sysctls(config: ContainerConfig) -> None:
+    if not isinstance(config.sysctls, dict):
+        raise InvalidArgumentError("--sysctl: sysctls are a map of NAME to VALUE, not "
+                                   f"{type(config.sysctls).__name__}")
+    container_sysctls(config)
+
+
+def container_sysctls(config: ContainerConfig) -> tuple[sysctls.Sysctl, ...]:
+    """The config's sysctls checked, in order: what init writes (`SandboxSpec.sysctls`)."""
+    return sysctls.check_all(config.sysctls, own_network=config.network != "host")
 
 
 def seccomp_profile(config: ContainerConfig) -> seccomp.Profile | None:

@@ -50,7 +50,7 @@ from dockyard_shim.network import (
 )
 from dockyard_shim.runtime import procfs
 from dockyard_shim.runtime.command import process_spec
-from dockyard_shim.runtime.config import ContainerConfig, validate
+from dockyard_shim.runtime.config import ContainerConfig, container_sysctls, validate
 from dockyard_shim.runtime.datamounts import (
     anonymous_volumes,
     claim_volumes,
@@ -209,7 +209,8 @@ class Runtime:
                 readonly_rootfs=config.read_only,
                 cgroup_join=tuple(str(path) for path in cgroup.join_files()),
                 cgroup_v2=self.cgroups.version == 2,
-                cgroup_v1_dirs=_v1_dirs(cgroup))
+                cgroup_v1_dirs=_v1_dirs(cgroup),
+                sysctls=container_sysctls(config))
         except BaseException:
             cgroup.delete()
             self._unmount_idle_volumes(record)

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from dockyard_shim.errors import ShimError
 from dockyard_shim.kernel import Kernel
 from dockyard_shim.kernel import consts as k
 from dockyard_shim.mounts import (
@@ -55,7 +56,7 @@ from dockyard_shim.mounts import (
     perform,
     resolve_in_root,
 )
-from dockyard_shim.runtime import capabilities, rootfs
+from dockyard_shim.runtime import capabilities, procfs, rootfs
 from dockyard_shim.runtime.loopback import loopback_up
 from dockyard_shim.runtime.process import (
     SETUP_FAILED,
@@ -71,6 +72,7 @@ from dockyard_shim.runtime.process import (
     setup_stdio,
     signal_go,
 )
+from dockyard_shim.runtime.sysctls import Sysctl
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,8 @@ class SandboxSpec:
     cgroup_v1_dirs: tuple[tuple[str, str], ...] = ()
     """cgroup v1: (hierarchy name such as `memory` or `cpu,cpuacct`, host directory of the
     container's cgroup in it), shown read-only under /sys/fs/cgroup as Docker does."""
+    sysctls: tuple[Sysctl, ...] = ()
+    """Written in this order into the container's own /proc/sys (`sysctls.check_all`)."""
 
     @property
     def root(self) -> Path:
@@ -307,10 +311,14 @@ def _setup_filesystem(kernel: Kernel, spec: SandboxSpec) -> None:
     for data in sorted(spec.volumes, key=lambda d: d.target.rstrip("/").count("/")):
         _mount_data(kernel, root, data)
     plan = rootfs.plan(new_netns=spec.network != "host", cgroup_v2=spec.cgroup_v2)
+    proc_device = -1
     for mount in plan.mounts:
         _refuse_links(kernel, root, mount)
         target = make_in_root(spec.root, mount.target, directory=True)
         perform(kernel, mount.at(str(target)))
+        if mount.type == "proc":
+            proc_device = os.stat(target, follow_symlinks=False).st_dev
+    _write_sysctls(kernel, spec, proc_device)  # before /proc/sys is made read-only
     if spec.cgroup_v1_dirs:
         _mount_cgroup_v1(kernel, spec)
     for device in plan.devices:
@@ -331,6 +339,35 @@ def _setup_filesystem(kernel: Kernel, spec: SandboxSpec) -> None:
     kernel.pivot_root(".", ".")  # stack the old root under the new one, then detach it
     kernel.umount2(".", k.MNT_DETACH)
     os.chdir("/")
+
+
+def _write_sysctls(kernel: Kernel, spec: SandboxSpec, proc_device: int) -> None:
+    """Write the container's sysctls into the procfs just mounted at its /proc (it shows
+    the namespaces of the writer, init: the container's own). Any failure fails the
+    start, naming the sysctl: a container never runs without a setting it asked for."""
+    if not spec.sysctls:
+        return
+    try:
+        proc = procfs.open_procfs(kernel, str(spec.root), "/proc", device=proc_device)
+    except (OSError, ShimError) as e:
+        raise StartError(f"--sysctl {spec.sysctls[0].name}: cannot open the container's "
+                         f"/proc: {_reason(e)}", SETUP_FAILED) from e
+    try:
+        for sysctl in spec.sysctls:
+            try:
+                procfs.write_verified(kernel, proc, f"sys/{sysctl.path}",
+                                      sysctl.value.encode())
+            except (OSError, ShimError) as e:
+                raise StartError(f"--sysctl {sysctl.name}={sysctl.value}: cannot write "
+                                 f"/proc/sys/{sysctl.path}: {_reason(e)}",
+                                 SETUP_FAILED) from e
+    finally:
+        os.close(proc)
+
+
+def _reason(error: Exception) -> str:
+    """The kernel's word for an OSError (`No such file or directory`), else the message."""
+    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
 
 
 def _refuse_links(kernel: Kernel, root: str, mount: Mount) -> None:
