@@ -337,3 +337,23 @@ def test_an_unknown_user_fails_the_start_clearly(run: Run) -> None:
     process = ProcessSpec(args=("id",), env=("PATH=/bin",), user="ghost")
     with pytest.raises(StartError, match="unable to find user ghost"):
         run("", process=process)
+
+
+def test_all_grants_what_the_runtime_holds_and_nothing_it_lacks() -> None:
+    # A node whose runtime lacks a capability (here: SYS_RESOURCE) still runs
+    # --cap-add ALL, as Docker does, instead of failing at capset.
+    lacking = capabilities.mask(capabilities.NUMBERS) & ~(1 << capabilities.NUMBERS[
+        "SYS_RESOURCE"])
+    caps = capabilities.resolve(add=["ALL"], last_cap=40, held=lacking)
+    assert "SYS_RESOURCE" not in caps
+    assert capabilities.mask(caps) == lacking
+
+
+def test_a_container_with_every_capability_gets_every_one_the_runtime_holds(
+        run: Run) -> None:
+    caps = capabilities.resolve(add=["ALL"], last_cap=capabilities.last_cap(),
+                                held=capabilities.held())
+    process = ProcessSpec(args=("sh", "-c", "grep ^CapEff /proc/self/status"),
+                          env=("PATH=/bin",), capabilities=caps)
+    _, out = run("", process=process)
+    assert int(out.split()[1], 16) == capabilities.held()

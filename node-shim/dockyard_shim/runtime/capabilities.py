@@ -34,11 +34,13 @@ def _normalise(name: str) -> str:
 
 
 def resolve(add: Iterable[str] = (), drop: Iterable[str] = (),
-            last_cap: int = max(NUMBERS.values())) -> frozenset[str]:
+            last_cap: int = max(NUMBERS.values()), held: int = -1) -> frozenset[str]:
     """The capability names a container gets: Docker's default, minus `drop`, plus `add`.
 
     `ALL` in drop empties the set before additions; `ALL` in add grants every capability
-    this kernel knows (up to `last_cap`). Unknown names are InvalidArgumentError.
+    this kernel knows (up to `last_cap`) that the runtime holds itself (`held`, a mask:
+    as Docker, a node whose runtime lacks one still runs `--cap-add ALL`). Unknown names
+    are InvalidArgumentError.
     """
     adds, drops = {_normalise(n) for n in add}, {_normalise(n) for n in drop}
     for name in (adds | drops) - {"ALL"}:
@@ -47,7 +49,8 @@ def resolve(add: Iterable[str] = (), drop: Iterable[str] = (),
                                        "NET_ADMIN or SYS_PTRACE (without CAP_)")
     caps = set() if "ALL" in drops else set(DOCKER_DEFAULT) - drops
     if "ALL" in adds:
-        caps |= {name for name, number in NUMBERS.items() if number <= last_cap}
+        caps |= {name for name, number in NUMBERS.items()
+                 if number <= last_cap and held & (1 << number)}
     caps |= adds - {"ALL"}
     return frozenset(caps)
 
@@ -64,3 +67,12 @@ def last_cap() -> int:
     """The highest capability number the running kernel knows."""
     with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as f:
         return int(f.read())
+
+
+def held() -> int:
+    """The capabilities this process holds (its permitted set): all a child can get."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("CapPrm:"):
+                return int(line.split()[1], 16)
+    return 0

@@ -20,7 +20,8 @@ def process_spec(config: ContainerConfig, image: RunnableImage) -> ProcessSpec:
         raise InvalidArgumentError(f"no command specified: the image {image.name} has no "
                                    "CMD or ENTRYPOINT; give one after the image name")
     env = dict(item.split("=", 1) for item in (DEFAULT_PATH, *image.env, *config.env))
-    caps = capabilities.resolve(config.cap_add, config.cap_drop, capabilities.last_cap())
+    caps = capabilities.resolve(config.cap_add, config.cap_drop, capabilities.last_cap(),
+                                capabilities.held())
     profile = seccomp_profile(config)
     return ProcessSpec(
         args=args, env=tuple(f"{k}={v}" for k, v in env.items()),
