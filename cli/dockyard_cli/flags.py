@@ -314,6 +314,11 @@ RUN_FLAGS = (
          help="Set a namespaced kernel parameter: kernel.msg{max,mnb,mni}, kernel.sem, "
               "kernel.shm{all,max,mni}, kernel.shm_rmid_forced, fs.mqueue.*, "
               "kernel.domainname, or net.* (not with --network host); repeatable."),
+    Flag("--userns", dest="userns", metavar="[host|auto]", default="host",
+         choices=("host", "auto"),
+         help="auto: run in a user namespace of the container's own, its root a block of "
+              "the node's subordinate ids (user dockyard in /etc/subuid and /etc/subgid), "
+              "so root inside is no one on the node; host: the node's ids (default)."),
     Flag("--entrypoint", dest="entrypoint", metavar="CMD",
          help="Override the image's ENTRYPOINT."),
 )

@@ -42,6 +42,7 @@ def container_json(options: dict[str, Any], *, auto_remove: bool = False) -> dic
         "cap_add": list(options["cap_add"]), "cap_drop": list(options["cap_drop"]),
         **security_config(options["security_opt"]),
         "sysctls": sysctl_config(options["sysctl"]),
+        "userns": options["userns"],
     }
 
 

@@ -167,19 +167,39 @@ def _make_last(kernel: Kernel, root_fd: int, parts: list[str], *, file: bool) ->
     return None
 
 
-def bind_by_fd(kernel: Kernel, source_fd: int, target_fd: int, *, readonly: bool) -> None:
-    """Bind the tree at `source_fd` (recursively) onto `target_fd`, read-only if asked, in
-    one step: a detached clone gets its flags before it is attached (open_tree, then
-    mount_setattr, then move_mount), so it is never visible writable, and no path is
-    looked up between the checks and the mount."""
+def clone_tree(kernel: Kernel, source_fd: int, *, readonly: bool = False,
+               userns_fd: int = -1) -> int:
+    """A detached, recursive copy of the mount tree at `source_fd`, read-only if asked and,
+    with `userns_fd`, carrying that user namespace's ids (idmapped: its uid N reads and
+    writes as the disk's uid 0). Its flags are set before anyone can see it: attach it
+    with move_mount (`bind_by_fd`), where no path is looked up again."""
     tree = kernel.open_tree(source_fd, "", k.OPEN_TREE_CLONE | k.OPEN_TREE_CLOEXEC
                             | k.AT_EMPTY_PATH | k.AT_RECURSIVE)
+    attributes = (k.MOUNT_ATTR_RDONLY if readonly else 0) \
+        | (k.MOUNT_ATTR_IDMAP if userns_fd >= 0 else 0)
     try:
-        if readonly:
-            kernel.mount_setattr(tree, "", k.AT_EMPTY_PATH | k.AT_RECURSIVE,
-                                 k.MOUNT_ATTR_RDONLY)
-        kernel.move_mount(tree, "", target_fd, "",
-                          k.MOVE_MOUNT_F_EMPTY_PATH | k.MOVE_MOUNT_T_EMPTY_PATH)
+        if attributes:
+            kernel.mount_setattr(tree, "", k.AT_EMPTY_PATH | k.AT_RECURSIVE, attributes,
+                                 userns_fd=userns_fd)
+    except BaseException:
+        os.close(tree)
+        raise
+    return tree
+
+
+def attach(kernel: Kernel, tree: int, target_fd: int) -> None:
+    """Mount the detached `tree` (`clone_tree`) where `target_fd` points."""
+    kernel.move_mount(tree, "", target_fd, "",
+                      k.MOVE_MOUNT_F_EMPTY_PATH | k.MOVE_MOUNT_T_EMPTY_PATH)
+
+
+def bind_by_fd(kernel: Kernel, source_fd: int, target_fd: int, *, readonly: bool) -> None:
+    """Bind the tree at `source_fd` (recursively) onto `target_fd`, read-only if asked, in
+    one step: a detached clone gets its flags before it is attached, so it is never
+    visible writable, and no path is looked up between the checks and the mount."""
+    tree = clone_tree(kernel, source_fd, readonly=readonly)
+    try:
+        attach(kernel, tree, target_fd)
     finally:
         os.close(tree)
 

@@ -8,11 +8,16 @@ returns its exit code and output, or runs it in the background for `exec` attack
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import dockyard_common
+import dockyard_shim
 from dockyard_shim.errors import NotFoundError
 from dockyard_shim.runtime.config import ContainerConfig
 from dockyard_shim.runtime.ports import RunnableImage
@@ -34,6 +39,29 @@ def _link(path: str, target: str) -> Tweak:
     return tweak
 
 
+TRAP = "TRAP-FIRED"
+"""What a trap module writes in the root it runs in: its name, one line per import."""
+
+
+def _python_traps(root: Path) -> None:
+    """A trap module at every place the runtime's interpreter could import from after its
+    root became the container's: each stdlib name in each directory of `sys.path`, and
+    each module of the runtime's own packages at its path. Any import of one appends the
+    module's name to /TRAP-FIRED, in whatever root it runs in."""
+    trap = f'open("/{TRAP}", "a").write(__name__ + "\\n")\n'
+    for directory in {p for p in sys.path if os.path.isdir(p)}:
+        here = root / directory.lstrip("/")
+        here.mkdir(parents=True, exist_ok=True)
+        for name in sys.stdlib_module_names:
+            (here / f"{name}.py").write_text(trap)
+    for package in (dockyard_shim, dockyard_common):
+        for directory in package.__path__:
+            for module in Path(directory).rglob("*.py"):
+                planted = root / str(module).lstrip("/")
+                planted.parent.mkdir(parents=True, exist_ok=True)
+                planted.write_text(trap)
+
+
 IMAGES: dict[str, Tweak] = {
     "busybox": lambda root: None,
     "proc-link": _link("/proc", "/tmp"),                 # CVE-2019-16884's image
@@ -42,6 +70,7 @@ IMAGES: dict[str, Tweak] = {
     "data-link-up": _link("/data", "../../../../../.."),
     "work-link-to-root": _link("/work", "/"),            # a working directory -> /
     "work-link-up": _link("/work", "../../../../../.."),
+    "python-traps": _python_traps,                       # modules the runtime might load
 }
 
 
@@ -66,9 +95,10 @@ class AttackImages:
 
 
 @contextmanager
-def security_runtime(root: Path) -> Iterator[Runtime]:
-    """A runtime under `root` with the attack images; everything is removed after."""
-    with runtime_with(root, AttackImages, prefix="dockyard-sec") as runtime:
+def security_runtime(root: Path, **options: Any) -> Iterator[Runtime]:
+    """A runtime under `root` with the attack images; everything is removed after.
+    `options` go to `Runtime`."""
+    with runtime_with(root, AttackImages, prefix="dockyard-sec", **options) as runtime:
         yield runtime
 
 

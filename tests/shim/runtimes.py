@@ -44,23 +44,25 @@ class LayerImages:
 
 
 @contextmanager
-def busybox_runtime(root: Path, *, image_volumes: tuple[str, ...] = ()) -> Iterator[Runtime]:
+def busybox_runtime(root: Path, *, image_volumes: tuple[str, ...] = (),
+                    **options: Any) -> Iterator[Runtime]:
     """A runtime under `root` with the busybox image (declaring `image_volumes`); every
-    container and volume is removed after."""
+    container and volume is removed after. `options` go to `Runtime`."""
     with runtime_with(root, lambda snapshots, scratch: LayerImages(
-            snapshots, scratch, image_volumes)) as runtime:
+            snapshots, scratch, image_volumes), **options) as runtime:
         yield runtime
 
 
 @contextmanager
 def runtime_with(root: Path, images: Callable[[OverlaySnapshotter, Path], Any], *,
-                 prefix: str = "dockyard-test") -> Iterator[Runtime]:
+                 prefix: str = "dockyard-test", **options: Any) -> Iterator[Runtime]:
     """A runtime under `root` whose images `images(snapshots, root)` makes, in a cgroup
-    parent of its own (`prefix-<random>`); every container and volume is removed after."""
+    parent of its own (`prefix-<random>`); every container and volume is removed after.
+    `options` go to `Runtime` as they are."""
     snapshots = OverlaySnapshotter(root / "snapshots")
     cgroups = detect(parent=f"{prefix}-{secrets.token_hex(4)}")
     runtime = Runtime(root, kernel=LinuxKernel(), images=images(snapshots, root),
-                      snapshots=snapshots, cgroups=cgroups)
+                      snapshots=snapshots, cgroups=cgroups, **options)
     try:
         yield runtime
     finally:

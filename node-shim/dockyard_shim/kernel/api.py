@@ -37,8 +37,9 @@ class Kernel(Protocol):
         """move_mount(2): attach a detached tree where a descriptor points."""
 
     def mount_setattr(self, fd: int, path: str, flags: int, attr_set: int,
-                      propagation: int = 0) -> None:
-        """mount_setattr(2): set MOUNT_ATTR_* flags (and propagation) on a mount tree."""
+                      propagation: int = 0, *, userns_fd: int = -1) -> None:
+        """mount_setattr(2): set MOUNT_ATTR_* flags (and propagation) on a mount tree;
+        MOUNT_ATTR_IDMAP takes the user namespace whose id maps apply from `userns_fd`."""
 
     def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
         """mount(2)."""

@@ -52,6 +52,7 @@ MOUNT_ATTR_RDONLY = 0x01
 MOUNT_ATTR_NOSUID = 0x02
 MOUNT_ATTR_NODEV = 0x04
 MOUNT_ATTR_NOEXEC = 0x08
+MOUNT_ATTR_IDMAP = 0x00100000  # with mount_attr.userns_fd: the ids of that user namespace
 
 # prctl.h
 PR_CAPBSET_READ = 23

@@ -47,8 +47,8 @@ class RecordingKernel:
         self._record("move_mount", from_fd, from_path, to_fd, to_path, flags)
 
     def mount_setattr(self, fd: int, path: str, flags: int, attr_set: int,
-                      propagation: int = 0) -> None:
-        self._record("mount_setattr", fd, path, flags, attr_set, propagation)
+                      propagation: int = 0, *, userns_fd: int = -1) -> None:
+        self._record("mount_setattr", fd, path, flags, attr_set, propagation, userns_fd)
 
     def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
         self._record("mount", source, target, fstype, flags, data)

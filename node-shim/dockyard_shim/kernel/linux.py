@@ -113,8 +113,9 @@ class LinuxKernel:
                       ctypes.c_uint(flags))
 
     def mount_setattr(self, fd: int, path: str, flags: int, attr_set: int,
-                      propagation: int = 0) -> None:
-        attr = _MountAttr(attr_set=attr_set, propagation=propagation)
+                      propagation: int = 0, *, userns_fd: int = -1) -> None:
+        attr = _MountAttr(attr_set=attr_set, propagation=propagation,
+                          userns_fd=max(userns_fd, 0))
         self._syscall("mount_setattr", ctypes.c_int(fd), ctypes.c_char_p(os.fsencode(path)),
                       ctypes.c_uint(flags), ctypes.byref(attr),
                       ctypes.c_size_t(ctypes.sizeof(attr)))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard_shim.errors import InvalidArgumentError
-from dockyard_shim.runtime import capabilities, seccomp, sysctls
+from dockyard_shim.runtime import capabilities, seccomp, sysctls, userns
 from dockyard_shim.volumes import check_name, check_subpath
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")  # Docker's container name rule
@@ -115,6 +115,9 @@ class ContainerConfig:
     sysctls: dict[str, str] = field(default_factory=dict)
     """`--sysctl NAME=VALUE`: namespaced kernel settings (`runtime.sysctls`), names as
     given (dots or slashes), written in this order at each start."""
+    userns: str = "host"
+    """`--userns`: `host` (the node's ids) or `auto` (a user namespace of its own, its
+    root a block of the node's subordinate ids: `runtime.userns`)."""
     labels: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -125,6 +128,8 @@ class ContainerConfig:
         # would replace every managed container once).
         if not self.sysctls:
             del data["sysctls"]
+        if self.userns == "host":
+            del data["userns"]  # the same reason
         return data
 
     @classmethod
@@ -171,7 +176,7 @@ def _container_path(flag: str, path: str) -> None:
 def validate(config: ContainerConfig) -> ContainerConfig:
     """Return `config` if every field is acceptable; else InvalidArgumentError naming it."""
     for check in (_check_identity, _check_limits, _check_binds, _check_network, _check_policy,
-                  _check_security, _check_sysctls):
+                  _check_security, _check_sysctls, _check_userns):
         check(config)
     return config
 
@@ -299,3 +304,7 @@ def seccomp_profile(config: ContainerConfig) -> seccomp.Profile | None:
         text = _with_profile(config).seccomp_profile
         return seccomp.parse_json(text, f"seccomp profile {config.seccomp_profile_path}".rstrip())
     return seccomp.default_profile()
+
+
+def _check_userns(config: ContainerConfig) -> None:
+    userns.validate_mode(config.userns)

@@ -32,6 +32,7 @@ from dockyard_shim.runtime.process import (
     fail,
     read_all,
     reap_quietly,
+    seal_imports,
     setup_stdio,
     signal_go,
 )
@@ -54,6 +55,8 @@ def exec_in(kernel: Kernel, spec: ExecSpec, *, place: Callable[[int], None],
             timeout: float = 10.0) -> int:
     """Start `spec.process` in the container; its host pid once it runs (or StartError)."""
     wanted = [ns for ns in _NAMESPACES if ns != "cgroup" or spec.cgroup_namespace]
+    if _own_user_namespace(spec.container_pid):
+        wanted.append("user")  # last: it leaves no capability over the others
     fds = [os.open(f"/proc/{spec.container_pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
            for ns in wanted]
     status_r, status_w = os.pipe()
@@ -100,12 +103,18 @@ def exec_in(kernel: Kernel, spec: ExecSpec, *, place: Callable[[int], None],
     return pid
 
 
+def _own_user_namespace(pid: int) -> bool:
+    """Whether the container runs in a user namespace of its own (`--userns auto`)."""
+    return os.stat(f"/proc/{pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino
+
+
 def _middle(kernel: Kernel, spec: ExecSpec, *, fds: list[int], log_fd: int, last_cap: int,
             status_w: int, go_r: int, err_w: int) -> None:
     os.setsid()
     for fd in fds:
         kernel.setns(fd, 0)  # 0: any type; the fd says which namespace
         os.close(fd)
+    seal_imports()  # the root is the container's since the mount namespace was joined
     child = os.fork()
     if child == 0:  # ------------------------------------------------------ process
         try:

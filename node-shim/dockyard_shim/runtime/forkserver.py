@@ -131,16 +131,19 @@ def serve(connection: socket.socket, kernel: Kernel) -> None:
 
 
 def _trees(spec: SandboxSpec) -> list[int]:
-    """The detached mounts the spec hands to init, in order (sent along as descriptors)."""
-    return [data.tree for data in spec.volumes if data.tree >= 0]
+    """The descriptors the spec hands to init, in order (sent along as SCM_RIGHTS): its
+    detached mounts, then its user namespace."""
+    fds = [data.tree for data in spec.volumes if data.tree >= 0]
+    return [*fds, spec.userns_fd] if spec.userns_fd >= 0 else fds
 
 
 def _with_trees(spec: SandboxSpec, fds: list[int]) -> SandboxSpec:
-    """The spec with its detached mounts renumbered to the descriptors received here."""
+    """The spec with its descriptors renumbered to the ones received here."""
     received = iter(fds)
     volumes = tuple(replace(data, tree=next(received)) if data.tree >= 0 else data
                     for data in spec.volumes)
-    return replace(spec, volumes=volumes)
+    userns_fd = next(received) if spec.userns_fd >= 0 else -1
+    return replace(spec, volumes=volumes, userns_fd=userns_fd)
 
 
 def _clone_init(kernel: Kernel, spec: SandboxSpec, pipes: InitPipes,

@@ -5,17 +5,20 @@ pipe, one-byte "go" signals, a close-on-exec error pipe whose EOF means exec suc
 the last steps before exec (stdio, no_new_privs, seccomp, capabilities, identity,
 Docker's exit codes for exec failures), and exit records. Code here that runs after
 fork() uses only syscalls and modules already imported: after pivot_root or setns into
-a container's mounts, Python can import nothing more.
+a container's mounts every path Python would import from is the image's, so
+`seal_imports` makes any import fail from then on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.abc
 import json
 import os
 import resource
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +153,24 @@ def read_exit(bundle: Path, *, grace: float = 0.0) -> ExitRecord:
         return ExitRecord(int(data["exitCode"]), float(data["finishedAt"]))
     except (OSError, ValueError, KeyError, TypeError):
         return ExitRecord(UNKNOWN_EXIT, time.time())
+
+
+class _SealedImports(importlib.abc.MetaPathFinder):
+    """The first finder Python asks: it refuses every module."""
+
+    def find_spec(self, fullname: str, path: object = None,
+                  target: object = None) -> None:
+        raise ImportError(f"import of {fullname} refused: this process is inside the "
+                          "container's root, where a module would be the image's code run "
+                          "as the node's root")
+
+
+def seal_imports() -> None:
+    """Refuse every import in this process from now on. Called as soon as its root is the
+    container's (init after pivot_root, exec after joining the mount namespace): a lazy
+    import there would load a file the image placed at the interpreter's path and run it
+    with the runtime's privileges. Whatever is already imported stays usable."""
+    sys.meta_path.insert(0, _SealedImports())
 
 
 def setup_stdio(log_fd: int) -> None:

@@ -56,20 +56,26 @@ class Plan:
     readonly: tuple[str, ...]
 
 
-def plan(*, new_netns: bool, cgroup_v2: bool) -> Plan:
+TTY_GID = 5
+"""The `tty` group of Debian, Alpine and Docker's /dev/pts: terminals are its."""
+
+
+def plan(*, new_netns: bool, cgroup_v2: bool, tty_gid: int = TTY_GID) -> Plan:
     """The standard container filesystem, as Docker sets it up.
 
     `new_netns`: sysfs can be mounted fresh only in a network namespace of the container's
     own; with the host's network the host /sys is bound read-only instead, as runc does.
     `cgroup_v2`: in a cgroup namespace the container's own cgroup2 tree is mounted
     read-only at /sys/fs/cgroup (cgroup v1 hierarchies are not shown yet).
+    `tty_gid`: the node's gid of the container's tty group (another with a user namespace).
     """
     nosuid_nodev_noexec = ("nosuid", "nodev", "noexec")
     mounts = [
         Mount("proc", "proc", "/proc", nosuid_nodev_noexec),
         Mount("tmpfs", "tmpfs", "/dev", ("nosuid", "strictatime", "mode=755", "size=65536k")),
         Mount("devpts", "devpts", "/dev/pts",
-              ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")),
+              ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620",
+               f"gid={tty_gid}")),
         Mount("tmpfs", "shm", "/dev/shm",  # noqa: S108 -- the container's own /dev/shm
               (*nosuid_nodev_noexec, "mode=1777", "size=65536k")),
         Mount("mqueue", "mqueue", "/dev/mqueue", nosuid_nodev_noexec),

@@ -79,6 +79,7 @@ from dockyard_shim.runtime.state import (
     can_unpause,
     require,
 )
+from dockyard_shim.runtime.userns import IdMap, SubordinateIds, create_namespace
 from dockyard_shim.snapshots.changes import Change, changes
 from dockyard_shim.volumes import HostPaths, VolumeStore, volumes_in_use
 
@@ -99,12 +100,14 @@ class Runtime:
     def __init__(self, root: Path, *, kernel: Kernel, images: Images, snapshots: Snapshots,
                  cgroups: CgroupDriver, network: NetworkConfig | None = None,
                  later: Later = now, fork: Fork | None = None,
-                 volumes: VolumeStore | None = None) -> None:
+                 volumes: VolumeStore | None = None,
+                 subordinate_ids: SubordinateIds | None = None) -> None:
         """`later` runs chores no call waits for (deleting a removed container's renamed
         bundle): at once by default, or on a `Background` thread so that calls return
         sooner. `fork` makes containers' init processes: this process forks them by
         default, a `ForkServer` faster. `volumes` defaults to a store under `root` that
-        allows every host path but the state root and the dangerous ones."""
+        allows every host path but the state root and the dangerous ones.
+        `subordinate_ids`: where `--userns auto` takes its ids (/etc/subuid, /etc/subgid)."""
         self.root = root
         self.kernel = kernel
         self._images = images
@@ -119,6 +122,7 @@ class Runtime:
         self.lock = threading.RLock()
         self._later = later
         self._fork = fork
+        self._subordinate_ids = subordinate_ids or SubordinateIds()
         self.volumes = volumes or VolumeStore(
             root / "volumes", host_paths=HostPaths(protected=(str(root),)), later=later)
         for leftover in (root / "containers").glob(f"{_TRASH}*"):  # from a crash
@@ -136,11 +140,13 @@ class Runtime:
         config, made_volumes = claim_volumes(self.volumes, config, container_id)
         bundle = self.root / "containers" / container_id
         try:
-            record = ContainerRecord(
-                id=container_id, name=config.name or self._free_name(), image=image.name,
-                status=Status.CREATED, bundle=str(bundle), config=config.to_json(),
-                created_at=time.time(), labels=dict(config.labels))
-            self.store.add(record)  # the name is claimed before any disk state exists
+            with self.lock:  # no other create takes the same ids meanwhile
+                record = ContainerRecord(
+                    id=container_id, name=config.name or self._free_name(), image=image.name,
+                    status=Status.CREATED, bundle=str(bundle), config=config.to_json(),
+                    created_at=time.time(), labels=dict(config.labels),
+                    id_map=self._id_map(config))
+                self.store.add(record)  # the name is claimed before any disk state exists
         except BaseException:
             remove_unused(self.volumes, made_volumes, self.volumes_in_use())
             raise
@@ -156,6 +162,13 @@ class Runtime:
             remove_unused(self.volumes, made_volumes, self.volumes_in_use())
             raise
         return record
+
+    def _id_map(self, config: ContainerConfig) -> dict[str, int] | None:
+        """A block of subordinate ids no other container holds, for `--userns auto`."""
+        if config.userns != "auto":
+            return None
+        taken = [IdMap.from_json(r.id_map) for r in self.store.all() if r.id_map]
+        return self._subordinate_ids.allocate(taken).to_json()
 
     def start(self, ref: str, *, backoff: float | None = None) -> ContainerRecord:
         """Start a created or stopped container; return once its command runs.
@@ -195,7 +208,11 @@ class Runtime:
         if leftover is not None:
             leftover.delete()  # from a previous run of this container
         cgroup = self.cgroups.create(record.id)
+        id_map = IdMap.from_json(record.id_map) if record.id_map else None
+        userns_fd = -1
         try:
+            if id_map is not None:
+                userns_fd = create_namespace(self.kernel, id_map)
             cgroup.set_limits(Limits(memory_bytes=config.memory_bytes,
                                      cpu_millis=config.cpu_millis,
                                      pids_max=config.pids_limit))
@@ -210,8 +227,11 @@ class Runtime:
                 cgroup_join=tuple(str(path) for path in cgroup.join_files()),
                 cgroup_v2=self.cgroups.version == 2,
                 cgroup_v1_dirs=_v1_dirs(cgroup),
-                sysctls=container_sysctls(config))
+                sysctls=container_sysctls(config),
+                id_map=id_map, userns_fd=userns_fd)
         except BaseException:
+            if userns_fd >= 0:
+                os.close(userns_fd)
             cgroup.delete()
             self._unmount_idle_volumes(record)
             raise
@@ -247,6 +267,9 @@ class Runtime:
             self._unmount_idle_volumes(record)
             cgroup.delete()
             raise
+        finally:
+            if userns_fd >= 0:
+                os.close(userns_fd)  # init joined it, or failed: it lives on in init only
         ip = str(attachments[0].ip) if attachments else ""
         return self._running(record.with_(ip_address=ip), spawned, identities[0])
 

@@ -50,13 +50,14 @@ from dockyard_shim.kernel import Kernel
 from dockyard_shim.kernel import consts as k
 from dockyard_shim.mounts import (
     Mount,
-    bind_by_fd,
+    attach,
+    clone_tree,
     make_in_root,
     open_in_root,
     perform,
     resolve_in_root,
 )
-from dockyard_shim.runtime import capabilities, procfs, rootfs
+from dockyard_shim.runtime import capabilities, procfs, rootfs, userns
 from dockyard_shim.runtime.loopback import loopback_up
 from dockyard_shim.runtime.process import (
     SETUP_FAILED,
@@ -69,10 +70,12 @@ from dockyard_shim.runtime.process import (
     fail,
     read_all,
     reap_quietly,
+    seal_imports,
     setup_stdio,
     signal_go,
 )
 from dockyard_shim.runtime.sysctls import Sysctl
+from dockyard_shim.runtime.userns import IdMap
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,11 @@ class SandboxSpec:
     cgroup_v1_dirs: tuple[tuple[str, str], ...] = ()
     """cgroup v1: (hierarchy name such as `memory` or `cpu,cpuacct`, host directory of the
     container's cgroup in it), shown read-only under /sys/fs/cgroup as Docker does."""
+    id_map: IdMap | None = None
+    """With a user namespace: the ids its root and users are on the node (`userns`)."""
+    userns_fd: int = -1
+    """With a user namespace: it, made and mapped by the caller (`userns.create_namespace`);
+    a descriptor of the caller's, which init joins last."""
     sysctls: tuple[Sysctl, ...] = ()
     """Written in this order into the container's own /proc/sys (`sysctls.check_all`)."""
 
@@ -275,11 +283,15 @@ def _init_main(kernel: Kernel, spec: SandboxSpec, pipes: InitPipes) -> None:
     if spec.network != "host":
         loopback_up()
     kernel.sethostname(spec.hostname)
+    if spec.id_map is not None:
+        userns.setup_identity(kernel, spec.id_map)
     _setup_filesystem(kernel, spec)
     setup_stdio(log_fd)
     if os.read(go_r, 1) != b"g":
         os._exit(SETUP_FAILED)  # the caller gave up
     os.close(go_r)
+    if spec.userns_fd >= 0:
+        userns.join(kernel, spec.userns_fd)
     # Nothing of the caller's may reach the command, not even for the chdir to its
     # working directory: a directory descriptor still open then would let a working
     # directory of /proc/self/fd/N start the command outside its root (CVE-2024-21626).
@@ -303,14 +315,18 @@ def _setup_filesystem(kernel: Kernel, spec: SandboxSpec) -> None:
     root = str(spec.root)
     # Nothing we mount may propagate back to the host; host mounts still reach us.
     kernel.mount("", "/", "", k.MS_REC | k.MS_SLAVE, "")
+    if spec.userns_fd >= 0:
+        _map_layers(kernel, spec)
     for mount in spec.rootfs:
         perform(kernel, mount.at(root))
     # Keep the rootfs a mount point of its own even when the snapshot is a plain directory,
     # so that pivot_root accepts it.
     kernel.mount(root, root, "", k.MS_BIND | k.MS_REC, "")
     for data in sorted(spec.volumes, key=lambda d: d.target.rstrip("/").count("/")):
-        _mount_data(kernel, root, data)
-    plan = rootfs.plan(new_netns=spec.network != "host", cgroup_v2=spec.cgroup_v2)
+        _mount_data(kernel, root, data, spec.userns_fd)
+    plan = rootfs.plan(new_netns=spec.network != "host", cgroup_v2=spec.cgroup_v2,
+                       tty_gid=spec.id_map.host_gid(rootfs.TTY_GID) if spec.id_map
+                       else rootfs.TTY_GID)
     proc_device = -1
     for mount in plan.mounts:
         _refuse_links(kernel, root, mount)
@@ -318,7 +334,8 @@ def _setup_filesystem(kernel: Kernel, spec: SandboxSpec) -> None:
         perform(kernel, mount.at(str(target)))
         if mount.type == "proc":
             proc_device = os.stat(target, follow_symlinks=False).st_dev
-    _write_sysctls(kernel, spec, proc_device)  # before /proc/sys is made read-only
+    with userns.as_node_root(kernel, spec.id_map):  # sysctl files admit only uid 0
+        _write_sysctls(kernel, spec, proc_device)  # before /proc/sys is made read-only
     if spec.cgroup_v1_dirs:
         _mount_cgroup_v1(kernel, spec)
     for device in plan.devices:
@@ -330,6 +347,8 @@ def _setup_filesystem(kernel: Kernel, spec: SandboxSpec) -> None:
     for name in ("hostname", "hosts", "resolv.conf"):
         host_file = spec.bundle / name
         if host_file.exists():
+            if spec.id_map is not None:  # the container's root may edit them, as root can
+                os.chown(host_file, spec.id_map.uid, spec.id_map.gid)
             target = make_in_root(spec.root, f"/etc/{name}", directory=False)
             perform(kernel, Mount("bind", str(host_file), str(target), ("bind",)))
     if spec.readonly_rootfs:
@@ -337,6 +356,7 @@ def _setup_filesystem(kernel: Kernel, spec: SandboxSpec) -> None:
     _mask_and_protect(kernel, spec.root, plan)
     os.chdir(root)
     kernel.pivot_root(".", ".")  # stack the old root under the new one, then detach it
+    seal_imports()  # every path is the image's now
     kernel.umount2(".", k.MNT_DETACH)
     os.chdir("/")
 
@@ -394,30 +414,79 @@ def _refuse_links(kernel: Kernel, root: str, mount: Mount) -> None:
     os.close(fd)
 
 
-def _mount_data(kernel: Kernel, root: str, data: DataMount) -> None:
+def _map_layers(kernel: Kernel, spec: SandboxSpec) -> None:
+    """Cover each directory the root filesystem is made of with a copy of itself that
+    carries the user namespace's ids (in this mount namespace only), so that the overlay
+    mounted next shows the image's root as the container's root (`userns`)."""
+    for mount in spec.rootfs:
+        found = userns.layer_dirs(mount.options) if mount.type == "overlay" else [mount.source]
+        for directory in found:
+            where = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                tree = _clone(kernel, where, f"the image layer {directory}",
+                              userns_fd=spec.userns_fd)
+                try:
+                    attach(kernel, tree, where)
+                finally:
+                    os.close(tree)
+            finally:
+                os.close(where)
+
+
+def _mount_data(kernel: Kernel, root: str, data: DataMount, userns_fd: int = -1) -> None:
+    """Mount one volume, host path or tmpfs. With a user namespace (`userns_fd`) binds
+    carry its ids, so that the volume's root-owned files are the container root's."""
     directory = data.tree >= 0 or not data.source or data.subpath or os.path.isdir(data.source)
     target = open_in_root(kernel, root, data.target, make="dir" if directory else "file")
     try:
-        if data.tree >= 0:
-            kernel.move_mount(data.tree, "", target, "",
-                              k.MOVE_MOUNT_F_EMPTY_PATH | k.MOVE_MOUNT_T_EMPTY_PATH)
-            return
-        if not data.source:
+        if not data.source and data.tree < 0:
             kernel.mount("tmpfs", f"/proc/self/fd/{target}", "tmpfs",
                          k.MS_NOSUID | k.MS_NODEV, data.tmpfs)
-            return
-        if data.subpath:
-            source = open_in_root(kernel, data.source, data.subpath, make="dir")
-        else:  # the host path itself: the node's own, checked against its allowlist
-            source = os.open(data.source, os.O_PATH | os.O_CLOEXEC)
-        if data.fill and not data.subpath and not os.listdir(data.source):
-            _copy_tree(f"/proc/self/fd/{target}", data.source)  # the target, in the root
-        try:
-            bind_by_fd(kernel, source, target, readonly=data.readonly)
-        finally:
-            os.close(source)
+        elif data.tree >= 0 and userns_fd < 0:
+            attach(kernel, data.tree, target)  # the export as it is; the caller closes it
+        else:
+            tree = _data_tree(kernel, data, userns_fd)
+            try:
+                if data.fill and not data.subpath and not os.listdir(data.source):
+                    # Into the volume through its tree: with a user namespace, the image's
+                    # ids land on disk as the image has them.
+                    _copy_tree(f"/proc/self/fd/{target}", f"/proc/self/fd/{tree}")
+                if data.readonly:  # after the fill, before anyone sees it
+                    kernel.mount_setattr(tree, "", k.AT_EMPTY_PATH | k.AT_RECURSIVE,
+                                         k.MOUNT_ATTR_RDONLY)
+                attach(kernel, tree, target)
+            finally:
+                os.close(tree)
     finally:
         os.close(target)
+
+
+def _data_tree(kernel: Kernel, data: DataMount, userns_fd: int) -> int:
+    """A detached, still writable copy of what `data` binds: a provider's export, a
+    volume's subpath or the host path itself (the node's own, checked against its
+    allowlist)."""
+    what = f"the volume at {data.target}"
+    if data.tree >= 0:
+        return _clone(kernel, data.tree, what, userns_fd=userns_fd)
+    if data.subpath:
+        source = open_in_root(kernel, data.source, data.subpath, make="dir")
+    else:
+        source = os.open(data.source, os.O_PATH | os.O_CLOEXEC)
+    try:
+        return _clone(kernel, source, what, userns_fd=userns_fd)
+    finally:
+        os.close(source)
+
+
+def _clone(kernel: Kernel, source: int, what: str, *, userns_fd: int = -1) -> int:
+    try:
+        return clone_tree(kernel, source, userns_fd=userns_fd)
+    except OSError as e:
+        if userns_fd < 0 or e.errno != errno.EINVAL:
+            raise
+        raise StartError(f"{what}: cannot map its ids into the user namespace: its "
+                         "filesystem has no idmapped mounts (ext4, xfs, btrfs have; "
+                         "tmpfs since Linux 6.3)", SETUP_FAILED) from None
 
 
 def _copy_tree(source: str, destination: str) -> None:

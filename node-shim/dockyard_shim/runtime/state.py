@@ -95,6 +95,9 @@ class ContainerRecord:
     stopped_by_user: bool = False
     """Stopped or killed on request: restart policies hold off until a manual start."""
     labels: dict[str, str] = field(default_factory=dict)
+    id_map: dict[str, int] | None = None
+    """With `--userns auto`: the block of the node's subordinate ids the container runs
+    as (`userns.IdMap`), held from create to removal."""
 
     def with_(self, **changes: Any) -> ContainerRecord:
         return replace(self, **changes)
