@@ -72,6 +72,21 @@ class EnvVar(ApiModel):
     """The variable's value (may be empty)."""
 
 
+class Sysctl(ApiModel):
+    """One namespaced kernel setting of the container (docker run --sysctl NAME=VALUE). The
+    node accepts runc's namespaced ones only (IPC, `fs.mqueue.*`, `kernel.domainname`,
+    `net.*` with a network of the container's own) and refuses the rest when it creates
+    the container."""
+
+    name: Annotated[str, StringConstraints(
+        max_length=253,
+        pattern=r"^[a-z0-9]([-_a-z0-9]*[a-z0-9])?([./][a-z0-9]([-_a-z0-9]*[a-z0-9])?)*$")]
+    """Dots or slashes: `net.ipv4.ip_unprivileged_port_start`, `kernel/shmmax`."""
+    value: Annotated[str, StringConstraints(max_length=4096, pattern=r"^[^=+\n]*$")]
+    """The value as written to /proc/sys; never `=` or `+` (CVE-2022-0811 smuggled a
+    second setting through them)."""
+
+
 class VolumeMount(ApiModel):
     """A `Volume` of the same namespace, bind-mounted into the container."""
 
@@ -257,11 +272,21 @@ class ContainerSpec(ApiModel):
     capabilities are ignored (docker --security-opt no-new-privileges)."""
     seccomp_profile: SeccompProfile = Field(default_factory=SeccompProfile)
     """The seccomp filter of the container's processes (docker --security-opt seccomp=…)."""
+    host_users: StrictBool = True
+    """False: run in a user namespace of the container's own, its root a block of the
+    node's subordinate ids, so that root inside is no one on the node (Kubernetes'
+    `hostUsers`, docker run --userns auto). The node needs ids for user `dockyard` in
+    /etc/subuid and /etc/subgid."""
+    sysctls: Annotated[list[Sysctl], Field(max_length=64, json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})] = \
+        Field(default_factory=list)
+    """Namespaced kernel settings, written in this order at each start."""
 
     @model_validator(mode="after")
     def _lists_unique(self) -> ContainerSpec:
         unique(self.env, "name", what="env")
         unique(self.volume_mounts, "mount_path", what="volumeMounts")
+        unique(self.sysctls, "name", what="sysctls")
         return self
 
 

@@ -31,6 +31,8 @@ FULL = container(
     restartPolicy="OnFailure", readOnlyRootfs=True,
     capabilities={"add": ["NET_ADMIN"], "drop": ["ALL"]},
     noNewPrivileges=True, seccompProfile={"type": "Unconfined"},
+    hostUsers=False, sysctls=[{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"},
+                              {"name": "kernel/shmmax", "value": "268435456"}],
 )
 VOLUMES = (volume("data", "shop", local={}), volume("logs", "shop", hostPath={"path": "/srv/logs"}))
 
@@ -70,6 +72,8 @@ def test_every_field_of_a_container_is_translated() -> None:
         "seccomp": "unconfined",
         "seccomp_profile": "",
         "seccomp_profile_path": "",
+        "userns": "auto",
+        "sysctls": {"net.ipv4.ip_unprivileged_port_start": "0", "kernel/shmmax": "268435456"},
         "labels": {"dockyard.dev/managed-by": "dockyard-up",
                    "dockyard.dev/object": "shop/web",
                    "dockyard.dev/spec-hash": want.spec_hash},
@@ -90,6 +94,9 @@ def test_the_defaults_of_a_minimal_container_are_the_runtimes() -> None:
         (None, None, None)
     assert (config["network"], config["restart"], config["read_only"]) == \
         ("bridge", "no", False)
+    # Left out, as the node's config leaves them out: spec hashes stay as they were.
+    assert "userns" not in config
+    assert "sysctls" not in config
 
 
 @pytest.mark.parametrize(("spec", "entrypoint", "command"), [
@@ -249,6 +256,8 @@ def test_the_hash_is_stable_across_runs_key_order_and_unrelated_metadata() -> No
     ("spec.readOnlyRootfs", False),
     ("spec.capabilities", {"add": ["NET_RAW"], "drop": ["ALL"]}),
     ("spec.capabilities", {"add": ["NET_ADMIN"]}),
+    ("spec.hostUsers", True),
+    ("spec.sysctls", [{"name": "kernel/shmmax", "value": "268435456"}]),
     ("metadata.name", "shop"),
     ("metadata.namespace", "store"),
 ])

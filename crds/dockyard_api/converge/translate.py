@@ -179,8 +179,9 @@ def translate(placed: Placed[Container], manifests: Manifests, *, manager: str =
 
 
 def _security(spec: ContainerSpec) -> dict[str, Any]:
-    """no-new-privileges and seccomp. A `Localhost` profile is named by its path: the node
-    reads the file when it creates the container (and keeps a copy)."""
+    """no-new-privileges, seccomp, the user namespace and sysctls. A `Localhost` profile
+    is named by its path: the node reads the file when it creates the container (and keeps
+    a copy)."""
     profile = spec.seccomp_profile
     localhost = profile.type is SeccompProfileType.LOCALHOST
     return {
@@ -188,6 +189,10 @@ def _security(spec: ContainerSpec) -> dict[str, Any]:
         "seccomp": _SECCOMP_MODES[profile.type],
         "seccomp_profile": "",
         "seccomp_profile_path": (profile.localhost_profile or "") if localhost else "",
+        # Only when set, as the node's config leaves them out: the spec hash of every
+        # container without them stays what it was before these fields existed.
+        **({"userns": "auto"} if not spec.host_users else {}),
+        **({"sysctls": {s.name: s.value for s in spec.sysctls}} if spec.sysctls else {}),
     }
 
 
