@@ -190,19 +190,13 @@ def create_namespace(kernel: Kernel, id_map: IdMap) -> int:
                                   f"0 {id_map.uid} {id_map.size}\n".encode())
             procfs.write_verified(kernel, proc, "gid_map",
                                   f"0 {id_map.gid} {id_map.size}\n".encode())
-            return _open_user_namespace(child)
+            return os.open("ns/user", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc)
         finally:
             os.close(proc)
     finally:
         os.close(ready_r)
         os.close(done_w)
         os.waitpid(child, 0)
-
-
-def _open_user_namespace(pid: int) -> int:
-    # A plain open of a /proc path is fine here: the descriptor is only read by setns and
-    # mount_setattr, which check that it is a user namespace.
-    return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
 
 
 def setup_identity(kernel: Kernel, id_map: IdMap) -> None:
