@@ -193,7 +193,12 @@ def test_the_node_shim_runs_the_daemon_before_the_agent_with_the_host_it_needs()
         assert mounts["state"]["mountPropagation"] == "Bidirectional"
     paths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
     assert paths == {"state": "/var/lib/dockyard", "run": "/run/dockyard",
-                     "cgroup": "/sys/fs/cgroup"}
+                     "cgroup": "/sys/fs/cgroup", "host-etc": "/etc"}
+    # The daemon reads the node's subordinate ids (hostUsers: false), read-only.
+    assert (env_of(daemon)["DOCKYARD_SUBUID"], env_of(daemon)["DOCKYARD_SUBGID"]) == \
+        ("/host/etc/subuid", "/host/etc/subgid")
+    (etc,) = [m for m in daemon["volumeMounts"] if m["name"] == "host-etc"]
+    assert (etc["mountPath"], etc["readOnly"]) == ("/host/etc", True)
     token = next(v for v in pod["volumes"] if v["name"] == "transfer-token")
     assert token["secret"]["defaultMode"] == 0o400  # the shim refuses a readable token
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from dockyard_shim.background import Background
 from dockyard_shim.cgroups import CgroupDriver, detect
 from dockyard_shim.daemon.paths import cgroup_parent as configured_cgroup_parent
-from dockyard_shim.daemon.paths import state_root
+from dockyard_shim.daemon.paths import state_root, subordinate_ids
 from dockyard_shim.daemon.storage import open_images, open_volumes
 from dockyard_shim.errors import NotFoundError
 from dockyard_shim.images import ChainId, ImageStore, parse_reference
@@ -103,5 +103,5 @@ def open_node(root: Path | None = None, *, cgroup_parent: str | None = None,
     volumes = open_volumes(root, later=background)
     runtime = Runtime(root, kernel=LinuxKernel(), images=StoreImages(images),
                       snapshots=snapshots, cgroups=cgroups, later=background, fork=forker,
-                      volumes=volumes)
+                      volumes=volumes, subordinate_ids=subordinate_ids())
     return Node(root, snapshots, images, cgroups, runtime, background, forker)

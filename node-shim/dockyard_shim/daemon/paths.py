@@ -12,6 +12,7 @@ TYPE_CHECKING = False  # typing itself costs milliseconds to import
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from dockyard_shim.runtime.userns import SubordinateIds
     from dockyard_shim.volumes import HostPaths
 
 DEFAULT_ROOT = "/var/lib/dockyard"
@@ -52,3 +53,15 @@ def host_paths(root: Path) -> HostPaths:
     roots = os.environ.get("DOCKYARD_HOST_PATHS") or "/"
     allowed = tuple(os.path.normpath(r) for r in roots.split(":") if r)
     return HostPaths(allowed=allowed, protected=(os.path.abspath(root), socket_file()))
+
+
+def subordinate_ids() -> SubordinateIds:
+    """Where `--userns auto` takes its ids: `$DOCKYARD_SUBUID` and `$DOCKYARD_SUBGID`,
+    else /etc/subuid and /etc/subgid. A node shim in a container (the Helm chart's) reads
+    the node's files where they are mounted."""
+    from pathlib import Path  # noqa: PLC0415 -- see the module's docstring
+
+    from dockyard_shim.runtime.userns import SubordinateIds  # noqa: PLC0415
+
+    return SubordinateIds(Path(os.environ.get("DOCKYARD_SUBUID") or "/etc/subuid"),
+                          Path(os.environ.get("DOCKYARD_SUBGID") or "/etc/subgid"))
