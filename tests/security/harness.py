@@ -75,23 +75,31 @@ IMAGES: dict[str, Tweak] = {
 
 
 class AttackImages:
-    """The images of `IMAGES`, each one layer in the snapshotter."""
+    """The images of `IMAGES`, each one layer in the snapshotter, made when first asked
+    for: most tests run one or two of them, and the trap image alone writes thousands of
+    files."""
 
     def __init__(self, snapshots: OverlaySnapshotter, scratch: Path) -> None:
-        base = busybox_rootfs(scratch / "busybox")
-        for name, tweak in IMAGES.items():
-            key = f"extract-{name}"
-            snapshots.prepare(key)
-            upper = snapshots.upper_dir(key)
-            shutil.copytree(base, upper, symlinks=True, dirs_exist_ok=True)
-            tweak(upper)
-            snapshots.commit(f"sha256:{name}-layer", key)
+        self._snapshots = snapshots
+        self._base = busybox_rootfs(scratch / "busybox")
+        self._made: set[str] = set()
 
     def runnable(self, name: str) -> RunnableImage:
         if name not in IMAGES:
             raise NotFoundError(f"no such image: {name}")
+        if name not in self._made:
+            self._make(name)
         return RunnableImage(id=f"sha256:{name}", name=name, top_layer=f"sha256:{name}-layer",
                              cmd=("sh",), env=("PATH=/bin", "HOME=/root"))
+
+    def _make(self, name: str) -> None:
+        key = f"extract-{name}"
+        self._snapshots.prepare(key)
+        upper = self._snapshots.upper_dir(key)
+        shutil.copytree(self._base, upper, symlinks=True, dirs_exist_ok=True)
+        IMAGES[name](upper)
+        self._snapshots.commit(f"sha256:{name}-layer", key)
+        self._made.add(name)
 
 
 @contextmanager
