@@ -171,8 +171,8 @@ def clone_tree(kernel: Kernel, source_fd: int, *, readonly: bool = False,
                userns_fd: int = -1) -> int:
     """A detached, recursive copy of the mount tree at `source_fd`, read-only if asked and,
     with `userns_fd`, carrying that user namespace's ids (idmapped: its uid N reads and
-    writes as the disk's uid 0). Its flags are set before anyone can see it: attach it
-    with move_mount (`bind_by_fd`), where no path is looked up again."""
+    writes as the disk's uid 0). Its flags are set before anyone can see it: `attach`
+    it by descriptor, where no path is looked up again."""
     tree = kernel.open_tree(source_fd, "", k.OPEN_TREE_CLONE | k.OPEN_TREE_CLOEXEC
                             | k.AT_EMPTY_PATH | k.AT_RECURSIVE)
     attributes = (k.MOUNT_ATTR_RDONLY if readonly else 0) \
