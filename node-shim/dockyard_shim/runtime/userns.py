@@ -230,10 +230,9 @@ def as_node_root(kernel: Kernel, id_map: IdMap | None) -> Iterator[None]:
 
 def join(kernel: Kernel, userns_fd: int) -> None:
     """Enter the container's user namespace: from here on this process holds capabilities
-    only inside it, and its ids are the container's (root, until `drop_privileges`)."""
+    only inside it. Its ids become the container's in `drop_privileges`, which sets them
+    all (as for an exec'd process, which joins it with its other namespaces)."""
     kernel.setns(userns_fd, k.CLONE_NEWUSER)
-    os.setresgid(0, 0, 0)
-    os.setresuid(0, 0, 0)
 
 
 def layer_dirs(options: tuple[str, ...]) -> list[str]:
