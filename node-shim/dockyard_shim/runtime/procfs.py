@@ -115,8 +115,8 @@ def write_verified(kernel: Kernel, dir_fd: int, relative: str, data: bytes) -> N
     from the kernel (ENOENT for a sysctl this kernel or namespace lacks, EXDEV, ELOOP,
     EINVAL for a value it rejects), FailedPreconditionError for a file not on a procfs.
 
-    Every write the runtime makes into a procfs goes through here: a container's sysctls
-    now, and /proc/PID/uid_map and gid_map once containers get user namespaces.
+    Every write the runtime makes into a procfs goes through here: a container's sysctls,
+    and the uid_map and gid_map of its user namespace (`userns.create_namespace`).
     """
     _require_procfs(kernel, dir_fd, "the directory")
     fd = kernel.openat2(dir_fd, relative, os.O_WRONLY | os.O_CLOEXEC | os.O_NOCTTY, _BENEATH)
